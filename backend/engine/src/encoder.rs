@@ -1,0 +1,598 @@
+//! A trainable BERT/RoBERTa encoder with Light-PEFT's hooks: per-head and per-neuron masks
+//! (light-peft-spec §3.1–§3.2) and LoRA or adapters on chosen linear layers (§2).
+//!
+//! Written by hand because candle's LayerNorm and fused softmax have no backward pass.
+
+use candle_core::{D, DType, Device, Tensor, Var};
+use rand::rngs::StdRng;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Architecture, LayerShape, ModelConfig};
+use crate::error::{Result, TensorContext, invalid};
+use crate::ops;
+use crate::peft::{FrozenLinear, PeftLinear, index_tensor};
+use crate::tokenize::Batch;
+use crate::weights::Checkpoint;
+
+/// The six linear layers of an encoder layer that PEFT modules can attach to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModuleKind {
+    /// `attention.self.query`
+    Query,
+    /// `attention.self.key`
+    Key,
+    /// `attention.self.value`
+    Value,
+    /// `attention.output.dense` (W_O)
+    AttentionOutput,
+    /// `intermediate.dense` (W_1)
+    Intermediate,
+    /// `output.dense` (W_2)
+    Output,
+}
+
+impl ModuleKind {
+    /// All kinds, in the order they run.
+    pub const ALL: [ModuleKind; 6] = [
+        ModuleKind::Query,
+        ModuleKind::Key,
+        ModuleKind::Value,
+        ModuleKind::AttentionOutput,
+        ModuleKind::Intermediate,
+        ModuleKind::Output,
+    ];
+
+    /// The module's path inside `encoder.layer.N.`, as in Hugging Face checkpoints.
+    pub fn hf_path(self) -> &'static str {
+        match self {
+            ModuleKind::Query => "attention.self.query",
+            ModuleKind::Key => "attention.self.key",
+            ModuleKind::Value => "attention.self.value",
+            ModuleKind::AttentionOutput => "attention.output.dense",
+            ModuleKind::Intermediate => "intermediate.dense",
+            ModuleKind::Output => "output.dense",
+        }
+    }
+}
+
+/// One PEFT-able linear layer: which layer, which kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ModuleId {
+    /// Encoder layer index.
+    pub layer: usize,
+    /// Which of the six linears.
+    pub kind: ModuleKind,
+}
+
+impl ModuleId {
+    /// The qualified name, e.g. `encoder.layer.3.attention.output.dense`.
+    pub fn name(&self) -> String {
+        format!("encoder.layer.{}.{}", self.layer, self.kind.hf_path())
+    }
+
+    /// Whether the qualified name ends with one of `targets` (the reference's suffix rule:
+    /// `output.dense` matches both the attention output and the FFN output).
+    pub fn matches_any(&self, targets: &[String]) -> bool {
+        let name = self.name();
+        targets
+            .iter()
+            .any(|t| !t.is_empty() && name.ends_with(t.as_str()))
+    }
+}
+
+/// Training-mode state of a forward pass.
+pub struct Training<'a> {
+    /// Source of dropout masks.
+    pub rng: &'a mut StdRng,
+}
+
+/// What the encoder produced.
+pub struct EncoderOutput {
+    /// `[batch, seq, hidden]`.
+    pub hidden: Tensor,
+    /// Per-module importance ratios `[batch, seq]` when requested (spec §4.1).
+    pub ratios: Vec<(ModuleId, Tensor)>,
+}
+
+/// LayerNorm parameters, applied with a differentiable composition.
+#[derive(Clone)]
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f32,
+}
+
+impl LayerNorm {
+    fn load(ckpt: &Checkpoint, prefix: &str, dim: usize, eps: f64) -> Result<Self> {
+        Ok(LayerNorm {
+            weight: ckpt.get(&format!("{prefix}.weight"), &[dim])?,
+            bias: ckpt.get(&format!("{prefix}.bias"), &[dim])?,
+            eps: eps as f32,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(candle_nn::ops::layer_norm_slow(
+            x,
+            &self.weight,
+            &self.bias,
+            self.eps,
+        )?)
+    }
+}
+
+/// Word, position and token-type embeddings.
+pub struct Embeddings {
+    word: Tensor,
+    position: Tensor,
+    token_type: Tensor,
+    norm: LayerNorm,
+}
+
+/// Self-attention with its output projection and LayerNorm.
+pub struct Attention {
+    /// Query projection.
+    pub query: PeftLinear,
+    /// Key projection.
+    pub key: PeftLinear,
+    /// Value projection.
+    pub value: PeftLinear,
+    /// Output projection W_O.
+    pub output: PeftLinear,
+    norm: LayerNorm,
+    heads: usize,
+    head_dim: usize,
+    /// Trainable scalar per head, `[heads]`, when masks are on.
+    pub head_mask: Option<Var>,
+}
+
+/// The position-wise feed-forward block.
+pub struct FeedForward {
+    /// W_1.
+    pub intermediate: PeftLinear,
+    /// W_2.
+    pub output: PeftLinear,
+    norm: LayerNorm,
+    /// Trainable scalar per neuron, `[ffn]`, when masks are on.
+    pub neuron_mask: Option<Var>,
+}
+
+/// One transformer layer (post-LN).
+pub struct Layer {
+    /// Attention block.
+    pub attention: Attention,
+    /// FFN block.
+    pub ffn: FeedForward,
+}
+
+/// The whole encoder.
+pub struct Encoder {
+    /// Shapes and hyper-parameters.
+    pub config: ModelConfig,
+    embeddings: Embeddings,
+    /// The layers, bottom first.
+    pub layers: Vec<Layer>,
+}
+
+impl Encoder {
+    /// Loads the encoder's frozen weights, checking every shape against `config`.
+    pub fn load(config: &ModelConfig, ckpt: &Checkpoint) -> Result<Self> {
+        let d = config.hidden_size;
+        let eps = config.layer_norm_eps;
+        let embeddings = Embeddings {
+            word: ckpt.get("embeddings.word_embeddings.weight", &[config.vocab_size, d])?,
+            position: ckpt.get(
+                "embeddings.position_embeddings.weight",
+                &[config.max_position_embeddings, d],
+            )?,
+            token_type: ckpt.get(
+                "embeddings.token_type_embeddings.weight",
+                &[config.type_vocab_size, d],
+            )?,
+            norm: LayerNorm::load(ckpt, "embeddings.LayerNorm", d, eps)?,
+        };
+        let head_dim = config.head_dim();
+        let layers = config
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(l, shape)| load_layer(ckpt, l, *shape, d, head_dim, eps))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Encoder {
+            config: config.clone(),
+            embeddings,
+            layers,
+        })
+    }
+
+    /// The linear layer behind `id`.
+    pub fn module(&self, id: ModuleId) -> &PeftLinear {
+        let layer = &self.layers[id.layer];
+        match id.kind {
+            ModuleKind::Query => &layer.attention.query,
+            ModuleKind::Key => &layer.attention.key,
+            ModuleKind::Value => &layer.attention.value,
+            ModuleKind::AttentionOutput => &layer.attention.output,
+            ModuleKind::Intermediate => &layer.ffn.intermediate,
+            ModuleKind::Output => &layer.ffn.output,
+        }
+    }
+
+    /// Mutable access to the linear layer behind `id`.
+    pub fn module_mut(&mut self, id: ModuleId) -> &mut PeftLinear {
+        let layer = &mut self.layers[id.layer];
+        match id.kind {
+            ModuleKind::Query => &mut layer.attention.query,
+            ModuleKind::Key => &mut layer.attention.key,
+            ModuleKind::Value => &mut layer.attention.value,
+            ModuleKind::AttentionOutput => &mut layer.attention.output,
+            ModuleKind::Intermediate => &mut layer.ffn.intermediate,
+            ModuleKind::Output => &mut layer.ffn.output,
+        }
+    }
+
+    /// Every module id, layer by layer.
+    pub fn module_ids(&self) -> Vec<ModuleId> {
+        (0..self.layers.len())
+            .flat_map(|layer| ModuleKind::ALL.map(|kind| ModuleId { layer, kind }))
+            .collect()
+    }
+
+    /// Adds a trainable mask, initialised to 1, on every head and FFN neuron.
+    pub fn enable_masks(&mut self, heads: bool, neurons: bool) -> Result<()> {
+        let dev = self.embeddings.word.device().clone();
+        for layer in &mut self.layers {
+            if heads {
+                layer.attention.head_mask =
+                    Some(Var::ones(layer.attention.heads, DType::F32, &dev)?);
+            }
+            if neurons {
+                layer.ffn.neuron_mask = Some(Var::ones(layer.ffn.width(), DType::F32, &dev)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes masks (stage 2 trains without them; the reference never folds them in).
+    pub fn disable_masks(&mut self) {
+        for layer in &mut self.layers {
+            layer.attention.head_mask = None;
+            layer.ffn.neuron_mask = None;
+        }
+    }
+
+    /// Physically keeps only `heads` (sorted, distinct) of layer `layer`, slicing Q/K/V rows,
+    /// W_O columns, their LoRA weights and the head mask (spec §5.2, §5.6).
+    pub fn keep_heads(&mut self, layer: usize, heads: &[usize]) -> Result<()> {
+        let attn = &mut self.layers[layer].attention;
+        check_indices("heads", heads, attn.heads)?;
+        let dims: Vec<usize> = heads
+            .iter()
+            .flat_map(|h| h * attn.head_dim..(h + 1) * attn.head_dim)
+            .collect();
+        attn.query = attn.query.keep_outputs(&dims)?;
+        attn.key = attn.key.keep_outputs(&dims)?;
+        attn.value = attn.value.keep_outputs(&dims)?;
+        attn.output = attn.output.keep_inputs(&dims)?;
+        attn.head_mask = keep_mask(attn.head_mask.as_ref(), heads)?;
+        attn.heads = heads.len();
+        self.config.layers[layer].heads = heads.len();
+        Ok(())
+    }
+
+    /// Physically keeps only FFN `neurons` (sorted, distinct) of layer `layer` (spec §5.3, §5.6).
+    pub fn keep_neurons(&mut self, layer: usize, neurons: &[usize]) -> Result<()> {
+        let ffn = &mut self.layers[layer].ffn;
+        check_indices("neurons", neurons, ffn.width())?;
+        ffn.intermediate = ffn.intermediate.keep_outputs(neurons)?;
+        ffn.output = ffn.output.keep_inputs(neurons)?;
+        ffn.neuron_mask = keep_mask(ffn.neuron_mask.as_ref(), neurons)?;
+        self.config.layers[layer].ffn = neurons.len();
+        Ok(())
+    }
+
+    /// Runs the encoder. `training` turns dropout on; `record_ratios` collects §4.1's ratios.
+    pub fn forward(
+        &self,
+        batch: &Batch,
+        mut training: Option<Training<'_>>,
+        record_ratios: bool,
+    ) -> Result<EncoderOutput> {
+        let (b, l) = batch.input_ids.dims2()?;
+        let mut hidden = self
+            .embed(batch, training.as_mut())
+            .context(|| "embeddings".into())?;
+        // Additive mask: 0 where a token is real, a large negative number on padding.
+        let mask_add =
+            ((batch.attention_mask.to_dtype(DType::F32)? - 1.0)? * 1e9)?.reshape((b, 1, 1, l))?;
+        let mut ratios = Vec::new();
+        for (index, layer) in self.layers.iter().enumerate() {
+            let mut ctx = LayerCtx {
+                index,
+                batch: b,
+                seq: l,
+                mask_add: &mask_add,
+                training: training.as_mut(),
+                ratios: record_ratios.then_some(&mut ratios),
+                config: &self.config,
+            };
+            hidden = layer
+                .forward(&hidden, &mut ctx)
+                .context(|| format!("encoder layer {index}"))?;
+        }
+        Ok(EncoderOutput {
+            hidden: hidden.reshape((b, l, self.config.hidden_size))?,
+            ratios,
+        })
+    }
+
+    fn embed(&self, batch: &Batch, training: Option<&mut Training<'_>>) -> Result<Tensor> {
+        let (b, l) = batch.input_ids.dims2()?;
+        if l > self.config.max_position_embeddings {
+            return Err(invalid(
+                "batch",
+                format!(
+                    "sequence length {l} exceeds max_position_embeddings {}",
+                    self.config.max_position_embeddings
+                ),
+            ));
+        }
+        let ids = batch.input_ids.flatten_all()?;
+        let positions = self.position_ids(batch)?;
+        let e = &self.embeddings;
+        let x = (e.word.index_select(&ids, 0)?
+            + e.position.index_select(&positions.flatten_all()?, 0)?)?;
+        let x = (x + e
+            .token_type
+            .index_select(&batch.type_ids.flatten_all()?, 0)?)?;
+        let x = e.norm.forward(&x)?;
+        let x = match training {
+            Some(t) => ops::dropout(&x, self.config.hidden_dropout_prob, t.rng)?,
+            None => x,
+        };
+        debug_assert_eq!(x.dims(), &[b * l, self.config.hidden_size]);
+        Ok(x)
+    }
+
+    /// BERT counts positions from 0; RoBERTa from `pad + 1` over real tokens, pad elsewhere.
+    fn position_ids(&self, batch: &Batch) -> Result<Tensor> {
+        let (b, l) = batch.input_ids.dims2()?;
+        let dev = batch.input_ids.device();
+        match self.config.architecture {
+            Architecture::Bert => Ok(Tensor::arange(0u32, l as u32, dev)?
+                .unsqueeze(0)?
+                .broadcast_as((b, l))?
+                .contiguous()?),
+            Architecture::Roberta => {
+                let ids: Vec<Vec<u32>> = batch.input_ids.to_vec2()?;
+                let pad = self.config.pad_token_id;
+                let pos: Vec<u32> = ids
+                    .iter()
+                    .flat_map(|row| roberta_positions(row, pad))
+                    .collect();
+                Ok(Tensor::from_vec(pos, (b, l), dev)?)
+            }
+        }
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        self.embeddings.word.device()
+    }
+}
+
+/// RoBERTa's position ids for one row: `pad + (number of real tokens so far)` on real tokens.
+pub fn roberta_positions(ids: &[u32], pad: u32) -> Vec<u32> {
+    let mut seen = 0;
+    ids.iter()
+        .map(|&id| {
+            if id == pad {
+                pad
+            } else {
+                seen += 1;
+                pad + seen
+            }
+        })
+        .collect()
+}
+
+fn check_indices(what: &'static str, keep: &[usize], count: usize) -> Result<()> {
+    if keep.windows(2).any(|w| w[0] >= w[1]) || keep.last().is_some_and(|&i| i >= count) {
+        return Err(invalid(
+            what,
+            format!("indices to keep must be sorted, distinct and below {count}: {keep:?}"),
+        ));
+    }
+    Ok(())
+}
+
+fn keep_mask(mask: Option<&Var>, keep: &[usize]) -> Result<Option<Var>> {
+    mask.map(|m| {
+        let idx = index_tensor(keep, m.device())?;
+        Ok(Var::from_tensor(&m.as_tensor().index_select(&idx, 0)?)?)
+    })
+    .transpose()
+}
+
+fn load_linear(
+    ckpt: &Checkpoint,
+    prefix: &str,
+    out_dim: usize,
+    in_dim: usize,
+) -> Result<PeftLinear> {
+    Ok(PeftLinear::plain(FrozenLinear {
+        weight: ckpt.get(&format!("{prefix}.weight"), &[out_dim, in_dim])?,
+        bias: Some(ckpt.get(&format!("{prefix}.bias"), &[out_dim])?),
+    }))
+}
+
+fn load_layer(
+    ckpt: &Checkpoint,
+    index: usize,
+    shape: LayerShape,
+    d: usize,
+    head_dim: usize,
+    eps: f64,
+) -> Result<Layer> {
+    let p = format!("encoder.layer.{index}");
+    let inner = shape.heads * head_dim;
+    let attention = Attention {
+        query: load_linear(ckpt, &format!("{p}.attention.self.query"), inner, d)?,
+        key: load_linear(ckpt, &format!("{p}.attention.self.key"), inner, d)?,
+        value: load_linear(ckpt, &format!("{p}.attention.self.value"), inner, d)?,
+        output: load_linear(ckpt, &format!("{p}.attention.output.dense"), d, inner)?,
+        norm: LayerNorm::load(ckpt, &format!("{p}.attention.output.LayerNorm"), d, eps)?,
+        heads: shape.heads,
+        head_dim,
+        head_mask: None,
+    };
+    let ffn = FeedForward {
+        intermediate: load_linear(ckpt, &format!("{p}.intermediate.dense"), shape.ffn, d)?,
+        output: load_linear(ckpt, &format!("{p}.output.dense"), d, shape.ffn)?,
+        norm: LayerNorm::load(ckpt, &format!("{p}.output.LayerNorm"), d, eps)?,
+        neuron_mask: None,
+    };
+    Ok(Layer { attention, ffn })
+}
+
+struct LayerCtx<'a, 'r> {
+    index: usize,
+    batch: usize,
+    seq: usize,
+    mask_add: &'a Tensor,
+    training: Option<&'a mut Training<'r>>,
+    ratios: Option<&'a mut Vec<(ModuleId, Tensor)>>,
+    config: &'a ModelConfig,
+}
+
+impl LayerCtx<'_, '_> {
+    fn rng(&mut self) -> Option<&mut StdRng> {
+        self.training.as_mut().map(|t| &mut *t.rng)
+    }
+
+    fn dropout(&mut self, x: &Tensor, p: f32) -> Result<Tensor> {
+        match self.rng() {
+            Some(rng) => ops::dropout(x, p, rng),
+            None => Ok(x.clone()),
+        }
+    }
+
+    /// Runs a linear layer and keeps its importance ratio when asked to.
+    fn linear(&mut self, linear: &PeftLinear, kind: ModuleKind, x: &Tensor) -> Result<Tensor> {
+        let want = self.ratios.is_some() && linear.peft.is_some();
+        let out = linear.forward(x, self.rng(), want)?;
+        if let (Some(ratios), Some(r)) = (self.ratios.as_mut(), out.ratio) {
+            let id = ModuleId {
+                layer: self.index,
+                kind,
+            };
+            ratios.push((id, r.reshape((self.batch, self.seq))?));
+        }
+        Ok(out.output)
+    }
+}
+
+impl Layer {
+    fn forward(&self, x: &Tensor, ctx: &mut LayerCtx<'_, '_>) -> Result<Tensor> {
+        let x = self.attention.forward(x, ctx)?;
+        self.ffn.forward(&x, ctx)
+    }
+}
+
+impl Attention {
+    fn forward(&self, x: &Tensor, ctx: &mut LayerCtx<'_, '_>) -> Result<Tensor> {
+        let n = x.dim(0)?;
+        let projected = if self.heads == 0 {
+            self.output.forward_without_inputs(n, ctx.rng())?
+        } else {
+            let context = self.context(x, ctx)?;
+            ctx.linear(&self.output, ModuleKind::AttentionOutput, &context)?
+        };
+        let projected = ctx.dropout(&projected, ctx.config.hidden_dropout_prob)?;
+        self.norm.forward(&(projected + x)?)
+    }
+
+    /// Per-head attention, masked per head, merged back to `[n, heads·head_dim]`.
+    fn context(&self, x: &Tensor, ctx: &mut LayerCtx<'_, '_>) -> Result<Tensor> {
+        let (b, l, h, dh) = (ctx.batch, ctx.seq, self.heads, self.head_dim);
+        let split = |t: Tensor| -> Result<Tensor> {
+            Ok(t.reshape((b, l, h, dh))?.transpose(1, 2)?.contiguous()?)
+        };
+        let q = split(ctx.linear(&self.query, ModuleKind::Query, x)?)?;
+        let k = split(ctx.linear(&self.key, ModuleKind::Key, x)?)?;
+        let v = split(ctx.linear(&self.value, ModuleKind::Value, x)?)?;
+        let scores = (q.matmul(&k.t()?)? * (1.0 / (dh as f64).sqrt()))?;
+        let scores = scores.broadcast_add(ctx.mask_add)?;
+        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        let probs = ctx.dropout(&probs, ctx.config.attention_probs_dropout_prob)?;
+        let mut context = probs.matmul(&v)?;
+        // Scaling each head's context equals scaling its (post-dropout) probabilities.
+        if let Some(mask) = &self.head_mask {
+            context = context.broadcast_mul(&mask.as_tensor().reshape((1, h, 1, 1))?)?;
+        }
+        Ok(context.transpose(1, 2)?.reshape((b * l, h * dh))?)
+    }
+}
+
+impl FeedForward {
+    /// Current number of neurons.
+    pub fn width(&self) -> usize {
+        self.intermediate.base.out_dim()
+    }
+
+    fn forward(&self, x: &Tensor, ctx: &mut LayerCtx<'_, '_>) -> Result<Tensor> {
+        let n = x.dim(0)?;
+        let out = if self.width() == 0 {
+            self.output.forward_without_inputs(n, ctx.rng())?
+        } else {
+            let mut act = ctx
+                .linear(&self.intermediate, ModuleKind::Intermediate, x)?
+                .gelu_erf()?;
+            if let Some(mask) = &self.neuron_mask {
+                act = act.broadcast_mul(mask.as_tensor())?;
+            }
+            ctx.linear(&self.output, ModuleKind::Output, &act)?
+        };
+        let out = ctx.dropout(&out, ctx.config.hidden_dropout_prob)?;
+        self.norm.forward(&(out + x)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roberta_positions_start_after_pad_and_skip_padding() {
+        assert_eq!(
+            roberta_positions(&[0, 5, 6, 2, 1, 1], 1),
+            vec![2, 3, 4, 5, 1, 1]
+        );
+    }
+
+    #[test]
+    fn suffix_targets_match_both_output_denses() {
+        let targets = vec!["output.dense".to_string()];
+        let hits: Vec<ModuleKind> = ModuleKind::ALL
+            .into_iter()
+            .filter(|&kind| ModuleId { layer: 2, kind }.matches_any(&targets))
+            .collect();
+        assert_eq!(hits, vec![ModuleKind::AttentionOutput, ModuleKind::Output]);
+        let qv = vec!["query".to_string(), "value".to_string()];
+        assert!(
+            ModuleId {
+                layer: 0,
+                kind: ModuleKind::Query
+            }
+            .matches_any(&qv)
+        );
+        assert!(
+            !ModuleId {
+                layer: 0,
+                kind: ModuleKind::Key
+            }
+            .matches_any(&qv)
+        );
+    }
+}

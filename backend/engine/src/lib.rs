@@ -1,0 +1,23 @@
+//! lightpeft's ML engine: a trainable BERT/RoBERTa encoder with Light-PEFT's hooks
+//! (head and neuron masks, LoRA, bottleneck adapters), tokenisation and physical pruning.
+//!
+//! It knows nothing of HTTP or SQL; callers drive it through plain Rust types.
+
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod encoder;
+pub mod error;
+pub mod model;
+mod ops;
+pub mod peft;
+pub mod tokenize;
+pub mod weights;
+
+pub use config::{Architecture, LayerShape, ModelConfig, ModelFiles};
+pub use encoder::{Encoder, ModuleId, ModuleKind, Training};
+pub use error::{Error, Result};
+pub use model::{Model, ModelOptions, ModelOutput, NamedVar, ParamKind, PeftMethod, cross_entropy};
+pub use peft::{AdapterConfig, LoraConfig};
+pub use tokenize::{Batch, Encoded, TextEncoder};
+pub use weights::Checkpoint;

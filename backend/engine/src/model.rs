@@ -1,0 +1,375 @@
+//! An encoder with a classification head and its PEFT hooks, loaded from a model folder.
+
+use std::path::Path;
+
+use candle_core::{D, DType, Device, IndexOp, Tensor, Var};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Architecture, ModelConfig, ModelFiles};
+use crate::encoder::{Encoder, ModuleId, Training};
+use crate::error::{Result, invalid};
+use crate::ops;
+use crate::peft::{Adapter, AdapterConfig, FrozenLinear, Lora, LoraConfig, PeftModule};
+use crate::tokenize::Batch;
+use crate::weights::Checkpoint;
+
+/// Which PEFT method to attach, and where.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "snake_case")]
+pub enum PeftMethod {
+    /// No PEFT module (masks and head only).
+    None,
+    /// LoRA on every module whose name ends with one of `targets`.
+    Lora {
+        /// Rank, α and dropout.
+        config: LoraConfig,
+        /// Name suffixes, e.g. `query`, `output.dense`.
+        targets: Vec<String>,
+    },
+    /// Bottleneck adapters on every module whose name ends with one of `targets`.
+    Adapter {
+        /// Size, dropout and scale.
+        config: AdapterConfig,
+        /// Name suffixes.
+        targets: Vec<String>,
+    },
+}
+
+/// How to build a trainable model from a pretrained checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelOptions {
+    /// Classes of the task.
+    pub num_labels: usize,
+    /// A trainable scalar per attention head (stage 1).
+    pub head_masks: bool,
+    /// A trainable scalar per FFN neuron (stage 1).
+    pub neuron_masks: bool,
+    /// The PEFT modules.
+    pub peft: PeftMethod,
+    /// Seed for the new weights (head, LoRA A, adapters).
+    pub seed: u64,
+}
+
+/// The classification head of each architecture.
+pub enum ClassifierHead {
+    /// BERT: frozen pooler (dense + tanh on `[CLS]`), dropout, trainable classifier.
+    Bert {
+        /// The checkpoint's pooler.
+        pooler: FrozenLinear,
+        /// `[labels, hidden]`.
+        weight: Var,
+        /// `[labels]`.
+        bias: Var,
+    },
+    /// RoBERTa: dropout, trainable dense + tanh, dropout, trainable out_proj, on `<s>`.
+    Roberta {
+        /// `[hidden, hidden]`.
+        dense_weight: Var,
+        /// `[hidden]`.
+        dense_bias: Var,
+        /// `[labels, hidden]`.
+        out_weight: Var,
+        /// `[labels]`.
+        out_bias: Var,
+    },
+}
+
+/// What an optimiser treats a trainable tensor as (the reference's parameter groups, §3.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParamKind {
+    /// LoRA A/B or adapter weights.
+    Peft,
+    /// Per-head masks.
+    HeadMask,
+    /// Per-neuron masks.
+    NeuronMask,
+    /// Classification-head weights.
+    HeadWeight,
+    /// Classification-head biases (no weight decay).
+    HeadBias,
+}
+
+/// A trainable tensor with its name and kind.
+pub struct NamedVar {
+    /// A Hugging-Face-style name, e.g. `encoder.layer.0.attention.self.query.lora_A`.
+    pub name: String,
+    /// Its group.
+    pub kind: ParamKind,
+    /// The variable.
+    pub var: Var,
+}
+
+/// The model's output for one batch.
+pub struct ModelOutput {
+    /// `[batch, labels]`.
+    pub logits: Tensor,
+    /// Per-module importance ratios `[batch, seq]`, when requested.
+    pub ratios: Vec<(ModuleId, Tensor)>,
+}
+
+/// An encoder plus classification head.
+pub struct Model {
+    /// The encoder with its hooks.
+    pub encoder: Encoder,
+    /// The task head.
+    pub head: ClassifierHead,
+    /// Whether the checkpoint lacked a pooler, which was then drawn at random (BERT only).
+    pub pooler_initialised: bool,
+}
+
+impl Model {
+    /// Loads `dir` (config.json + model.safetensors) and attaches the hooks of `options`.
+    pub fn load(dir: &Path, options: &ModelOptions, device: &Device) -> Result<Self> {
+        let files = ModelFiles::in_dir(dir)?;
+        let config = ModelConfig::from_file(&files.config)?;
+        let ckpt = Checkpoint::load(&files.weights, &config, device)?;
+        Self::from_checkpoint(&config, &ckpt, options)
+    }
+
+    /// Builds the model from a loaded checkpoint.
+    pub fn from_checkpoint(
+        config: &ModelConfig,
+        ckpt: &Checkpoint,
+        options: &ModelOptions,
+    ) -> Result<Self> {
+        if options.num_labels == 0 {
+            return Err(invalid("num_labels", "a classifier needs at least 1 label"));
+        }
+        let mut rng = StdRng::seed_from_u64(options.seed);
+        let mut encoder = Encoder::load(config, ckpt)?;
+        encoder.enable_masks(options.head_masks, options.neuron_masks)?;
+        attach_peft(&mut encoder, &options.peft, &mut rng)?;
+        let (head, pooler_initialised) = build_head(config, ckpt, options.num_labels, &mut rng)?;
+        Ok(Model {
+            encoder,
+            head,
+            pooler_initialised,
+        })
+    }
+
+    /// Logits for a batch; `training` turns dropout on.
+    pub fn forward(
+        &self,
+        batch: &Batch,
+        mut training: Option<Training<'_>>,
+        record_ratios: bool,
+    ) -> Result<ModelOutput> {
+        let out = self.encoder.forward(
+            batch,
+            training.as_mut().map(|t| Training { rng: &mut *t.rng }),
+            record_ratios,
+        )?;
+        let first = out.hidden.i((.., 0, ..))?.contiguous()?;
+        let p = self.encoder.config.classifier_dropout;
+        let mut drop = |x: Tensor| -> Result<Tensor> {
+            match training.as_mut() {
+                Some(t) => ops::dropout(&x, p, t.rng),
+                None => Ok(x),
+            }
+        };
+        let logits = match &self.head {
+            ClassifierHead::Bert {
+                pooler,
+                weight,
+                bias,
+            } => {
+                let pooled = drop(pooler.forward(&first)?.tanh()?)?;
+                linear(&pooled, weight, bias)?
+            }
+            ClassifierHead::Roberta {
+                dense_weight,
+                dense_bias,
+                out_weight,
+                out_bias,
+            } => {
+                let x = drop(first)?;
+                let x = drop(linear(&x, dense_weight, dense_bias)?.tanh()?)?;
+                linear(&x, out_weight, out_bias)?
+            }
+        };
+        Ok(ModelOutput {
+            logits,
+            ratios: out.ratios,
+        })
+    }
+
+    /// Every trainable tensor; frozen weights are never among them.
+    pub fn trainable(&self) -> Vec<NamedVar> {
+        let mut vars = Vec::new();
+        let mut push = |name: String, kind, var: &Var| {
+            vars.push(NamedVar {
+                name,
+                kind,
+                var: var.clone(),
+            })
+        };
+        for (l, layer) in self.encoder.layers.iter().enumerate() {
+            if let Some(m) = &layer.attention.head_mask {
+                push(
+                    format!("encoder.layer.{l}.attention.head_mask"),
+                    ParamKind::HeadMask,
+                    m,
+                );
+            }
+            if let Some(m) = &layer.ffn.neuron_mask {
+                push(
+                    format!("encoder.layer.{l}.intermediate.neuron_mask"),
+                    ParamKind::NeuronMask,
+                    m,
+                );
+            }
+        }
+        for id in self.encoder.module_ids() {
+            let name = id.name();
+            match &self.encoder.module(id).peft {
+                Some(PeftModule::Lora(lora)) => {
+                    push(format!("{name}.lora_A"), ParamKind::Peft, &lora.a);
+                    push(format!("{name}.lora_B"), ParamKind::Peft, &lora.b);
+                }
+                Some(PeftModule::Adapter(ad)) => {
+                    push(format!("{name}.adapter_down"), ParamKind::Peft, &ad.down);
+                    push(format!("{name}.adapter_up"), ParamKind::Peft, &ad.up);
+                }
+                None => {}
+            }
+        }
+        match &self.head {
+            ClassifierHead::Bert { weight, bias, .. } => {
+                push("classifier.weight".into(), ParamKind::HeadWeight, weight);
+                push("classifier.bias".into(), ParamKind::HeadBias, bias);
+            }
+            ClassifierHead::Roberta {
+                dense_weight,
+                dense_bias,
+                out_weight,
+                out_bias,
+            } => {
+                push(
+                    "classifier.dense.weight".into(),
+                    ParamKind::HeadWeight,
+                    dense_weight,
+                );
+                push(
+                    "classifier.dense.bias".into(),
+                    ParamKind::HeadBias,
+                    dense_bias,
+                );
+                push(
+                    "classifier.out_proj.weight".into(),
+                    ParamKind::HeadWeight,
+                    out_weight,
+                );
+                push(
+                    "classifier.out_proj.bias".into(),
+                    ParamKind::HeadBias,
+                    out_bias,
+                );
+            }
+        }
+        vars
+    }
+}
+
+fn linear(x: &Tensor, weight: &Var, bias: &Var) -> Result<Tensor> {
+    Ok(x.matmul(&weight.as_tensor().t()?)?
+        .broadcast_add(bias.as_tensor())?)
+}
+
+fn attach_peft(encoder: &mut Encoder, method: &PeftMethod, rng: &mut StdRng) -> Result<()> {
+    let targets = match method {
+        PeftMethod::None => return Ok(()),
+        PeftMethod::Lora { targets, .. } | PeftMethod::Adapter { targets, .. } => targets,
+    };
+    let device = encoder.device().clone();
+    let ids: Vec<ModuleId> = encoder
+        .module_ids()
+        .into_iter()
+        .filter(|id| id.matches_any(targets))
+        .collect();
+    if ids.is_empty() {
+        return Err(invalid(
+            "peft targets",
+            format!(
+                "{targets:?} match no module (known suffixes: query, key, value, attention.output.dense, intermediate.dense, output.dense)"
+            ),
+        ));
+    }
+    for id in ids {
+        let linear = encoder.module_mut(id);
+        let (in_dim, out_dim) = (linear.base.in_dim(), linear.base.out_dim());
+        linear.peft = Some(match method {
+            PeftMethod::Lora { config, .. } => {
+                PeftModule::Lora(Lora::new(config, in_dim, out_dim, rng, &device)?)
+            }
+            PeftMethod::Adapter { config, .. } => {
+                PeftModule::Adapter(Adapter::new(config, out_dim, rng, &device)?)
+            }
+            PeftMethod::None => unreachable!("returned above"),
+        });
+    }
+    Ok(())
+}
+
+fn build_head(
+    config: &ModelConfig,
+    ckpt: &Checkpoint,
+    labels: usize,
+    rng: &mut StdRng,
+) -> Result<(ClassifierHead, bool)> {
+    let d = config.hidden_size;
+    let std = config.initializer_range;
+    let dev = ckpt_device(ckpt, config)?;
+    let zeros = |n: usize| -> Result<Var> { Ok(Var::zeros(n, DType::F32, &dev)?) };
+    let normal = |rng: &mut StdRng, rows, cols| -> Result<Var> {
+        Ok(Var::from_tensor(&ops::normal(rows, cols, std, rng, &dev)?)?)
+    };
+    Ok(match config.architecture {
+        Architecture::Bert => {
+            let (pooler, initialised) = if ckpt.contains("pooler.dense.weight") {
+                let pooler = FrozenLinear {
+                    weight: ckpt.get("pooler.dense.weight", &[d, d])?,
+                    bias: Some(ckpt.get("pooler.dense.bias", &[d])?),
+                };
+                (pooler, false)
+            } else {
+                let pooler = FrozenLinear {
+                    weight: ops::normal(d, d, std, rng, &dev)?,
+                    bias: Some(Tensor::zeros(d, DType::F32, &dev)?),
+                };
+                (pooler, true)
+            };
+            let head = ClassifierHead::Bert {
+                pooler,
+                weight: normal(rng, labels, d)?,
+                bias: zeros(labels)?,
+            };
+            (head, initialised)
+        }
+        Architecture::Roberta => {
+            let head = ClassifierHead::Roberta {
+                dense_weight: normal(rng, d, d)?,
+                dense_bias: zeros(d)?,
+                out_weight: normal(rng, labels, d)?,
+                out_bias: zeros(labels)?,
+            };
+            (head, false)
+        }
+    })
+}
+
+fn ckpt_device(ckpt: &Checkpoint, config: &ModelConfig) -> Result<Device> {
+    let word = ckpt.get(
+        "embeddings.word_embeddings.weight",
+        &[config.vocab_size, config.hidden_size],
+    )?;
+    Ok(word.device().clone())
+}
+
+/// Mean cross-entropy of `logits` `[batch, labels]` against `labels` `[batch]` (u32).
+pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    let log_probs = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+    Ok(candle_nn::loss::nll(&log_probs, labels)?)
+}
