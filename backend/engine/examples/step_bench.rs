@@ -6,6 +6,10 @@
 
 use std::time::Instant;
 
+// As in the lightpeft binary: candle's per-op buffers make glibc's malloc page-fault heavily.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use candle_core::{Device, Tensor};
 use candle_nn::Optimizer;
 use lightpeft_engine::{

@@ -376,6 +376,41 @@ impl Encoder {
         }
     }
 
+    /// Frozen parameters of the encoder: embeddings, linear layers and LayerNorms.
+    pub fn parameter_count(&self) -> usize {
+        let e = &self.embeddings;
+        let norm = |n: &LayerNorm| n.weight.elem_count() + n.bias.elem_count();
+        let linear = |l: &PeftLinear| {
+            l.base.weight.elem_count() + l.base.bias.as_ref().map_or(0, |b| b.elem_count())
+        };
+        let embeddings = e.word.elem_count()
+            + e.position.elem_count()
+            + e.token_type.elem_count()
+            + norm(&e.norm);
+        let layers: usize = self
+            .layers
+            .iter()
+            .map(|layer| {
+                let a = &layer.attention;
+                let f = &layer.ffn;
+                [
+                    &a.query,
+                    &a.key,
+                    &a.value,
+                    &a.output,
+                    &f.intermediate,
+                    &f.output,
+                ]
+                .into_iter()
+                .map(linear)
+                .sum::<usize>()
+                    + norm(&a.norm)
+                    + norm(&f.norm)
+            })
+            .sum();
+        embeddings + layers
+    }
+
     /// The device the weights live on.
     pub fn device(&self) -> &Device {
         self.embeddings.word.device()

@@ -17,7 +17,10 @@ pub mod weights;
 pub use config::{Architecture, LayerShape, ModelConfig, ModelFiles};
 pub use encoder::{Encoder, ModuleId, ModuleKind, Training};
 pub use error::{Error, Result};
-pub use model::{Model, ModelOptions, ModelOutput, NamedVar, ParamKind, PeftMethod, cross_entropy};
+pub use model::{
+    Model, ModelOptions, ModelOutput, ModelSummary, NamedVar, ParamKind, PeftMethod, cross_entropy,
+    inspect_model_dir,
+};
 pub use peft::{AdapterConfig, LoraConfig};
 pub use tokenize::{Batch, Encoded, TextEncoder};
 pub use weights::Checkpoint;

@@ -373,3 +373,44 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
     let log_probs = candle_nn::ops::log_softmax(logits, D::Minus1)?;
     Ok(candle_nn::loss::nll(&log_probs, labels)?)
 }
+
+/// What a model folder holds, as checked by loading it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelSummary {
+    /// Layout.
+    pub architecture: Architecture,
+    /// Encoder layers.
+    pub layers: usize,
+    /// Heads per layer (current, possibly pruned).
+    pub heads: Vec<usize>,
+    /// FFN width per layer (current, possibly pruned).
+    pub ffn: Vec<usize>,
+    /// Residual width.
+    pub hidden_size: usize,
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Parameters of the encoder (embeddings included, pooler excluded).
+    pub encoder_parameters: usize,
+    /// Whether the checkpoint carries a BERT pooler.
+    pub has_pooler: bool,
+}
+
+/// Loads a model folder (config, every encoder tensor and the tokenizer) and summarises it;
+/// any mismatch is reported with the file and tensor at fault.
+pub fn inspect_model_dir(dir: &Path) -> Result<ModelSummary> {
+    let files = ModelFiles::in_dir(dir)?;
+    let config = ModelConfig::from_file(&files.config)?;
+    let ckpt = Checkpoint::load(&files.weights, &config, &Device::Cpu)?;
+    let encoder = Encoder::load(&config, &ckpt)?;
+    crate::tokenize::TextEncoder::from_file(&files.tokenizer, 16)?;
+    Ok(ModelSummary {
+        architecture: config.architecture,
+        layers: config.layers.len(),
+        heads: config.layers.iter().map(|l| l.heads).collect(),
+        ffn: config.layers.iter().map(|l| l.ffn).collect(),
+        hidden_size: config.hidden_size,
+        vocab_size: config.vocab_size,
+        encoder_parameters: encoder.parameter_count(),
+        has_pooler: ckpt.contains("pooler.dense.weight"),
+    })
+}

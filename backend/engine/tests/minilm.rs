@@ -298,3 +298,14 @@ fn zero_mask_equals_physical_removal() {
         "pruning must change the output"
     );
 }
+
+#[test]
+fn inspection_counts_the_real_checkpoint() {
+    let summary = lightpeft_engine::inspect_model_dir(&minilm_dir()).unwrap();
+    assert_eq!(summary.heads, vec![12; 6]);
+    assert_eq!(summary.ffn, vec![1536; 6]);
+    assert!(summary.has_pooler);
+    // 22,713,728 values in the file, less the pooler's 384·384 + 384 and the 512
+    // `position_ids` buffer entries.
+    assert_eq!(summary.encoder_parameters, 22_713_728 - 147_840 - 512);
+}
