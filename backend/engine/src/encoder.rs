@@ -378,37 +378,52 @@ impl Encoder {
 
     /// Frozen parameters of the encoder: embeddings, linear layers and LayerNorms.
     pub fn parameter_count(&self) -> usize {
-        let e = &self.embeddings;
-        let norm = |n: &LayerNorm| n.weight.elem_count() + n.bias.elem_count();
-        let linear = |l: &PeftLinear| {
-            l.base.weight.elem_count() + l.base.bias.as_ref().map_or(0, |b| b.elem_count())
-        };
-        let embeddings = e.word.elem_count()
-            + e.position.elem_count()
-            + e.token_type.elem_count()
-            + norm(&e.norm);
-        let layers: usize = self
-            .layers
+        self.frozen_tensors()
             .iter()
-            .map(|layer| {
-                let a = &layer.attention;
-                let f = &layer.ffn;
-                [
-                    &a.query,
-                    &a.key,
-                    &a.value,
-                    &a.output,
-                    &f.intermediate,
-                    &f.output,
-                ]
-                .into_iter()
-                .map(linear)
-                .sum::<usize>()
-                    + norm(&a.norm)
-                    + norm(&f.norm)
-            })
-            .sum();
-        embeddings + layers
+            .map(|(_, t)| t.elem_count())
+            .sum()
+    }
+
+    /// Every frozen tensor under its Hugging Face name (no prefix), in the current (possibly
+    /// pruned) shapes.
+    pub fn frozen_tensors(&self) -> Vec<(String, Tensor)> {
+        let e = &self.embeddings;
+        let mut out = vec![
+            (
+                "embeddings.word_embeddings.weight".to_string(),
+                e.word.clone(),
+            ),
+            (
+                "embeddings.position_embeddings.weight".to_string(),
+                e.position.clone(),
+            ),
+            (
+                "embeddings.token_type_embeddings.weight".to_string(),
+                e.token_type.clone(),
+            ),
+        ];
+        let push_norm = |out: &mut Vec<(String, Tensor)>, name: String, n: &LayerNorm| {
+            out.push((format!("{name}.weight"), n.weight.clone()));
+            out.push((format!("{name}.bias"), n.bias.clone()));
+        };
+        push_norm(&mut out, "embeddings.LayerNorm".into(), &e.norm);
+        for id in self.module_ids() {
+            let base = &self.module(id).base;
+            out.push((format!("{}.weight", id.name()), base.weight.clone()));
+            if let Some(b) = &base.bias {
+                out.push((format!("{}.bias", id.name()), b.clone()));
+            }
+        }
+        for (l, layer) in self.layers.iter().enumerate() {
+            let p = format!("encoder.layer.{l}");
+            push_norm(
+                &mut out,
+                format!("{p}.attention.output.LayerNorm"),
+                &layer.attention.norm,
+            );
+            push_norm(&mut out, format!("{p}.output.LayerNorm"), &layer.ffn.norm);
+        }
+        out
     }
 
     /// The device the weights live on.

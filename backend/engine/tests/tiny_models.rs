@@ -334,3 +334,87 @@ fn bad_folders_give_errors_naming_the_file_and_problem() {
         "{err}"
     );
 }
+
+#[test]
+fn a_pruned_export_loads_back_with_the_same_predictions() {
+    use lightpeft_engine::export::{export_hf_peft, export_model, load_exported};
+    use lightpeft_engine::peft::PeftModule;
+    use lightpeft_engine::{ModuleId, ModuleKind};
+    for arch in [Architecture::Bert, Architecture::Roberta] {
+        let src = tempfile::tempdir().unwrap();
+        Tiny::new(arch).write(src.path(), "");
+        let mut model = Model::load(src.path(), &lora_options(), &Device::Cpu).unwrap();
+        // The unpruned model exports to the Hugging Face PEFT layout.
+        let hf = tempfile::tempdir().unwrap();
+        export_hf_peft(&model, "tiny", hf.path()).unwrap();
+        let adapter = candle_core::safetensors::load(
+            hf.path().join("adapter_model.safetensors"),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let prefix = if arch == Architecture::Bert {
+            "bert"
+        } else {
+            "roberta"
+        };
+        let key = format!("base_model.model.{prefix}.encoder.layer.1.output.dense.lora_A.weight");
+        assert_eq!(adapter[&key].dims(), &[2, 24], "{key}");
+        let cfg: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(hf.path().join("adapter_config.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            (cfg["r"].as_u64(), cfg["lora_alpha"].as_f64()),
+            (Some(2), Some(4.0))
+        );
+
+        for v in model.trainable() {
+            if v.name.ends_with("lora_B") {
+                v.var
+                    .set(
+                        &Tensor::ones(v.var.shape(), candle_core::DType::F32, &Device::Cpu)
+                            .unwrap(),
+                    )
+                    .unwrap();
+            }
+        }
+        model.encoder.keep_heads(0, &[1, 3]).unwrap();
+        model.encoder.keep_neurons(1, &[0, 5, 7]).unwrap();
+        let q = ModuleId {
+            layer: 1,
+            kind: ModuleKind::Query,
+        };
+        let kept = model
+            .encoder
+            .module(q)
+            .lora()
+            .unwrap()
+            .keep_ranks(&[1])
+            .unwrap();
+        model.encoder.module_mut(q).peft = kept.map(PeftModule::Lora);
+        model
+            .encoder
+            .module_mut(ModuleId {
+                layer: 0,
+                kind: ModuleKind::Key,
+            })
+            .peft = None;
+        model.encoder.disable_masks();
+        assert!(
+            export_hf_peft(&model, "tiny", hf.path()).is_err(),
+            "pruned models have no PEFT layout"
+        );
+
+        let out = tempfile::tempdir().unwrap();
+        export_model(&model, &src.path().join("tokenizer.json"), out.path()).unwrap();
+        let back = load_exported(out.path(), &Device::Cpu).unwrap();
+        assert_eq!(back.encoder.config.layers, model.encoder.config.layers);
+        assert_eq!(back.encoder.module(q).lora().unwrap().rank(), 1);
+        let pad = if arch == Architecture::Bert { 0 } else { 1 };
+        let batch = tokenized_batch(out.path(), pad);
+        let want = model.forward(&batch, None, false).unwrap().logits;
+        let got = back.forward(&batch, None, false).unwrap().logits;
+        assert_eq!(max_abs_diff(&want, &got), 0.0, "{arch:?}");
+        assert_eq!(back.trainable().len(), model.trainable().len());
+    }
+}

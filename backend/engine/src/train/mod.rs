@@ -1,0 +1,382 @@
+//! Training: the shared loop behind stage 1 (estimation), stage 2 (fine-tuning the pruned
+//! model) and the vanilla baseline, with its optimiser, importances and evaluation.
+
+mod importance;
+pub mod observer;
+pub mod optim;
+
+use std::time::Instant;
+
+use candle_core::{D, Device, Tensor};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+
+use crate::encoder::{ModuleId, Training};
+use crate::error::{Result, TensorContext, invalid};
+use crate::model::{Model, ParamKind, cross_entropy};
+use crate::tokenize::{Batch, Encoded, TextEncoder};
+
+pub use observer::{CancelToken, Collect, Discard, EvalRecord, Observer, Stage, StepRecord};
+pub use optim::{AdamW, LinearSchedule, ParamGroup, clip_grad_norm};
+
+/// A tokenised split with its labels.
+pub struct TokenizedSplit {
+    /// One entry per example.
+    pub encoded: Vec<Encoded>,
+    /// Gold label per example.
+    pub labels: Vec<u32>,
+}
+
+impl TokenizedSplit {
+    /// Tokenises `(text_a, text_b, label)` triples.
+    pub fn new<'a>(
+        encoder: &TextEncoder,
+        examples: impl IntoIterator<Item = (&'a str, Option<&'a str>, usize)>,
+    ) -> Result<Self> {
+        let (texts, labels): (Vec<_>, Vec<_>) = examples
+            .into_iter()
+            .map(|(a, b, label)| ((a, b), label as u32))
+            .unzip();
+        Ok(TokenizedSplit {
+            encoded: encoder.encode(&texts)?,
+            labels,
+        })
+    }
+
+    /// Number of examples.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Whether the split holds no example.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    fn batch(&self, indices: &[usize], pad_id: u32, device: &Device) -> Result<(Batch, Tensor)> {
+        let examples: Vec<&Encoded> = indices.iter().map(|&i| &self.encoded[i]).collect();
+        let labels: Vec<u32> = indices.iter().map(|&i| self.labels[i]).collect();
+        Ok((
+            Batch::pad(&examples, pad_id, device)?,
+            Tensor::new(labels, device)?,
+        ))
+    }
+}
+
+/// How long a run lasts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Length {
+    /// A fixed number of optimiser steps (stage 1's `max_steps`), crossing epochs as needed.
+    Steps(usize),
+    /// Whole passes over the training split.
+    Epochs(usize),
+}
+
+/// The optimisation recipe of one run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Run length.
+    pub length: Length,
+    /// Examples per step.
+    pub batch_size: usize,
+    /// Examples per evaluation batch.
+    pub eval_batch_size: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Decoupled weight decay on PEFT and classifier weights (not on biases or masks).
+    pub weight_decay: f64,
+    /// Fraction of steps of linear warm-up.
+    pub warmup_ratio: f64,
+    /// Global gradient-norm clip.
+    pub max_grad_norm: f64,
+    /// Seed of data order and dropout.
+    pub seed: u64,
+    /// Stage-1 extras; `None` trains without L1 and without recording importances.
+    pub estimation: Option<EstimationExtras>,
+}
+
+/// What stage 1 adds to plain training (spec §3.4–§3.6).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EstimationExtras {
+    /// λ of the L1 penalty, a sum over every mask scalar.
+    pub l1_coef: f64,
+    /// Learning-rate multiplier of head masks.
+    pub head_mask_lr_coef: f64,
+    /// Learning-rate multiplier of neuron masks.
+    pub neuron_mask_lr_coef: f64,
+}
+
+/// What a run produced besides the records it sent to the observer.
+#[derive(Debug, Clone)]
+pub struct TrainOutcome {
+    /// Optimiser steps taken.
+    pub steps: usize,
+    /// Whether the run stopped early on request.
+    pub cancelled: bool,
+    /// Every evaluation.
+    pub evals: Vec<EvalRecord>,
+    /// Wall seconds of each step.
+    pub step_seconds: Vec<f64>,
+    /// Per-module importance ratio of every step (stage 1).
+    pub module_importance: Vec<Vec<(ModuleId, f64)>>,
+    /// Per-rank importance of every step (stage 1).
+    pub rank_importance: Vec<Vec<(ModuleId, Vec<f64>)>>,
+}
+
+/// Trains `model` on `train`, evaluating on `dev` at each epoch end and after the last step.
+/// `score` turns (predictions, gold) into the task's metrics.
+pub fn train(
+    model: &Model,
+    train: &TokenizedSplit,
+    dev: &TokenizedSplit,
+    config: &TrainConfig,
+    stage: Stage,
+    score: &dyn Fn(&[usize], &[usize]) -> Vec<(String, f64)>,
+    observer: &mut dyn Observer,
+    cancel: &CancelToken,
+) -> Result<TrainOutcome> {
+    if train.is_empty() || config.batch_size == 0 {
+        return Err(invalid("training data", "no examples or a zero batch size"));
+    }
+    let steps_per_epoch = train.len().div_ceil(config.batch_size);
+    let total_steps = match config.length {
+        Length::Steps(n) => n,
+        Length::Epochs(e) => e * steps_per_epoch,
+    };
+    let schedule = LinearSchedule::with_warmup_ratio(config.lr, config.warmup_ratio, total_steps);
+    let mut optimizer = AdamW::new(param_groups(model, config))?;
+    let device = model.encoder.device().clone();
+    let pad = model.encoder.config.pad_token_id;
+    let mut rng = StdRng::seed_from_u64(config.seed);
+    let mut outcome = TrainOutcome {
+        steps: 0,
+        cancelled: false,
+        evals: Vec::new(),
+        step_seconds: Vec::new(),
+        module_importance: Vec::new(),
+        rank_importance: Vec::new(),
+    };
+    let mut order = Vec::new();
+    for step in 0..total_steps {
+        let epoch = step / steps_per_epoch;
+        let in_epoch = step % steps_per_epoch;
+        if in_epoch == 0 {
+            order = epoch_order(train.len(), config.seed, epoch);
+        }
+        let indices = &order
+            [in_epoch * config.batch_size..((in_epoch + 1) * config.batch_size).min(order.len())];
+        let started = Instant::now();
+        let (batch, labels) = train.batch(indices, pad, &device)?;
+        let mut record = optimisation_step(
+            model,
+            &batch,
+            &labels,
+            config,
+            &mut optimizer,
+            schedule.lr(step),
+            &mut rng,
+        )
+        .context(|| format!("training step {step}"))?;
+        record.stage = stage;
+        record.step = step;
+        record.total_steps = total_steps;
+        record.epoch = epoch;
+        record.seconds = started.elapsed().as_secs_f64();
+        outcome.steps = step + 1;
+        outcome.step_seconds.push(record.seconds);
+        if config.estimation.is_some() {
+            outcome
+                .module_importance
+                .push(record.module_importance.clone());
+            outcome.rank_importance.push(record.rank_importance.clone());
+        }
+        observer.on_step(&record);
+        let last = step + 1 == total_steps;
+        if in_epoch + 1 == steps_per_epoch || last {
+            let eval = evaluate(model, dev, config.eval_batch_size, score)?;
+            let eval = EvalRecord {
+                stage,
+                step: step + 1,
+                epoch,
+                ..eval
+            };
+            observer.on_eval(&eval);
+            outcome.evals.push(eval);
+        }
+        if cancel.is_cancelled() && !last {
+            outcome.cancelled = true;
+            break;
+        }
+    }
+    Ok(outcome)
+}
+
+fn param_groups(model: &Model, config: &TrainConfig) -> Vec<ParamGroup> {
+    let (head_coef, neuron_coef) = config
+        .estimation
+        .as_ref()
+        .map_or((1.0, 1.0), |e| (e.head_mask_lr_coef, e.neuron_mask_lr_coef));
+    let mut groups: Vec<ParamGroup> = [
+        (ParamKind::Peft, 1.0, config.weight_decay),
+        (ParamKind::HeadWeight, 1.0, config.weight_decay),
+        (ParamKind::HeadMask, head_coef, config.weight_decay),
+        (ParamKind::NeuronMask, neuron_coef, config.weight_decay),
+        (ParamKind::HeadBias, 1.0, 0.0),
+    ]
+    .into_iter()
+    .map(|(kind, lr_scale, weight_decay)| ParamGroup {
+        vars: model
+            .trainable()
+            .into_iter()
+            .filter(|v| v.kind == kind)
+            .map(|v| v.var)
+            .collect(),
+        lr_scale,
+        weight_decay,
+    })
+    .collect();
+    groups.retain(|g| !g.vars.is_empty());
+    groups
+}
+
+/// A fresh shuffled order of `0..n` for `epoch`, the same for the same seed.
+fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut rng = StdRng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    order.shuffle(&mut rng);
+    order
+}
+
+fn optimisation_step(
+    model: &Model,
+    batch: &Batch,
+    labels: &Tensor,
+    config: &TrainConfig,
+    optimizer: &mut AdamW,
+    lr: f64,
+    rng: &mut StdRng,
+) -> Result<StepRecord> {
+    let estimating = config.estimation.as_ref();
+    let out = model.forward(batch, Some(Training { rng }), estimating.is_some())?;
+    let ce = cross_entropy(&out.logits, labels)?;
+    let (loss, l1) = match estimating {
+        Some(extras) => {
+            let l1 = mask_l1(model)?;
+            ((&ce + (&l1 * extras.l1_coef)?)?, Some(l1))
+        }
+        None => (ce.clone(), None),
+    };
+    let mut grads = loss.backward()?;
+    // Importances read the raw gradients, before clipping and the update (spec §3.5).
+    let (module_importance, rank_importance) = if estimating.is_some() {
+        (
+            importance::module_ratios(&out.ratios, &batch.attention_mask)?,
+            importance::rank_importance(&model.encoder, &grads)?,
+        )
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let grad_norm = clip_grad_norm(&mut grads, optimizer.vars(), config.max_grad_norm)?;
+    optimizer.step(&grads, lr)?;
+    let ce_loss = ce.to_scalar::<f32>()?;
+    let l1_loss = match (l1, estimating) {
+        (Some(l1), Some(extras)) => (l1.to_scalar::<f32>()? as f64 * extras.l1_coef) as f32,
+        _ => 0.0,
+    };
+    let (head_masks, neuron_masks) = if estimating.is_some() {
+        mask_values(model)?
+    } else {
+        (None, None)
+    };
+    Ok(StepRecord {
+        stage: Stage::Estimation,
+        step: 0,
+        total_steps: 0,
+        epoch: 0,
+        loss: ce_loss + l1_loss,
+        ce_loss,
+        l1_loss,
+        lr,
+        grad_norm,
+        seconds: 0.0,
+        head_masks,
+        neuron_masks,
+        module_importance,
+        rank_importance,
+    })
+}
+
+/// Σ|m| over every head and neuron mask (a sum, not a mean: spec §3.4).
+fn mask_l1(model: &Model) -> Result<Tensor> {
+    let mut total = Tensor::zeros((), candle_core::DType::F32, model.encoder.device())?;
+    for v in model.trainable() {
+        if matches!(v.kind, ParamKind::HeadMask | ParamKind::NeuronMask) {
+            total = (total + v.var.as_tensor().abs()?.sum_all()?)?;
+        }
+    }
+    Ok(total)
+}
+
+type MaskSnapshot = Option<Vec<Vec<f32>>>;
+
+/// Current mask values per layer; `None` for a family that is switched off.
+pub fn mask_values(model: &Model) -> Result<(MaskSnapshot, MaskSnapshot)> {
+    let layers = &model.encoder.layers;
+    let read = |m: Option<&candle_core::Var>| -> Result<Option<Vec<f32>>> {
+        m.map(|m| Ok(m.as_tensor().to_vec1::<f32>()?)).transpose()
+    };
+    let heads: Option<Vec<Vec<f32>>> = layers
+        .iter()
+        .map(|l| read(l.attention.head_mask.as_ref()))
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .collect();
+    let neurons: Option<Vec<Vec<f32>>> = layers
+        .iter()
+        .map(|l| read(l.ffn.neuron_mask.as_ref()))
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .collect();
+    Ok((heads, neurons))
+}
+
+/// Predictions, mean loss and metrics on `split`, with dropout off.
+pub fn evaluate(
+    model: &Model,
+    split: &TokenizedSplit,
+    batch_size: usize,
+    score: &dyn Fn(&[usize], &[usize]) -> Vec<(String, f64)>,
+) -> Result<EvalRecord> {
+    let started = Instant::now();
+    let device = model.encoder.device().clone();
+    let pad = model.encoder.config.pad_token_id;
+    let mut predictions = Vec::with_capacity(split.len());
+    let mut loss_sum = 0.0;
+    let indices: Vec<usize> = (0..split.len()).collect();
+    for chunk in indices.chunks(batch_size.max(1)) {
+        let (batch, labels) = split.batch(chunk, pad, &device)?;
+        let logits = model.forward(&batch, None, false)?.logits;
+        loss_sum +=
+            cross_entropy(&logits, &labels)?.to_scalar::<f32>()? as f64 * chunk.len() as f64;
+        let argmax: Vec<u32> = logits.argmax(D::Minus1)?.to_vec1()?;
+        predictions.extend(argmax.into_iter().map(|p| p as usize));
+    }
+    let gold: Vec<usize> = split.labels.iter().map(|&l| l as usize).collect();
+    Ok(EvalRecord {
+        stage: Stage::Estimation,
+        step: 0,
+        epoch: 0,
+        metrics: score(&predictions, &gold),
+        loss: loss_sum / split.len().max(1) as f64,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Plain accuracy, for callers without a task metric.
+pub fn accuracy(predictions: &[usize], gold: &[usize]) -> Vec<(String, f64)> {
+    let right = predictions.iter().zip(gold).filter(|(p, g)| p == g).count();
+    vec![("accuracy".into(), right as f64 / gold.len().max(1) as f64)]
+}

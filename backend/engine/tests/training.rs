@@ -1,0 +1,206 @@
+//! The training loop on a tiny random model: records, evaluations, cancellation.
+
+mod common;
+
+use candle_core::Device;
+use common::Tiny;
+use lightpeft_engine::train::{
+    CancelToken, Collect, EstimationExtras, EvalRecord, Length, Observer, Stage, StepRecord,
+    TokenizedSplit, TrainConfig, accuracy, train,
+};
+use lightpeft_engine::{Architecture, LoraConfig, Model, ModelOptions, PeftMethod, TextEncoder};
+
+fn setup() -> (tempfile::TempDir, Model, TokenizedSplit, TokenizedSplit) {
+    let dir = tempfile::tempdir().unwrap();
+    Tiny::new(Architecture::Bert).write(dir.path(), "");
+    let options = ModelOptions {
+        num_labels: 2,
+        head_masks: true,
+        neuron_masks: true,
+        peft: PeftMethod::Lora {
+            config: LoraConfig {
+                r: 4,
+                alpha: 8.0,
+                dropout: 0.05,
+            },
+            targets: [
+                "query",
+                "key",
+                "value",
+                "output.dense",
+                "intermediate.dense",
+            ]
+            .map(String::from)
+            .to_vec(),
+        },
+        seed: 3,
+    };
+    let model = Model::load(dir.path(), &options, &Device::Cpu).unwrap();
+    let tok = TextEncoder::from_file(&dir.path().join("tokenizer.json"), 16).unwrap();
+    let texts = [
+        ("good movie", 1),
+        ("great film", 1),
+        ("bad movie", 0),
+        ("awful film", 0),
+        ("good great film", 1),
+        ("bad awful movie", 0),
+        ("great", 1),
+    ];
+    let split = |n: usize| {
+        TokenizedSplit::new(
+            &tok,
+            texts.iter().cycle().take(n).map(|(t, l)| (*t, None, *l)),
+        )
+        .unwrap()
+    };
+    (dir, model, split(21), split(7))
+}
+
+fn stage1(length: Length) -> TrainConfig {
+    TrainConfig {
+        length,
+        batch_size: 4,
+        eval_batch_size: 8,
+        lr: 1e-2,
+        weight_decay: 0.0,
+        warmup_ratio: 0.0,
+        max_grad_norm: 1.0,
+        seed: 42,
+        estimation: Some(EstimationExtras {
+            l1_coef: 1e-4,
+            head_mask_lr_coef: 1.0,
+            neuron_mask_lr_coef: 1.0,
+        }),
+    }
+}
+
+#[test]
+fn estimation_records_every_step_and_evaluates_at_epoch_ends() {
+    let (_dir, model, train_split, dev) = setup();
+    let mut seen = Collect::default();
+    // 21 examples in batches of 4: 6 steps per epoch; 14 steps cross two epoch ends.
+    let out = train(
+        &model,
+        &train_split,
+        &dev,
+        &stage1(Length::Steps(14)),
+        Stage::Estimation,
+        &accuracy,
+        &mut seen,
+        &CancelToken::new(),
+    )
+    .unwrap();
+    assert_eq!((out.steps, out.cancelled), (14, false));
+    assert_eq!(seen.steps.len(), 14);
+    assert_eq!(
+        seen.evals.iter().map(|e| e.step).collect::<Vec<_>>(),
+        vec![6, 12, 14]
+    );
+    let first = &seen.steps[0];
+    assert_eq!(first.lr, 1e-2);
+    assert!(
+        (seen.steps[13].lr - 1e-2 / 14.0).abs() < 1e-12,
+        "linear decay"
+    );
+    // L1 starts at λ·(2 layers × (4 heads + 24 neurons)).
+    assert!(
+        (first.l1_loss - 1e-4 * 56.0).abs() < 1e-6,
+        "{}",
+        first.l1_loss
+    );
+    // B = 0 at step 0: both importances are exactly zero, then they are not.
+    assert!(first.module_importance.iter().all(|(_, v)| *v == 0.0));
+    assert!(
+        first
+            .rank_importance
+            .iter()
+            .all(|(_, r)| r.iter().all(|v| *v == 0.0))
+    );
+    let last = &seen.steps[13];
+    assert_eq!(last.module_importance.len(), 12);
+    assert!(last.module_importance.iter().all(|(_, v)| *v > 0.0));
+    assert!(
+        last.rank_importance
+            .iter()
+            .any(|(_, r)| r.iter().any(|v| *v > 0.0))
+    );
+    let heads = last.head_masks.as_ref().unwrap();
+    assert_eq!((heads.len(), heads[0].len()), (2, 4));
+    assert!(
+        heads.iter().flatten().any(|m| (m - 1.0).abs() > 1e-3),
+        "masks move off 1.0"
+    );
+    let acc = &seen.evals[2].metrics[0];
+    assert_eq!(acc.0, "accuracy");
+    assert!((0.0..=1.0).contains(&acc.1));
+}
+
+struct CancelAfter(usize, CancelToken, Collect);
+
+impl Observer for CancelAfter {
+    fn on_step(&mut self, record: &StepRecord) {
+        if record.step + 1 == self.0 {
+            self.1.cancel();
+        }
+        self.2.on_step(record);
+    }
+    fn on_eval(&mut self, record: &EvalRecord) {
+        self.2.on_eval(record);
+    }
+}
+
+#[test]
+fn cancel_stops_within_one_step() {
+    let (_dir, model, train_split, dev) = setup();
+    let token = CancelToken::new();
+    let mut observer = CancelAfter(3, token.clone(), Collect::default());
+    let out = train(
+        &model,
+        &train_split,
+        &dev,
+        &stage1(Length::Epochs(5)),
+        Stage::Estimation,
+        &accuracy,
+        &mut observer,
+        &token,
+    )
+    .unwrap();
+    assert!(out.cancelled);
+    assert_eq!(out.steps, 3);
+    assert_eq!(observer.2.steps.len(), 3);
+}
+
+#[test]
+fn plain_training_keeps_masks_out_and_learns_the_toy_task() {
+    let (_dir, mut model, train_split, dev) = setup();
+    model.encoder.disable_masks();
+    let config = TrainConfig {
+        estimation: None,
+        lr: 2e-2,
+        ..stage1(Length::Epochs(8))
+    };
+    let mut seen = Collect::default();
+    let out = train(
+        &model,
+        &train_split,
+        &dev,
+        &config,
+        Stage::Finetune,
+        &accuracy,
+        &mut seen,
+        &CancelToken::new(),
+    )
+    .unwrap();
+    assert_eq!(out.steps, 48);
+    assert!(
+        seen.steps
+            .iter()
+            .all(|s| s.head_masks.is_none() && s.l1_loss == 0.0 && s.module_importance.is_empty())
+    );
+    let first_loss = seen.steps[..6].iter().map(|s| s.ce_loss).sum::<f32>();
+    let last_loss = seen.steps[42..].iter().map(|s| s.ce_loss).sum::<f32>();
+    assert!(
+        last_loss < first_loss,
+        "loss falls: {first_loss} -> {last_loss}"
+    );
+}
