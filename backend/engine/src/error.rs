@@ -47,6 +47,16 @@ pub enum Error {
         /// Why it is rejected.
         message: String,
     },
+    /// A dataset file is malformed, or the dataset it yields is unusable.
+    #[error("{path}{}: {message}", line_suffix(.line))]
+    Data {
+        /// The dataset file.
+        path: PathBuf,
+        /// The 1-based line at fault, when the fault has one.
+        line: Option<usize>,
+        /// What is wrong.
+        message: String,
+    },
     /// A tensor operation failed.
     #[error("{context}: {source}")]
     Tensor {
@@ -55,6 +65,11 @@ pub enum Error {
         /// candle's error.
         source: candle_core::Error,
     },
+}
+
+/// `:12` for line 12, so [`Error::Data`] reads like a compiler's `file:line: message`.
+fn line_suffix(line: &Option<usize>) -> String {
+    line.map(|line| format!(":{line}")).unwrap_or_default()
 }
 
 /// The engine's result type.

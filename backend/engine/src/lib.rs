@@ -6,12 +6,17 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod data;
 pub mod encoder;
 pub mod error;
+pub mod export;
 pub mod model;
 mod ops;
 pub mod peft;
+pub mod pipeline;
+pub mod plan;
 pub mod tokenize;
+pub mod train;
 pub mod weights;
 
 pub use config::{Architecture, LayerShape, ModelConfig, ModelFiles};

@@ -196,6 +196,14 @@ impl Model {
         })
     }
 
+    /// Classes of the head.
+    pub fn num_labels(&self) -> usize {
+        match &self.head {
+            ClassifierHead::Bert { weight, .. } => weight.dims()[0],
+            ClassifierHead::Roberta { out_weight, .. } => out_weight.dims()[0],
+        }
+    }
+
     /// Every trainable tensor; frozen weights are never among them.
     pub fn trainable(&self) -> Vec<NamedVar> {
         let mut vars = Vec::new();

@@ -178,6 +178,20 @@ impl Adapter {
         })
     }
 
+    /// Keeps the given bottleneck units (rows of down, columns of up); `None` if none are kept.
+    pub fn keep_ranks(&self, units: &[usize]) -> Result<Option<Self>> {
+        if units.is_empty() {
+            return Ok(None);
+        }
+        let idx = index_tensor(units, self.down.device())?;
+        Ok(Some(Adapter {
+            down: Var::from_tensor(&self.down.as_tensor().index_select(&idx, 0)?)?,
+            up: Var::from_tensor(&self.up.as_tensor().index_select(&idx, 1)?.contiguous()?)?,
+            scale: self.scale,
+            dropout: self.dropout,
+        }))
+    }
+
     fn delta(&self, h: &Tensor, train: Option<&mut StdRng>) -> Result<Tensor> {
         let h = match train {
             Some(rng) => ops::dropout(h, self.dropout, rng)?,

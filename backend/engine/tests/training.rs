@@ -4,9 +4,10 @@ mod common;
 
 use candle_core::Device;
 use common::Tiny;
+use lightpeft_engine::data::Metric;
 use lightpeft_engine::train::{
     CancelToken, Collect, EstimationExtras, EvalRecord, Length, Observer, Stage, StepRecord,
-    TokenizedSplit, TrainConfig, accuracy, train,
+    TokenizedSplit, TrainConfig, train,
 };
 use lightpeft_engine::{Architecture, LoraConfig, Model, ModelOptions, PeftMethod, TextEncoder};
 
@@ -85,7 +86,7 @@ fn estimation_records_every_step_and_evaluates_at_epoch_ends() {
         &dev,
         &stage1(Length::Steps(14)),
         Stage::Estimation,
-        &accuracy,
+        Metric::Accuracy,
         &mut seen,
         &CancelToken::new(),
     )
@@ -160,7 +161,7 @@ fn cancel_stops_within_one_step() {
         &dev,
         &stage1(Length::Epochs(5)),
         Stage::Estimation,
-        &accuracy,
+        Metric::Accuracy,
         &mut observer,
         &token,
     )
@@ -186,7 +187,7 @@ fn plain_training_keeps_masks_out_and_learns_the_toy_task() {
         &dev,
         &config,
         Stage::Finetune,
-        &accuracy,
+        Metric::Accuracy,
         &mut seen,
         &CancelToken::new(),
     )

@@ -10,9 +10,9 @@ use std::time::Instant;
 use candle_core::{D, Device, Tensor};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
+use crate::data::{Metric, batches, score};
 use crate::encoder::{ModuleId, Training};
 use crate::error::{Result, TensorContext, invalid};
 use crate::model::{Model, ParamKind, cross_entropy};
@@ -127,14 +127,15 @@ pub struct TrainOutcome {
 }
 
 /// Trains `model` on `train`, evaluating on `dev` at each epoch end and after the last step.
-/// `score` turns (predictions, gold) into the task's metrics.
+/// Evaluations report every measure of `metric`.
+#[allow(clippy::too_many_arguments)]
 pub fn train(
     model: &Model,
     train: &TokenizedSplit,
     dev: &TokenizedSplit,
     config: &TrainConfig,
     stage: Stage,
-    score: &dyn Fn(&[usize], &[usize]) -> Vec<(String, f64)>,
+    metric: Metric,
     observer: &mut dyn Observer,
     cancel: &CancelToken,
 ) -> Result<TrainOutcome> {
@@ -164,10 +165,9 @@ pub fn train(
         let epoch = step / steps_per_epoch;
         let in_epoch = step % steps_per_epoch;
         if in_epoch == 0 {
-            order = epoch_order(train.len(), config.seed, epoch);
+            order = batches(train.len(), config.batch_size, config.seed, epoch as u64)?;
         }
-        let indices = &order
-            [in_epoch * config.batch_size..((in_epoch + 1) * config.batch_size).min(order.len())];
+        let indices = &order[in_epoch];
         let started = Instant::now();
         let (batch, labels) = train.batch(indices, pad, &device)?;
         let mut record = optimisation_step(
@@ -196,7 +196,7 @@ pub fn train(
         observer.on_step(&record);
         let last = step + 1 == total_steps;
         if in_epoch + 1 == steps_per_epoch || last {
-            let eval = evaluate(model, dev, config.eval_batch_size, score)?;
+            let eval = evaluate(model, dev, config.eval_batch_size, metric)?;
             let eval = EvalRecord {
                 stage,
                 step: step + 1,
@@ -240,14 +240,6 @@ fn param_groups(model: &Model, config: &TrainConfig) -> Vec<ParamGroup> {
     .collect();
     groups.retain(|g| !g.vars.is_empty());
     groups
-}
-
-/// A fresh shuffled order of `0..n` for `epoch`, the same for the same seed.
-fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..n).collect();
-    let mut rng = StdRng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    order.shuffle(&mut rng);
-    order
 }
 
 fn optimisation_step(
@@ -348,7 +340,7 @@ pub fn evaluate(
     model: &Model,
     split: &TokenizedSplit,
     batch_size: usize,
-    score: &dyn Fn(&[usize], &[usize]) -> Vec<(String, f64)>,
+    metric: Metric,
 ) -> Result<EvalRecord> {
     let started = Instant::now();
     let device = model.encoder.device().clone();
@@ -369,14 +361,12 @@ pub fn evaluate(
         stage: Stage::Estimation,
         step: 0,
         epoch: 0,
-        metrics: score(&predictions, &gold),
+        metrics: score(metric, &predictions, &gold)?
+            .values()
+            .iter()
+            .map(|(measure, value)| (measure.key().to_string(), *value))
+            .collect(),
         loss: loss_sum / split.len().max(1) as f64,
         seconds: started.elapsed().as_secs_f64(),
     })
-}
-
-/// Plain accuracy, for callers without a task metric.
-pub fn accuracy(predictions: &[usize], gold: &[usize]) -> Vec<(String, f64)> {
-    let right = predictions.iter().zip(gold).filter(|(p, g)| p == g).count();
-    vec![("accuracy".into(), right as f64 / gold.len().max(1) as f64)]
 }

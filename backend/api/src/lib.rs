@@ -1,0 +1,7 @@
+//! Types shared by the server, the CLI and the dashboard. Compiles for wasm32: no I/O here.
+
+#![warn(missing_docs)]
+
+pub mod params;
+
+pub use params::{Hyperparams, PARAMS, ParamError, ParamKind, ParamSpec, Preset};

@@ -1,0 +1,265 @@
+//! The published GLUE (tab-separated) and SuperGLUE (JSON lines) files.
+//!
+//! GLUE's files are not CSV: fields are split on tabs only and quotes are ordinary characters,
+//! as Hugging Face reads them (`quoting=csv.QUOTE_NONE`). Columns are found by header name,
+//! except in CoLA, whose files have no header.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::{
+    Example, Location, SkipReport, data_error, numbered_lines, read_text, require_examples,
+};
+use crate::error::Result;
+
+/// Where a GLUE file keeps its texts and label.
+#[derive(Debug)]
+pub(crate) struct TsvLayout {
+    pub(crate) fields: TsvFields,
+    pub(crate) coding: LabelCoding,
+    /// For files published with rows known to be broken: rows whose column count is wrong are
+    /// skipped for this reason instead of failing the load.
+    pub(crate) broken_rows: Option<&'static str>,
+}
+
+/// A GLUE file's columns, by header name or, for header-less files, by position.
+#[derive(Debug)]
+pub(crate) enum TsvFields {
+    Header {
+        text_a: &'static str,
+        text_b: Option<&'static str>,
+        label: &'static str,
+    },
+    NoHeader {
+        width: usize,
+        text_a: usize,
+        text_b: Option<usize>,
+        label: usize,
+    },
+}
+
+/// Where a SuperGLUE file keeps its texts and label.
+#[derive(Debug)]
+pub(crate) struct JsonlLayout {
+    pub(crate) text_a: &'static str,
+    pub(crate) text_b: Option<&'static str>,
+    pub(crate) label: &'static str,
+    pub(crate) coding: LabelCoding,
+}
+
+/// How a file writes a label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LabelCoding {
+    /// The label's index: `0`, `1`, ….
+    Index,
+    /// The label's name, e.g. `not_entailment`.
+    Name,
+    /// A JSON boolean: false is label 0, true label 1.
+    Bool,
+}
+
+/// Reads one GLUE file (`split` names it in errors: "train" or "dev").
+pub(crate) fn load_tsv(
+    path: &Path,
+    split: &str,
+    layout: &TsvLayout,
+    labels: &[&str],
+    skipped: &mut SkipReport,
+) -> Result<Vec<Example>> {
+    let examples = parse_tsv(path, &read_text(path)?, layout, labels, skipped)?;
+    require_examples(&examples, split, path)?;
+    Ok(examples)
+}
+
+/// Reads one SuperGLUE file (`split` names it in errors: "train" or "dev").
+pub(crate) fn load_jsonl(
+    path: &Path,
+    split: &str,
+    layout: &JsonlLayout,
+    labels: &[&str],
+) -> Result<Vec<Example>> {
+    let examples = parse_jsonl(path, &read_text(path)?, layout, labels)?;
+    require_examples(&examples, split, path)?;
+    Ok(examples)
+}
+
+/// Column positions once the header, if any, is read.
+struct Columns {
+    width: usize,
+    text_a: usize,
+    text_b: Option<usize>,
+    label: usize,
+}
+
+fn parse_tsv(
+    path: &Path,
+    text: &str,
+    layout: &TsvLayout,
+    labels: &[&str],
+    skipped: &mut SkipReport,
+) -> Result<Vec<Example>> {
+    let mut lines = numbered_lines(text);
+    let columns = match layout.fields {
+        TsvFields::Header {
+            text_a,
+            text_b,
+            label,
+        } => {
+            let Some((line, header)) = lines.next() else {
+                return Err(data_error(path, None, "empty file: no header"));
+            };
+            let names: Vec<&str> = header.split('\t').collect();
+            let find = |name: &str| {
+                names.iter().position(|n| *n == name).ok_or_else(|| {
+                    data_error(
+                        path,
+                        Some(line),
+                        format!(
+                            "no `{name}` column in the header (found: {})",
+                            names.join(", ")
+                        ),
+                    )
+                })
+            };
+            Columns {
+                width: names.len(),
+                text_a: find(text_a)?,
+                text_b: text_b.map(find).transpose()?,
+                label: find(label)?,
+            }
+        }
+        TsvFields::NoHeader {
+            width,
+            text_a,
+            text_b,
+            label,
+        } => Columns {
+            width,
+            text_a,
+            text_b,
+            label,
+        },
+    };
+    let file = file_name(path);
+    let mut examples = Vec::new();
+    for (line, row) in lines {
+        let fields: Vec<&str> = row.split('\t').collect();
+        if fields.len() != columns.width {
+            if let Some(reason) = layout.broken_rows {
+                skipped.record(path, reason, Location::Line(line));
+                continue;
+            }
+            return Err(data_error(
+                path,
+                Some(line),
+                format!(
+                    "expected {} tab-separated columns, found {}",
+                    columns.width,
+                    fields.len()
+                ),
+            ));
+        }
+        let label = text_label(fields[columns.label], layout.coding, labels)
+            .map_err(|message| data_error(path, Some(line), message))?;
+        examples.push(Example {
+            id: format!("{file} line {line}"),
+            text_a: fields[columns.text_a].to_string(),
+            text_b: columns.text_b.map(|b| fields[b].to_string()),
+            label,
+        });
+    }
+    Ok(examples)
+}
+
+fn parse_jsonl(
+    path: &Path,
+    text: &str,
+    layout: &JsonlLayout,
+    labels: &[&str],
+) -> Result<Vec<Example>> {
+    let file = file_name(path);
+    numbered_lines(text)
+        .map(|(line, row)| {
+            let error = |message: String| data_error(path, Some(line), message);
+            let value: Value =
+                serde_json::from_str(row).map_err(|e| error(format!("not JSON: {e}")))?;
+            let object = value
+                .as_object()
+                .ok_or_else(|| error("expected a JSON object".to_string()))?;
+            let field = |key: &str| object.get(key).ok_or_else(|| error(format!("no `{key}`")));
+            let string = |key: &str| match field(key)? {
+                Value::String(text) => Ok(text.clone()),
+                other => Err(error(format!("`{key}` is {other}, not a string"))),
+            };
+            let label = json_label(field(layout.label)?, layout.coding, labels).map_err(error)?;
+            Ok(Example {
+                id: format!("{file} line {line}"),
+                text_a: string(layout.text_a)?,
+                text_b: layout.text_b.map(string).transpose()?,
+                label,
+            })
+        })
+        .collect()
+}
+
+/// A label written as text: its index or its name, per `coding`.
+fn text_label(
+    raw: &str,
+    coding: LabelCoding,
+    labels: &[&str],
+) -> std::result::Result<usize, String> {
+    let raw = raw.trim();
+    let found = match coding {
+        LabelCoding::Index => raw.parse::<usize>().ok().filter(|&i| i < labels.len()),
+        LabelCoding::Name => labels.iter().position(|name| *name == raw),
+        LabelCoding::Bool => None,
+    };
+    found.ok_or_else(|| {
+        format!(
+            "unknown label `{raw}` (expected {})",
+            expected(coding, labels)
+        )
+    })
+}
+
+/// A label written as a JSON value.
+fn json_label(
+    value: &Value,
+    coding: LabelCoding,
+    labels: &[&str],
+) -> std::result::Result<usize, String> {
+    match (coding, value) {
+        (LabelCoding::Bool, Value::Bool(value)) => Ok(usize::from(*value)),
+        (LabelCoding::Name | LabelCoding::Index, Value::String(raw)) => {
+            text_label(raw, coding, labels)
+        }
+        (LabelCoding::Index, Value::Number(number)) => {
+            text_label(&number.to_string(), coding, labels)
+        }
+        (_, other) => Err(format!(
+            "unknown label {other} (expected {})",
+            expected(coding, labels)
+        )),
+    }
+}
+
+/// The accepted spellings of a label, for error messages.
+fn expected(coding: LabelCoding, labels: &[&str]) -> String {
+    match coding {
+        LabelCoding::Index => (0..labels.len())
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        LabelCoding::Name => labels.join(", "),
+        LabelCoding::Bool => "true or false".to_string(),
+    }
+}
+
+/// The file's name, for example ids.
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .unwrap_or(path.as_os_str())
+        .to_string_lossy()
+        .into_owned()
+}

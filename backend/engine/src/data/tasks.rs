@@ -1,0 +1,487 @@
+//! The task registry: one table saying, per task, its labels, metric, files and file layout.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use super::bigbench::BigBenchInput;
+use super::glue::{JsonlLayout, LabelCoding, TsvFields, TsvLayout};
+use super::metric::Metric;
+use crate::error::{Error, invalid};
+
+/// A task lightpeft can load; [`TaskId::spec`] gives its entry in [`TASKS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TaskId {
+    /// SST-2 proxy: VADER's Rotten Tomatoes snippets, sentiment.
+    Sst2Rt,
+    /// RTE-like: BIG-bench `epistemic_reasoning`.
+    RteEpistemic,
+    /// CB-like: BIG-bench `presuppositions_as_nli`.
+    CbPresupp,
+    /// MultiRC-like: BIG-bench natural_instructions subtasks 056 and 057.
+    MultircNi,
+    /// BoolQ-like without a passage: BIG-bench `strategyqa`.
+    BoolqStrategyqa,
+    /// MNLI-like: BIG-bench `vitaminc_fact_verification`.
+    NliVitaminc,
+    /// GLUE SST-2 files.
+    GlueSst2,
+    /// GLUE CoLA files.
+    GlueCola,
+    /// GLUE MRPC files.
+    GlueMrpc,
+    /// GLUE QQP files.
+    GlueQqp,
+    /// GLUE MNLI files (dev = `dev_matched.tsv`).
+    GlueMnli,
+    /// GLUE QNLI files.
+    GlueQnli,
+    /// GLUE RTE files.
+    GlueRte,
+    /// GLUE WNLI files.
+    GlueWnli,
+    /// SuperGLUE BoolQ files.
+    SuperGlueBoolq,
+    /// SuperGLUE CB files.
+    SuperGlueCb,
+    /// SuperGLUE RTE files.
+    SuperGlueRte,
+}
+
+impl TaskId {
+    /// The task's entry in [`TASKS`].
+    pub fn spec(self) -> &'static TaskSpec {
+        // TASKS lists the tasks in declaration order; a unit test holds it to that.
+        &TASKS[self as usize]
+    }
+
+    /// The task's name, as typed on the command line.
+    pub fn name(self) -> &'static str {
+        self.spec().name
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for TaskId {
+    type Err = Error;
+
+    fn from_str(name: &str) -> Result<Self, Error> {
+        TASKS
+            .iter()
+            .find(|spec| spec.name == name)
+            .map(|spec| spec.id)
+            .ok_or_else(|| {
+                let known: Vec<&str> = TASKS.iter().map(|spec| spec.name).collect();
+                invalid(
+                    "task",
+                    format!("unknown task `{name}`; known: {}", known.join(", ")),
+                )
+            })
+    }
+}
+
+/// What a task is and where its data comes from.
+#[derive(Debug)]
+pub struct TaskSpec {
+    /// The task.
+    pub id: TaskId,
+    /// Its name, as typed on the command line.
+    pub name: &'static str,
+    /// One line for people choosing a task.
+    pub description: &'static str,
+    /// Label names; label `i` of an example is `labels[i]`. The order is fixed: for GLUE and
+    /// SuperGLUE it is Hugging Face's, so label indices match models trained there.
+    pub labels: &'static [&'static str],
+    /// The official metric.
+    pub metric: Metric,
+    /// The files it reads.
+    pub inputs: TaskInputs,
+    /// How those files are laid out.
+    pub(crate) layout: Layout,
+}
+
+impl TaskSpec {
+    /// The number of labels.
+    pub fn num_labels(&self) -> usize {
+        self.labels.len()
+    }
+}
+
+/// The files a task reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskInputs {
+    /// Files that `lightpeft assets fetch` puts in the data directory, in the order
+    /// [`TaskFiles::Assets`] must list their paths.
+    Assets(&'static [AssetFile]),
+    /// The user's own train and dev files; the names are those of the published release.
+    UserFiles {
+        /// The published name of the training file.
+        train: &'static str,
+        /// The published name of the evaluation file.
+        dev: &'static str,
+    },
+}
+
+/// A data file fetched by the assets crate. The engine does not locate it: callers map it to a
+/// path (`lightpeft_assets::vader_movie_file`, `lightpeft_assets::bigbench_task_file`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AssetFile {
+    /// VADER's `movieReviewSnippets_GroundTruth.txt`.
+    VaderMovieSnippets,
+    /// A BIG-bench `task.json`, named by its task path as in `lightpeft_assets::BIGBENCH_TASKS`.
+    BigBench(&'static str),
+}
+
+/// The paths [`load_task`](super::load_task) reads, matching [`TaskSpec::inputs`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskFiles {
+    /// The paths of the spec's [`TaskInputs::Assets`], in its order.
+    Assets(Vec<PathBuf>),
+    /// The user's train and dev files.
+    TrainDev {
+        /// The training file.
+        train: PathBuf,
+        /// The evaluation file.
+        dev: PathBuf,
+    },
+}
+
+/// How a task's files are parsed.
+#[derive(Debug)]
+pub(crate) enum Layout {
+    /// `id \t mean_rating \t text`, split on the id.
+    Vader,
+    /// A BIG-bench `task.json` with `target_scores`, split on a hash of the input.
+    BigBench(BigBenchInput),
+    /// The two natural_instructions MultiRC files, turned into "is this answer correct?".
+    MultircNi,
+    /// GLUE's tab-separated files.
+    Tsv(TsvLayout),
+    /// SuperGLUE's JSON-lines files.
+    Jsonl(JsonlLayout),
+}
+
+const GLUE_FILES: TaskInputs = TaskInputs::UserFiles {
+    train: "train.tsv",
+    dev: "dev.tsv",
+};
+const SUPERGLUE_FILES: TaskInputs = TaskInputs::UserFiles {
+    train: "train.jsonl",
+    dev: "val.jsonl",
+};
+const NLI_BINARY: &[&str] = &["entailment", "not_entailment"];
+/// SuperGLUE CB's order in Hugging Face `super_glue`, which differs from MNLI's.
+const CB_LABELS: &[&str] = &["entailment", "contradiction", "neutral"];
+
+/// A GLUE file with a header: columns are found by name.
+const fn tsv(
+    text_a: &'static str,
+    text_b: Option<&'static str>,
+    label: &'static str,
+    coding: LabelCoding,
+) -> Layout {
+    Layout::Tsv(TsvLayout {
+        fields: TsvFields::Header {
+            text_a,
+            text_b,
+            label,
+        },
+        coding,
+        broken_rows: None,
+    })
+}
+
+const fn jsonl(text_a: &'static str, text_b: Option<&'static str>, coding: LabelCoding) -> Layout {
+    Layout::Jsonl(JsonlLayout {
+        text_a,
+        text_b,
+        label: "label",
+        coding,
+    })
+}
+
+/// Every task, in [`TaskId`] order.
+pub static TASKS: [TaskSpec; 17] = [
+    TaskSpec {
+        id: TaskId::Sst2Rt,
+        name: "sst2-rt",
+        description: "SST-2 proxy: Rotten Tomatoes snippets with VADER crowd sentiment (|rating| ≥ 1)",
+        labels: &["negative", "positive"],
+        metric: Metric::Accuracy,
+        inputs: TaskInputs::Assets(&[AssetFile::VaderMovieSnippets]),
+        layout: Layout::Vader,
+    },
+    TaskSpec {
+        id: TaskId::RteEpistemic,
+        name: "rte-epistemic",
+        description: "RTE-like: does the premise entail the hypothesis about beliefs (BIG-bench epistemic_reasoning)",
+        labels: &["entailment", "non-entailment"],
+        metric: Metric::Accuracy,
+        inputs: TaskInputs::Assets(&[AssetFile::BigBench("epistemic_reasoning")]),
+        layout: Layout::BigBench(BigBenchInput::Pair {
+            first: "Premise: ",
+            second: " Hypothesis: ",
+            end: "",
+        }),
+    },
+    TaskSpec {
+        id: TaskId::CbPresupp,
+        name: "cb-presupp",
+        description: "CB-like 3-way NLI on presuppositions (BIG-bench presuppositions_as_nli)",
+        labels: CB_LABELS,
+        metric: Metric::AccuracyAndMacroF1,
+        inputs: TaskInputs::Assets(&[AssetFile::BigBench("presuppositions_as_nli")]),
+        layout: Layout::BigBench(BigBenchInput::Pair {
+            first: "Sentence 1: ",
+            second: "\nSentence 2: ",
+            end: "\n\nThe answer is: ",
+        }),
+    },
+    TaskSpec {
+        id: TaskId::MultircNi,
+        name: "multirc-ni",
+        description: "MultiRC-like: is this candidate answer to a question on a paragraph correct (BIG-bench natural_instructions 056/057)",
+        labels: &["False", "True"],
+        metric: Metric::F1,
+        inputs: TaskInputs::Assets(&[
+            AssetFile::BigBench("natural_instructions/subtask056_multirc_classify_correct_answer"),
+            AssetFile::BigBench(
+                "natural_instructions/subtask057_multirc_classify_incorrect_answer",
+            ),
+        ]),
+        layout: Layout::MultircNi,
+    },
+    TaskSpec {
+        id: TaskId::BoolqStrategyqa,
+        name: "boolq-strategyqa",
+        description: "BoolQ-like yes/no questions needing implicit reasoning, no passage (BIG-bench strategyqa)",
+        labels: &["No", "Yes"],
+        metric: Metric::Accuracy,
+        inputs: TaskInputs::Assets(&[AssetFile::BigBench("strategyqa")]),
+        layout: Layout::BigBench(BigBenchInput::Single),
+    },
+    TaskSpec {
+        id: TaskId::NliVitaminc,
+        name: "nli-vitaminc",
+        description: "MNLI-like: does Wikipedia evidence support, refute or not decide a claim (BIG-bench vitaminc_fact_verification)",
+        labels: &["True", "False", "Neither"],
+        metric: Metric::Accuracy,
+        inputs: TaskInputs::Assets(&[AssetFile::BigBench("vitaminc_fact_verification")]),
+        layout: Layout::BigBench(BigBenchInput::Pair {
+            first: "",
+            second: "\nClaim: ",
+            end: "",
+        }),
+    },
+    TaskSpec {
+        id: TaskId::GlueSst2,
+        name: "glue-sst2",
+        description: "GLUE SST-2 sentiment (your train.tsv and dev.tsv)",
+        labels: &["negative", "positive"],
+        metric: Metric::Accuracy,
+        inputs: GLUE_FILES,
+        layout: tsv("sentence", None, "label", LabelCoding::Index),
+    },
+    TaskSpec {
+        id: TaskId::GlueCola,
+        name: "glue-cola",
+        description: "GLUE CoLA grammatical acceptability (your train.tsv and dev.tsv)",
+        labels: &["unacceptable", "acceptable"],
+        metric: Metric::Matthews,
+        inputs: GLUE_FILES,
+        // The published CoLA files have no header: source, label, original label, sentence.
+        layout: Layout::Tsv(TsvLayout {
+            fields: TsvFields::NoHeader {
+                width: 4,
+                text_a: 3,
+                text_b: None,
+                label: 1,
+            },
+            coding: LabelCoding::Index,
+            broken_rows: None,
+        }),
+    },
+    TaskSpec {
+        id: TaskId::GlueMrpc,
+        name: "glue-mrpc",
+        description: "GLUE MRPC paraphrase detection (your train.tsv and dev.tsv)",
+        labels: &["not_equivalent", "equivalent"],
+        metric: Metric::AccuracyAndF1,
+        inputs: GLUE_FILES,
+        layout: tsv(
+            "#1 String",
+            Some("#2 String"),
+            "Quality",
+            LabelCoding::Index,
+        ),
+    },
+    TaskSpec {
+        id: TaskId::GlueQqp,
+        name: "glue-qqp",
+        description: "GLUE QQP duplicate questions (your train.tsv and dev.tsv)",
+        labels: &["not_duplicate", "duplicate"],
+        metric: Metric::AccuracyAndF1,
+        inputs: GLUE_FILES,
+        layout: Layout::Tsv(TsvLayout {
+            fields: TsvFields::Header {
+                text_a: "question1",
+                text_b: Some("question2"),
+                label: "is_duplicate",
+            },
+            coding: LabelCoding::Index,
+            // The published train.tsv has rows cut short by stray line breaks inside questions;
+            // Hugging Face drops them too ("corrupted rows").
+            broken_rows: Some("wrong column count (known broken rows of the published QQP files)"),
+        }),
+    },
+    TaskSpec {
+        id: TaskId::GlueMnli,
+        name: "glue-mnli",
+        description: "GLUE MNLI 3-way NLI (your train.tsv and dev_matched.tsv)",
+        labels: &["entailment", "neutral", "contradiction"],
+        metric: Metric::Accuracy,
+        inputs: TaskInputs::UserFiles {
+            train: "train.tsv",
+            dev: "dev_matched.tsv",
+        },
+        layout: tsv(
+            "sentence1",
+            Some("sentence2"),
+            "gold_label",
+            LabelCoding::Name,
+        ),
+    },
+    TaskSpec {
+        id: TaskId::GlueQnli,
+        name: "glue-qnli",
+        description: "GLUE QNLI: does the sentence answer the question (your train.tsv and dev.tsv)",
+        labels: NLI_BINARY,
+        metric: Metric::Accuracy,
+        inputs: GLUE_FILES,
+        layout: tsv("question", Some("sentence"), "label", LabelCoding::Name),
+    },
+    TaskSpec {
+        id: TaskId::GlueRte,
+        name: "glue-rte",
+        description: "GLUE RTE textual entailment (your train.tsv and dev.tsv)",
+        labels: NLI_BINARY,
+        metric: Metric::Accuracy,
+        inputs: GLUE_FILES,
+        layout: tsv("sentence1", Some("sentence2"), "label", LabelCoding::Name),
+    },
+    TaskSpec {
+        id: TaskId::GlueWnli,
+        name: "glue-wnli",
+        description: "GLUE WNLI pronoun-resolution entailment (your train.tsv and dev.tsv)",
+        labels: &["not_entailment", "entailment"],
+        metric: Metric::Accuracy,
+        inputs: GLUE_FILES,
+        layout: tsv("sentence1", Some("sentence2"), "label", LabelCoding::Index),
+    },
+    TaskSpec {
+        id: TaskId::SuperGlueBoolq,
+        name: "superglue-boolq",
+        description: "SuperGLUE BoolQ yes/no questions on a passage (your train.jsonl and val.jsonl)",
+        labels: &["False", "True"],
+        metric: Metric::Accuracy,
+        inputs: SUPERGLUE_FILES,
+        layout: jsonl("question", Some("passage"), LabelCoding::Bool),
+    },
+    TaskSpec {
+        id: TaskId::SuperGlueCb,
+        name: "superglue-cb",
+        description: "SuperGLUE CommitmentBank 3-way NLI (your train.jsonl and val.jsonl)",
+        labels: CB_LABELS,
+        metric: Metric::AccuracyAndMacroF1,
+        inputs: SUPERGLUE_FILES,
+        layout: jsonl("premise", Some("hypothesis"), LabelCoding::Name),
+    },
+    TaskSpec {
+        id: TaskId::SuperGlueRte,
+        name: "superglue-rte",
+        description: "SuperGLUE RTE textual entailment (your train.jsonl and val.jsonl)",
+        labels: NLI_BINARY,
+        metric: Metric::Accuracy,
+        inputs: SUPERGLUE_FILES,
+        layout: jsonl("premise", Some("hypothesis"), LabelCoding::Name),
+    },
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_is_in_id_order_and_names_are_unique_and_parse_back() {
+        for (index, spec) in TASKS.iter().enumerate() {
+            assert_eq!(spec.id as usize, index, "{}", spec.name);
+            assert_eq!(spec.name.parse::<TaskId>().unwrap(), spec.id);
+            assert_eq!(spec.id.to_string(), spec.name);
+        }
+    }
+
+    #[test]
+    fn unknown_task_names_list_the_known_ones() {
+        let error = "glue-stsb".parse::<TaskId>().unwrap_err().to_string();
+        assert!(error.contains("unknown task `glue-stsb`"), "{error}");
+        assert!(error.contains("sst2-rt, rte-epistemic"), "{error}");
+    }
+
+    #[test]
+    fn layouts_agree_with_inputs_and_labels() {
+        for spec in &TASKS {
+            let assets = match spec.inputs {
+                TaskInputs::Assets(files) => files.len(),
+                TaskInputs::UserFiles { .. } => 0,
+            };
+            let expected_assets = match &spec.layout {
+                Layout::Vader | Layout::BigBench(_) => 1,
+                Layout::MultircNi => 2,
+                Layout::Tsv(_) | Layout::Jsonl(_) => 0,
+            };
+            assert_eq!(assets, expected_assets, "{}", spec.name);
+            assert!(spec.num_labels() >= 2, "{}", spec.name);
+            let bool_coded = matches!(
+                &spec.layout,
+                Layout::Jsonl(JsonlLayout {
+                    coding: LabelCoding::Bool,
+                    ..
+                })
+            );
+            if bool_coded {
+                assert_eq!(spec.labels, ["False", "True"], "{}", spec.name);
+            }
+            if matches!(spec.metric, Metric::F1 | Metric::AccuracyAndF1) {
+                assert_eq!(spec.num_labels(), 2, "{}", spec.name);
+            }
+        }
+    }
+
+    #[test]
+    fn official_metrics_follow_the_spec_table() {
+        use Metric::*;
+        let metric = |id: TaskId| id.spec().metric;
+        assert_eq!(metric(TaskId::GlueCola), Matthews);
+        assert_eq!(metric(TaskId::GlueMrpc), AccuracyAndF1);
+        assert_eq!(metric(TaskId::GlueQqp), AccuracyAndF1);
+        assert_eq!(metric(TaskId::SuperGlueCb), AccuracyAndMacroF1);
+        assert_eq!(metric(TaskId::CbPresupp), AccuracyAndMacroF1);
+        assert_eq!(metric(TaskId::MultircNi), F1);
+        for id in [
+            TaskId::GlueSst2,
+            TaskId::GlueMnli,
+            TaskId::GlueQnli,
+            TaskId::GlueRte,
+            TaskId::GlueWnli,
+            TaskId::SuperGlueBoolq,
+            TaskId::SuperGlueRte,
+        ] {
+            assert_eq!(metric(id), Accuracy, "{id}");
+        }
+    }
+}

@@ -1,0 +1,567 @@
+//! Loading small GLUE, SuperGLUE and BIG-bench files written by the tests: every published
+//! layout, label order, metric choice, skipped rows, and errors that name the file and line.
+
+use std::path::{Path, PathBuf};
+
+use lightpeft_engine::data::{
+    Dataset, Example, Location, Measure, Metric, TaskFiles, TaskId, TaskInputs, load_task,
+};
+use tempfile::TempDir;
+
+fn write(dir: &TempDir, name: &str, text: &str) -> PathBuf {
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn user_files(train: &Path, dev: &Path) -> TaskFiles {
+    TaskFiles::TrainDev {
+        train: train.to_path_buf(),
+        dev: dev.to_path_buf(),
+    }
+}
+
+/// Loads a task from a train and a dev file with the given contents.
+fn load(task: TaskId, train: &str, dev: &str) -> lightpeft_engine::Result<Dataset> {
+    let dir = TempDir::new().unwrap();
+    let (train_name, dev_name) = match task.spec().inputs {
+        TaskInputs::UserFiles { train, dev } => (train, dev),
+        other => panic!("{task} reads {other:?}"),
+    };
+    let files = user_files(&write(&dir, train_name, train), &write(&dir, dev_name, dev));
+    load_task(task.spec(), &files)
+}
+
+/// The error of loading a good train file and a bad dev file, as text.
+fn dev_error(task: TaskId, train: &str, dev: &str) -> String {
+    load(task, train, dev).unwrap_err().to_string()
+}
+
+fn pairs(examples: &[Example]) -> Vec<(&str, Option<&str>, usize)> {
+    examples
+        .iter()
+        .map(|e| (e.text_a.as_str(), e.text_b.as_deref(), e.label))
+        .collect()
+}
+
+const SST2: &str = "sentence\tlabel\n\
+    it 's a charming and \"often\" affecting journey . \t1\n\
+    unflinchingly bleak and desperate \t0\n";
+
+#[test]
+fn glue_sst2_reads_columns_by_header_and_keeps_quotes() {
+    let reordered = "label\tsentence\n0\tbad , bad\n";
+    let data = load(TaskId::GlueSst2, SST2, reordered).unwrap();
+    assert_eq!(
+        pairs(&data.train),
+        [
+            (
+                "it 's a charming and \"often\" affecting journey . ",
+                None,
+                1
+            ),
+            ("unflinchingly bleak and desperate ", None, 0),
+        ]
+    );
+    assert_eq!(pairs(&data.dev), [("bad , bad", None, 0)]);
+    assert_eq!(data.labels, ["negative", "positive"]);
+    assert_eq!(data.metric, Metric::Accuracy);
+    assert_eq!(data.train[1].id, "train.tsv line 3");
+    assert_eq!(data.skipped.total(), 0);
+}
+
+const COLA: &str = "gj04\t1\t\tOur friends won't buy this analysis, let alone the next one we propose.\n\
+    gj04\t0\t*\tThey drank the pub.\n";
+
+#[test]
+fn glue_cola_has_no_header_and_is_scored_by_matthews() {
+    let data = load(
+        TaskId::GlueCola,
+        COLA,
+        "cj99\t1\t\tThe more you eat, the fatter you get.\n",
+    )
+    .unwrap();
+    assert_eq!(
+        pairs(&data.train),
+        [
+            (
+                "Our friends won't buy this analysis, let alone the next one we propose.",
+                None,
+                1
+            ),
+            ("They drank the pub.", None, 0),
+        ]
+    );
+    assert_eq!(data.train[0].id, "train.tsv line 1");
+    assert_eq!(data.labels, ["unacceptable", "acceptable"]);
+    assert_eq!(data.metric, Metric::Matthews);
+    // The majority baseline shows a constant guess has no correlation.
+    let baseline = data.majority_baseline().unwrap();
+    assert_eq!(baseline.values.primary(), 0.0);
+}
+
+#[test]
+fn glue_mrpc_reads_its_odd_header_past_a_byte_order_mark() {
+    let train = "\u{feff}Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n\
+        1\t702876\t702977\tAmrozi accused his brother .\tReferring to him as only \" the witness \" .\n\
+        0\t2108705\t2108831\tYucaipa owned Dominick 's .\tYucaipa bought Dominick 's in 1995 .\n";
+    let data = load(TaskId::GlueMrpc, train, train).unwrap();
+    assert_eq!(
+        pairs(&data.train),
+        [
+            (
+                "Amrozi accused his brother .",
+                Some("Referring to him as only \" the witness \" ."),
+                1
+            ),
+            (
+                "Yucaipa owned Dominick 's .",
+                Some("Yucaipa bought Dominick 's in 1995 ."),
+                0
+            ),
+        ]
+    );
+    assert_eq!(data.labels, ["not_equivalent", "equivalent"]);
+    assert_eq!(data.metric, Metric::AccuracyAndF1);
+    let measures: Vec<Measure> = data.metric.measures().to_vec();
+    assert_eq!(
+        measures,
+        [Measure::Accuracy, Measure::F1, Measure::Combined]
+    );
+}
+
+#[test]
+fn glue_qqp_counts_its_known_broken_rows_instead_of_failing() {
+    let train = "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n\
+        0\t1\t2\tHow do I learn Rust?\tWhat is the best way to learn Rust?\t1\n\
+        1\t3\t4\tWhat is a line\n\
+        break?\tWhy?\t0\n\
+        2\t5\t6\tIs it raining?\tIs the sky blue?\t0\n";
+    let dev = "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n7\t8\t9\tA?\tB?\t0\n";
+    let data = load(TaskId::GlueQqp, train, dev).unwrap();
+    assert_eq!(
+        pairs(&data.train),
+        [
+            (
+                "How do I learn Rust?",
+                Some("What is the best way to learn Rust?"),
+                1
+            ),
+            ("Is it raining?", Some("Is the sky blue?"), 0),
+        ]
+    );
+    assert_eq!(data.labels, ["not_duplicate", "duplicate"]);
+    assert_eq!(data.metric, Metric::AccuracyAndF1);
+    assert_eq!(data.skipped.total(), 2);
+    let group = &data.skipped.groups[0];
+    assert_eq!(group.at, [Location::Line(3), Location::Line(4)]);
+    assert!(group.path.ends_with("train.tsv"));
+    assert!(group.reason.contains("QQP"), "{}", group.reason);
+    let report = data.skipped.to_string();
+    assert!(report.contains("train.tsv: skipped 2 row(s)"), "{report}");
+}
+
+#[test]
+fn glue_mnli_finds_its_columns_in_train_and_dev_matched_headers() {
+    let train = "index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse\t\
+        sentence1_parse\tsentence2_parse\tsentence1\tsentence2\tlabel1\tgold_label\n\
+        0\t31193\t31193n\tgovernment\t( x )\t( y )\t(ROOT x)\t(ROOT y)\t\
+        Conceptually cream skimming has two basic dimensions.\tProduct and geography are what make cream skimming work. \tneutral\tneutral\n";
+    let dev = "index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse\t\
+        sentence1_parse\tsentence2_parse\tsentence1\tsentence2\tlabel1\tlabel2\tlabel3\tlabel4\tlabel5\tgold_label\n\
+        0\t63735\t63735n\tslate\t( x )\t( y )\t(ROOT x)\t(ROOT y)\tThe new rights are nice enough\tEveryone really likes the newest benefits \
+        \tneutral\tentailment\tneutral\tneutral\tneutral\tneutral\n\
+        1\t91383\t91383c\tgovernment\t( x )\t( y )\t(ROOT x)\t(ROOT y)\tThis site includes a list.\tThe site does not have a list.\
+        \tcontradiction\tcontradiction\tcontradiction\tcontradiction\tcontradiction\tcontradiction\n";
+    let data = load(TaskId::GlueMnli, train, dev).unwrap();
+    assert_eq!(data.labels, ["entailment", "neutral", "contradiction"]);
+    assert_eq!(
+        pairs(&data.train),
+        [(
+            "Conceptually cream skimming has two basic dimensions.",
+            Some("Product and geography are what make cream skimming work. "),
+            1
+        )]
+    );
+    assert_eq!(
+        pairs(&data.dev)[1],
+        (
+            "This site includes a list.",
+            Some("The site does not have a list."),
+            2
+        )
+    );
+    assert_eq!(data.dev[0].id, "dev_matched.tsv line 2");
+}
+
+#[test]
+fn glue_qnli_rte_and_wnli_map_labels_in_hugging_face_order() {
+    let qnli = "index\tquestion\tsentence\tlabel\n\
+        0\tWhen did it open?\tIt opened in 1990.\tentailment\n\
+        1\tWho?\tNobody knows.\tnot_entailment\n";
+    let data = load(TaskId::GlueQnli, qnli, qnli).unwrap();
+    assert_eq!(
+        pairs(&data.train),
+        [
+            ("When did it open?", Some("It opened in 1990."), 0),
+            ("Who?", Some("Nobody knows."), 1),
+        ]
+    );
+
+    let rte = "index\tsentence1\tsentence2\tlabel\n\
+        0\tNo weapons were found in Iraq.\tWeapons were found in Iraq.\tnot_entailment\n\
+        1\tA cat sat.\tAn animal sat.\tentailment\n";
+    let data = load(TaskId::GlueRte, rte, rte).unwrap();
+    assert_eq!(data.labels, ["entailment", "not_entailment"]);
+    assert_eq!(
+        data.train.iter().map(|e| e.label).collect::<Vec<_>>(),
+        [1, 0]
+    );
+
+    // WNLI writes indices, and its label 1 is entailment.
+    let wnli = "index\tsentence1\tsentence2\tlabel\n0\tI stuck a pin through a carrot.\tThe carrot had a hole.\t1\n";
+    let data = load(TaskId::GlueWnli, wnli, wnli).unwrap();
+    assert_eq!(data.labels, ["not_entailment", "entailment"]);
+    assert_eq!(data.train[0].label, 1);
+}
+
+#[test]
+fn superglue_boolq_cb_and_rte_read_json_lines() {
+    let boolq = r#"{"question": "do iran and afghanistan speak the same language", "passage": "Persian language -- Persian is spoken in Iran and Afghanistan.", "idx": 0, "label": true}
+{"question": "is the sky green", "passage": "The sky is blue.", "idx": 1, "label": false}
+"#;
+    let data = load(TaskId::SuperGlueBoolq, boolq, boolq).unwrap();
+    assert_eq!(
+        pairs(&data.train),
+        [
+            (
+                "do iran and afghanistan speak the same language",
+                Some("Persian language -- Persian is spoken in Iran and Afghanistan."),
+                1
+            ),
+            ("is the sky green", Some("The sky is blue."), 0),
+        ]
+    );
+    assert_eq!(data.labels, ["False", "True"]);
+    assert_eq!(data.train[1].id, "train.jsonl line 2");
+
+    let cb = r#"{"premise": "It was a complex language.", "hypothesis": "the language was peeled down", "label": "contradiction", "idx": 0}
+
+{"premise": "A", "hypothesis": "B", "label": "neutral", "idx": 1}
+{"premise": "C", "hypothesis": "D", "label": "entailment", "idx": 2}
+"#;
+    let data = load(TaskId::SuperGlueCb, cb, cb).unwrap();
+    assert_eq!(data.labels, ["entailment", "contradiction", "neutral"]);
+    assert_eq!(
+        data.train.iter().map(|e| e.label).collect::<Vec<_>>(),
+        [1, 2, 0]
+    );
+    // The blank line holds no example but still counts for line numbers.
+    assert_eq!(data.train[1].id, "train.jsonl line 3");
+    assert_eq!(data.metric, Metric::AccuracyAndMacroF1);
+
+    let rte = r#"{"premise": "No weapons were found.", "hypothesis": "Weapons were found.", "label": "not_entailment", "idx": 0}"#;
+    let data = load(TaskId::SuperGlueRte, rte, rte).unwrap();
+    assert_eq!(
+        pairs(&data.dev),
+        [("No weapons were found.", Some("Weapons were found."), 1)]
+    );
+}
+
+#[test]
+fn bad_glue_rows_name_the_file_and_line() {
+    let error = dev_error(TaskId::GlueSst2, SST2, "sentence\tlabel\ngood\t1\nbad\t2\n");
+    assert!(
+        error.ends_with("dev.tsv:3: unknown label `2` (expected 0, 1)"),
+        "{error}"
+    );
+    let error = dev_error(
+        TaskId::GlueSst2,
+        SST2,
+        "sentence\tlabel\ngood\t1\nno label here\n",
+    );
+    assert!(
+        error.ends_with("dev.tsv:3: expected 2 tab-separated columns, found 1"),
+        "{error}"
+    );
+    let error = dev_error(TaskId::GlueSst2, SST2, "sentence\n");
+    assert!(
+        error.ends_with("dev.tsv:1: no `label` column in the header (found: sentence)"),
+        "{error}"
+    );
+    let rte = "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n";
+    let error = dev_error(
+        TaskId::GlueRte,
+        rte,
+        "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tcontradiction\n",
+    );
+    assert!(
+        error.ends_with(
+            "dev.tsv:2: unknown label `contradiction` (expected entailment, not_entailment)"
+        ),
+        "{error}"
+    );
+    // Only QQP forgives short rows; CoLA's fixed width is checked too.
+    let error = dev_error(
+        TaskId::GlueCola,
+        COLA,
+        "gj04\t1\tno original label column\n",
+    );
+    assert!(
+        error.ends_with("dev.tsv:1: expected 4 tab-separated columns, found 3"),
+        "{error}"
+    );
+    let error = dev_error(TaskId::GlueSst2, SST2, "sentence\tlabel\n");
+    assert!(error.ends_with("dev.tsv: no dev examples"), "{error}");
+}
+
+#[test]
+fn bad_superglue_lines_name_the_file_and_line() {
+    let cb = r#"{"premise": "A", "hypothesis": "B", "label": "neutral"}"#;
+    let cases = [
+        (
+            "{\"premise\": \"A\", \"hypothesis\": \"B\"}",
+            "val.jsonl:1: no `label`",
+        ),
+        (
+            "{\"premise\": \"A\", \"hypothesis\": 3, \"label\": \"neutral\"}",
+            "val.jsonl:1: `hypothesis` is 3, not a string",
+        ),
+        (
+            "{\"premise\": \"A\", \"hypothesis\": \"B\", \"label\": \"maybe\"}",
+            "val.jsonl:1: unknown label `maybe` (expected entailment, contradiction, neutral)",
+        ),
+        ("[1, 2]", "val.jsonl:1: expected a JSON object"),
+    ];
+    for (dev, expected) in cases {
+        let error = dev_error(TaskId::SuperGlueCb, cb, dev);
+        assert!(error.ends_with(expected), "{error}");
+    }
+    let error = dev_error(TaskId::SuperGlueCb, cb, &format!("{cb}\n{{\"premise\": "));
+    assert!(error.contains("val.jsonl:2: not JSON: "), "{error}");
+    let boolq = r#"{"question": "q", "passage": "p", "label": true}"#;
+    let error = dev_error(
+        TaskId::SuperGlueBoolq,
+        boolq,
+        r#"{"question": "q", "passage": "p", "label": "yes"}"#,
+    );
+    assert!(
+        error.ends_with("val.jsonl:1: unknown label \"yes\" (expected true or false)"),
+        "{error}"
+    );
+}
+
+#[test]
+fn files_of_the_wrong_kind_are_rejected() {
+    let error = load_task(
+        TaskId::GlueSst2.spec(),
+        &TaskFiles::Assets(vec![PathBuf::from("x")]),
+    )
+    .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("glue-sst2 reads the user's train and dev files"),
+        "{error}"
+    );
+    let error = load_task(
+        TaskId::MultircNi.spec(),
+        &TaskFiles::Assets(vec![PathBuf::from("x")]),
+    )
+    .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("multirc-ni needs 2 file(s), got 1"),
+        "{error}"
+    );
+    let error = load_task(
+        TaskId::Sst2Rt.spec(),
+        &user_files(Path::new("a"), Path::new("b")),
+    )
+    .unwrap_err();
+    assert!(error.to_string().contains("not user files"), "{error}");
+    let error = load_task(
+        TaskId::Sst2Rt.spec(),
+        &TaskFiles::Assets(vec![PathBuf::from("/nonexistent/snippets.txt")]),
+    )
+    .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .starts_with("cannot read /nonexistent/snippets.txt"),
+        "{error}"
+    );
+}
+
+/// A BIG-bench task file in its own task folder, as the assets crate lays them out.
+fn bigbench_file(dir: &TempDir, task: &str, examples: &[serde_json::Value]) -> PathBuf {
+    let folder = dir.path().join(task);
+    std::fs::create_dir_all(&folder).unwrap();
+    let path = folder.join("task.json");
+    let json = serde_json::json!({ "name": task, "examples": examples });
+    std::fs::write(&path, serde_json::to_string_pretty(&json).unwrap()).unwrap();
+    path
+}
+
+fn epistemic_example(i: usize) -> serde_json::Value {
+    let entailed = i.is_multiple_of(3);
+    serde_json::json!({
+        "input": format!("Premise: Ann knows that dog {i} runs. Hypothesis: Dog {i} runs."),
+        "target_scores": { "entailment": u8::from(entailed), "non-entailment": u8::from(!entailed) },
+    })
+}
+
+#[test]
+fn bigbench_examples_split_by_hash_whatever_the_file_order() {
+    let dir = TempDir::new().unwrap();
+    let mut examples: Vec<serde_json::Value> = (0..300).map(epistemic_example).collect();
+    let forward = bigbench_file(&dir, "forward", &examples);
+    examples.reverse();
+    let backward = bigbench_file(&dir, "backward", &examples);
+    let spec = TaskId::RteEpistemic.spec();
+    let load = |path: PathBuf| load_task(spec, &TaskFiles::Assets(vec![path])).unwrap();
+    let (forward, backward) = (load(forward), load(backward));
+
+    let texts = |examples: &[Example]| {
+        let mut texts: Vec<(String, Option<String>, usize)> = examples
+            .iter()
+            .map(|e| (e.text_a.clone(), e.text_b.clone(), e.label))
+            .collect();
+        texts.sort();
+        texts
+    };
+    assert_eq!(texts(&forward.train), texts(&backward.train));
+    assert_eq!(texts(&forward.dev), texts(&backward.dev));
+    assert!(
+        (15..=50).contains(&forward.dev.len()),
+        "{}",
+        forward.dev.len()
+    );
+    assert_eq!(forward.train.len() + forward.dev.len(), 300);
+    let first = forward
+        .train
+        .iter()
+        .chain(&forward.dev)
+        .find(|e| e.id == "forward example 0")
+        .unwrap();
+    assert_eq!(
+        (first.text_a.as_str(), first.text_b.as_deref(), first.label),
+        ("Ann knows that dog 0 runs.", Some("Dog 0 runs."), 0)
+    );
+}
+
+#[test]
+fn bad_bigbench_examples_name_the_file_and_example() {
+    let dir = TempDir::new().unwrap();
+    let mut examples: Vec<serde_json::Value> = (0..30).map(epistemic_example).collect();
+    examples[17] = serde_json::json!({
+        "input": "Premise: no hypothesis here.",
+        "target_scores": { "entailment": 1, "non-entailment": 0 },
+    });
+    let path = bigbench_file(&dir, "epistemic_reasoning", &examples);
+    let error = load_task(
+        TaskId::RteEpistemic.spec(),
+        &TaskFiles::Assets(vec![path.clone()]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.starts_with(&format!(
+            "{}: example 17: input does not read",
+            path.display()
+        )),
+        "{error}"
+    );
+
+    examples[17] = serde_json::json!({ "target_scores": { "entailment": 1 } });
+    let path = bigbench_file(&dir, "epistemic_reasoning", &examples);
+    let error = load_task(TaskId::RteEpistemic.spec(), &TaskFiles::Assets(vec![path]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("task.json: example 17: missing field `input`"),
+        "{error}"
+    );
+
+    let path = write(&dir, "broken.json", "{\"examples\": [\n  {\"input\": }\n]}");
+    let error = load_task(TaskId::RteEpistemic.spec(), &TaskFiles::Assets(vec![path]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("broken.json:2: not a BIG-bench task file"),
+        "{error}"
+    );
+}
+
+#[test]
+fn multirc_candidates_become_answer_correctness_and_poor_distractors_are_counted() {
+    const PARAGRAPHS: usize = 60;
+    let dir = TempDir::new().unwrap();
+    let candidate = |paragraph: usize, role: &str, answer: &str, target: &str| {
+        serde_json::json!({
+            "input": format!("Paragraph- Sent 1: Story {paragraph}. \nQuestion: Who? \n{role} Answer: {answer}"),
+            "target": [target],
+        })
+    };
+    let offered_correct: Vec<serde_json::Value> = (0..PARAGRAPHS)
+        .flat_map(|p| {
+            [
+                candidate(p, "Correct", "Ann.", "Yes."),
+                candidate(p, "Correct", "Bob.", "No."),
+            ]
+        })
+        .collect();
+    let offered_wrong: Vec<serde_json::Value> = (0..PARAGRAPHS)
+        .flat_map(|p| {
+            [
+                candidate(p, "Incorrect", "Cid.", "Yes."),
+                candidate(p, "Incorrect", "Ann.", "No."),
+            ]
+        })
+        .collect();
+    let files = TaskFiles::Assets(vec![
+        bigbench_file(
+            &dir,
+            "subtask056_multirc_classify_correct_answer",
+            &offered_correct,
+        ),
+        bigbench_file(
+            &dir,
+            "subtask057_multirc_classify_incorrect_answer",
+            &offered_wrong,
+        ),
+    ]);
+    let data = load_task(TaskId::MultircNi.spec(), &files).unwrap();
+    let all: Vec<&Example> = data.train.iter().chain(&data.dev).collect();
+    assert_eq!(all.len(), 3 * PARAGRAPHS);
+    let label_of = |answer: &str| -> Vec<usize> {
+        let mut labels: Vec<usize> = all
+            .iter()
+            .filter(|e| e.text_b.as_deref() == Some(&format!("Who? {answer}") as &str))
+            .map(|e| e.label)
+            .collect();
+        labels.dedup();
+        labels
+    };
+    assert_eq!(label_of("Ann."), [1]);
+    assert_eq!(label_of("Bob."), [0]);
+    assert_eq!(label_of("Cid."), [0]);
+    assert_eq!(all[0].text_a, "Sent 1: Story 0.");
+    assert_eq!(data.metric, Metric::F1);
+    assert_eq!(data.skipped.total(), PARAGRAPHS);
+    assert_eq!(data.skipped.groups[0].at[0], Location::Example(1));
+    assert!(
+        data.skipped.groups[0]
+            .path
+            .ends_with("subtask057_multirc_classify_incorrect_answer/task.json")
+    );
+    // A paragraph's candidates all fall on one side of the split.
+    for example in &data.dev {
+        assert!(
+            !data.train.iter().any(|t| t.text_a == example.text_a),
+            "{}",
+            example.text_a
+        );
+    }
+}
