@@ -19,6 +19,8 @@ pub mod tokenize;
 pub mod train;
 pub mod weights;
 
+/// The device models run on (CPU unless built with an accelerator).
+pub use candle_core::Device;
 pub use config::{Architecture, LayerShape, ModelConfig, ModelFiles};
 pub use encoder::{Encoder, ModuleId, ModuleKind, Training};
 pub use error::{Error, Result};

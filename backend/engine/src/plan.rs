@@ -1829,31 +1829,4 @@ mod tests {
         assert_eq!(request.ffn_method, PruningScope::Global);
         assert_eq!(request.head_method, PruningScope::Layerwise);
     }
-
-    #[test]
-    fn zz_timing() {
-        let shape = roberta_large();
-        let est = estimation(&shape, 7);
-        let t = std::time::Instant::now();
-        let planner = Planner::new(shape, &est).unwrap();
-        eprintln!("new: {:?}", t.elapsed());
-        for req in [
-            PlanRequest::reference(),
-            PlanRequest {
-                random: Some(3),
-                ..PlanRequest::reference()
-            },
-            PlanRequest {
-                ffn_method: PruningScope::Layerwise,
-                keep_at_least_one: true,
-                ..PlanRequest::reference()
-            },
-        ] {
-            let t = std::time::Instant::now();
-            for _ in 0..20 {
-                planner.plan(&req).unwrap();
-            }
-            eprintln!("plan: {:?}", t.elapsed() / 20);
-        }
-    }
 }

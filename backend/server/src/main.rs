@@ -3,8 +3,17 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use lightpeft_api::Preset;
 use lightpeft_assets::AssetId;
+
+mod commands;
+mod error;
+mod jobs;
+mod param_args;
+mod progress;
+
+use param_args::ParamArgs;
 
 // candle allocates a fresh buffer for every tensor op; glibc's malloc hands large ones back to
 // the kernel each time, and the page faults cost a third of a training step.
@@ -35,6 +44,93 @@ enum Command {
     },
     /// Show what the engine can use: data directory, models, datasets.
     Status,
+    /// Stage 1: train masks, PEFT modules and head; record importances (a new run).
+    Estimate(TrainArgs),
+    /// Print what a pruning plan would remove from an estimated run (nothing is stored).
+    Plan(RunArgs),
+    /// Stage 2: prune an estimated run by a plan and fine-tune the smaller model.
+    Finetune(RunArgs),
+    /// Vanilla PEFT on the unpruned model (a new run).
+    Baseline(TrainArgs),
+    /// Evaluate an exported model on a task's dev split.
+    Eval(EvalArgs),
+}
+
+/// Where the data comes from.
+#[derive(Args)]
+struct TaskArgs {
+    /// Task: sst2-rt, rte-epistemic, cb-presupp, multirc-ni, boolq-strategyqa, nli-vitaminc,
+    /// glue-sst2, glue-cola, glue-mrpc, glue-qqp, glue-mnli, glue-qnli, glue-rte, glue-wnli,
+    /// superglue-boolq, superglue-cb, superglue-rte.
+    #[arg(long, default_value = "sst2-rt")]
+    task: String,
+    /// Your training file (GLUE TSV or SuperGLUE JSONL tasks).
+    #[arg(long, value_name = "FILE")]
+    train_file: Option<PathBuf>,
+    /// Your dev file (GLUE TSV or SuperGLUE JSONL tasks).
+    #[arg(long, value_name = "FILE")]
+    dev_file: Option<PathBuf>,
+}
+
+impl TaskArgs {
+    fn source(&self) -> jobs::DataSource {
+        jobs::DataSource {
+            task: self.task.clone(),
+            train_file: self.train_file.clone(),
+            dev_file: self.dev_file.clone(),
+        }
+    }
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    #[command(flatten)]
+    task: TaskArgs,
+    /// A model under the data directory's models/, or a Hugging Face folder.
+    #[arg(long, default_value = "all-MiniLM-L6-v2")]
+    model: String,
+    /// Name of the new run (its folder under <data>/runs).
+    #[arg(long)]
+    run: String,
+    /// Starting values: paper, vanilla-reference, quick-demo. Flags override them.
+    #[arg(long, value_parser = parse_preset)]
+    preset: Option<Preset>,
+    /// Print the result as JSON on stdout, no progress bar.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    params: ParamArgs,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The estimated run.
+    #[arg(long)]
+    run: String,
+    /// Print JSON on stdout, no progress bar or table.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    params: ParamArgs,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// A folder written by finetune or baseline (`.../model`).
+    #[arg(long, value_name = "DIR")]
+    export: PathBuf,
+    #[command(flatten)]
+    task: TaskArgs,
+    /// Print JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    params: ParamArgs,
+}
+
+fn parse_preset(text: &str) -> Result<Preset, String> {
+    serde_json::from_value(serde_json::Value::String(text.replace('-', "_")))
+        .map_err(|_| "expected paper, vanilla-reference or quick-demo".to_string())
 }
 
 #[derive(Subcommand)]
@@ -75,6 +171,11 @@ fn main() -> ExitCode {
             action: AssetsAction::Fetch { assets, .. },
         } => fetch_assets(&data_dir, &assets),
         Command::Status => status(&data_dir),
+        Command::Estimate(args) => estimate(&data_dir, args),
+        Command::Plan(args) => plan(&data_dir, args),
+        Command::Finetune(args) => finetune(&data_dir, args),
+        Command::Baseline(args) => baseline(&data_dir, args),
+        Command::Eval(args) => eval(&data_dir, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -83,6 +184,161 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn print_json(value: &impl serde::Serialize) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("plain data serialises")
+    );
+}
+
+fn estimate(data_dir: &Path, args: TrainArgs) -> Result<(), String> {
+    let preset = args.preset.unwrap_or(Preset::Paper);
+    let params = args.params.resolve(preset).map_err(|e| e.to_string())?;
+    let common = commands::Common {
+        data_dir,
+        json: args.json,
+    };
+    let out = commands::estimate(
+        &common,
+        args.task.source(),
+        &args.model,
+        preset,
+        params,
+        &args.run,
+    )
+    .map_err(|e| e.to_string())?;
+    if args.json {
+        print_json(&out);
+    } else {
+        println!(
+            "run {}: {} steps, median {:.3} s/step; next: `lightpeft plan --run {}`",
+            args.run,
+            out["steps"],
+            out["median_step_seconds"].as_f64().unwrap_or(0.0),
+            args.run
+        );
+    }
+    Ok(())
+}
+
+fn plan(data_dir: &Path, args: RunArgs) -> Result<(), String> {
+    let common = commands::Common {
+        data_dir,
+        json: args.json,
+    };
+    let manifest_params = run_params(data_dir, &args.run)?;
+    let params = overridden(manifest_params, &args.params)?;
+    let plan = commands::plan(&common, &args.run, &params).map_err(|e| e.to_string())?;
+    if args.json {
+        print_json(&plan);
+    } else {
+        print!("{}", commands::plan_table(&plan));
+    }
+    Ok(())
+}
+
+fn run_params(data_dir: &Path, run: &str) -> Result<lightpeft_api::Hyperparams, String> {
+    let dir = commands::run_dir(data_dir, run).map_err(|e| e.to_string())?;
+    let path = dir.join("run.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let manifest: commands::RunManifest =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(manifest.params)
+}
+
+fn overridden(
+    mut params: lightpeft_api::Hyperparams,
+    args: &ParamArgs,
+) -> Result<lightpeft_api::Hyperparams, String> {
+    for (name, value) in &args.given {
+        params
+            .set(name, value)
+            .map_err(|e| error::Error::Param(e).to_string())?;
+    }
+    Ok(params)
+}
+
+fn report(result: &commands::RunResult, json: bool) {
+    if json {
+        return print_json(result);
+    }
+    let best = result.best.as_ref();
+    let metrics = |m: &[(String, f64)]| {
+        m.iter()
+            .map(|(k, v)| format!("{k} {:.2} %", v * 100.0))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!(
+        "{:?} on {}: best dev {} (epoch {}), majority-class baseline {}",
+        result.stage,
+        result.task,
+        best.map(|b| metrics(&b.metrics)).unwrap_or_default(),
+        best.map(|b| b.epoch + 1).unwrap_or(0),
+        metrics(&result.majority_baseline)
+    );
+    println!(
+        "parameters: PEFT {}, trainable {}, frozen encoder {}; median {:.3} s/step; peak memory {:.0} MiB",
+        result.params.peft,
+        result.params.trainable,
+        result.params.encoder,
+        result.median_step_seconds,
+        result.peak_rss_mib.unwrap_or(0.0)
+    );
+}
+
+fn finetune(data_dir: &Path, args: RunArgs) -> Result<(), String> {
+    let common = commands::Common {
+        data_dir,
+        json: args.json,
+    };
+    let result = commands::finetune(&common, &args.run, &args.params).map_err(|e| e.to_string())?;
+    report(&result, args.json);
+    Ok(())
+}
+
+fn baseline(data_dir: &Path, args: TrainArgs) -> Result<(), String> {
+    let preset = args.preset.unwrap_or(Preset::VanillaReference);
+    let params = args.params.resolve(preset).map_err(|e| e.to_string())?;
+    let common = commands::Common {
+        data_dir,
+        json: args.json,
+    };
+    let result = commands::baseline(
+        &common,
+        args.task.source(),
+        &args.model,
+        preset,
+        params,
+        &args.run,
+    )
+    .map_err(|e| e.to_string())?;
+    report(&result, args.json);
+    Ok(())
+}
+
+fn eval(data_dir: &Path, args: EvalArgs) -> Result<(), String> {
+    let params = args
+        .params
+        .resolve(Preset::Paper)
+        .map_err(|e| e.to_string())?;
+    let common = commands::Common {
+        data_dir,
+        json: args.json,
+    };
+    let record = commands::eval(&common, &args.export, &args.task.source(), &params)
+        .map_err(|e| e.to_string())?;
+    if args.json {
+        print_json(&record);
+    } else {
+        for (k, v) in &record.metrics {
+            println!("{k}: {:.2} %", v * 100.0);
+        }
+        println!("dev loss {:.4}, {:.1} s", record.loss, record.seconds);
+    }
+    Ok(())
 }
 
 fn fetch_assets(data_dir: &Path, assets: &[AssetId]) -> Result<(), String> {
@@ -168,7 +424,9 @@ fn status(data_dir: &Path) -> Result<(), String> {
         "threads: {} (set RAYON_NUM_THREADS to change)",
         std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all cores".into())
     );
-    println!("server and training commands: not built yet (see the issues)");
+    println!(
+        "training: lightpeft estimate | plan | finetune | baseline | eval (see --help); the server is next"
+    );
     Ok(())
 }
 

@@ -1,0 +1,41 @@
+//! The binary's one error type.
+
+use std::path::PathBuf;
+
+/// Everything that can stop a command.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// From the engine (model, data, training).
+    #[error(transparent)]
+    Engine(#[from] lightpeft_engine::Error),
+    /// From fetching or importing assets.
+    #[error(transparent)]
+    Assets(#[from] lightpeft_assets::AssetError),
+    /// A hyper-parameter value was rejected.
+    #[error("--{}: {}", .0.field.replace('_', "-"), .0.message)]
+    Param(lightpeft_api::ParamError),
+    /// A file of a run could not be read or written.
+    #[error("{path}: {message}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// The command line asks for something impossible.
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl Error {
+    /// A file error from any displayable cause.
+    pub fn file(path: impl Into<PathBuf>, cause: impl std::fmt::Display) -> Self {
+        Error::File {
+            path: path.into(),
+            message: cause.to_string(),
+        }
+    }
+}
+
+/// The binary's result type.
+pub type Result<T> = std::result::Result<T, Error>;
