@@ -317,6 +317,10 @@ hyperparams! {
         batch_size: usize = 32, int(1, 4096);
         /// Examples per evaluation batch (does not change results).
         eval_batch_size: usize = 64, int(1, 4096);
+        /// Use at most this many training examples, taken at an even stride (0 = all).
+        max_train_examples: usize = 0, int(0, 100_000_000);
+        /// Use at most this many dev examples, taken at an even stride (0 = all).
+        max_dev_examples: usize = 0, int(0, 100_000_000);
         /// Seed of data order, dropout and new weights.
         seed: u64 = 42, int(0, u64::MAX);
     }
@@ -416,6 +420,8 @@ impl Preset {
             Preset::QuickDemo => Hyperparams {
                 max_len: 48,
                 batch_size: 16,
+                max_train_examples: 1600,
+                max_dev_examples: 300,
                 estimation_steps: 40,
                 epochs: 1,
                 ..base

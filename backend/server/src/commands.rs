@@ -84,6 +84,18 @@ pub fn run_dir(data_dir: &Path, name: &str) -> Result<PathBuf> {
     Ok(runs_dir(data_dir).join(name))
 }
 
+/// The folder of an existing run.
+pub fn existing_run_dir(data_dir: &Path, name: &str) -> Result<PathBuf> {
+    let dir = run_dir(data_dir, name)?;
+    if !dir.join("run.json").is_file() {
+        return Err(Error::Usage(format!(
+            "run `{name}` does not exist in {} (start one with `lightpeft estimate --run {name}`)",
+            runs_dir(data_dir).display()
+        )));
+    }
+    Ok(dir)
+}
+
 fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
     let text = serde_json::to_string_pretty(value).expect("plain data serialises");
     std::fs::write(path, text).map_err(|e| Error::file(path, e))
@@ -142,7 +154,7 @@ pub fn estimate(
     name: &str,
 ) -> Result<serde_json::Value> {
     let model_dir = jobs::resolve_model(model, common.data_dir)?;
-    let dataset = jobs::load_dataset(&source, common.data_dir)?;
+    let dataset = jobs::limit_examples(jobs::load_dataset(&source, common.data_dir)?, &params);
     let dir = new_run_dir(common.data_dir, name)?;
     let manifest = RunManifest {
         kind: Stage::Estimation,
@@ -152,7 +164,7 @@ pub fn estimate(
         params: params.clone(),
     };
     write_json(&dir.join("run.json"), &manifest)?;
-    let splits = jobs::tokenize(&dataset, &model_dir, params.max_len)?;
+    let splits = jobs::tokenize(&dataset, &model_dir, &params)?;
     let model = jobs::fresh_model(&model_dir, &params, dataset.labels.len(), true)?;
     let mut observer = CliObserver::new(&dir, "estimate", common.json)?;
     let outcome = jobs::run_training(
@@ -187,7 +199,7 @@ pub fn estimate(
 
 /// Plans from a finished estimation.
 pub fn plan(common: &Common, name: &str, params: &Hyperparams) -> Result<PruningPlan> {
-    let dir = run_dir(common.data_dir, name)?;
+    let dir = existing_run_dir(common.data_dir, name)?;
     let file: EstimationFile = read_json(&dir.join("estimation.json"))?;
     Ok(Planner::new(file.shape, &file.summary)?.plan(&jobs::plan_request(params))?)
 }
@@ -198,14 +210,17 @@ pub fn finetune(
     name: &str,
     overrides: &crate::param_args::ParamArgs,
 ) -> Result<RunResult> {
-    let dir = run_dir(common.data_dir, name)?;
+    let dir = existing_run_dir(common.data_dir, name)?;
     let manifest: RunManifest = read_json(&dir.join("run.json"))?;
     let mut params = manifest.params.clone();
     for (key, value) in &overrides.given {
         params.set(key, value).map_err(Error::Param)?;
     }
     let plan = plan(common, name, &params)?;
-    let dataset = jobs::load_dataset(&manifest.source, common.data_dir)?;
+    let dataset = jobs::limit_examples(
+        jobs::load_dataset(&manifest.source, common.data_dir)?,
+        &params,
+    );
     let mut model = load_exported(&dir.join("stage1"), &Device::Cpu)?;
     apply_plan(&mut model, &plan)?;
     let out = dir.join(format!("finetune-{}", plan_label(&params)));
@@ -235,7 +250,7 @@ pub fn baseline(
     name: &str,
 ) -> Result<RunResult> {
     let model_dir = jobs::resolve_model(model, common.data_dir)?;
-    let dataset = jobs::load_dataset(&source, common.data_dir)?;
+    let dataset = jobs::limit_examples(jobs::load_dataset(&source, common.data_dir)?, &params);
     let dir = new_run_dir(common.data_dir, name)?;
     let manifest = RunManifest {
         kind: Stage::Baseline,
@@ -271,7 +286,7 @@ fn train_and_report(
     out: &Path,
     plan: Option<PruningPlan>,
 ) -> Result<RunResult> {
-    let splits = jobs::tokenize(dataset, model_dir, params.max_len)?;
+    let splits = jobs::tokenize(dataset, model_dir, params)?;
     let label = if stage == Stage::Baseline {
         "baseline"
     } else {
@@ -323,9 +338,9 @@ pub fn eval(
     source: &DataSource,
     params: &Hyperparams,
 ) -> Result<EvalRecord> {
-    let dataset = jobs::load_dataset(source, common.data_dir)?;
+    let dataset = jobs::limit_examples(jobs::load_dataset(source, common.data_dir)?, params);
     let model = load_exported(export, &Device::Cpu)?;
-    let splits = jobs::tokenize(&dataset, export, params.max_len)?;
+    let splits = jobs::tokenize(&dataset, export, params)?;
     Ok(evaluate(
         &model,
         &splits.dev,

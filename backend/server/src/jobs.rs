@@ -73,6 +73,17 @@ pub fn load_dataset(source: &DataSource, data_dir: &Path) -> Result<Dataset> {
     Ok(load_task(spec, &files)?)
 }
 
+/// Keeps at most `max` examples at an even stride (0 keeps all). A stride, not a prefix,
+/// because data files are often sorted by label.
+pub fn subsample<T: Clone>(examples: &[T], max: usize) -> Vec<T> {
+    if max == 0 || examples.len() <= max {
+        return examples.to_vec();
+    }
+    (0..max)
+        .map(|i| examples[i * examples.len() / max].clone())
+        .collect()
+}
+
 /// A model name under `<data>/models`, or a folder path.
 pub fn resolve_model(model: &str, data_dir: &Path) -> Result<PathBuf> {
     let named = lightpeft_assets::model_dir(data_dir, model);
@@ -117,7 +128,7 @@ pub fn peft_method(params: &Hyperparams) -> PeftMethod {
 
 /// The optimisation recipe of a run of `stage`.
 pub fn train_config(params: &Hyperparams, stage: Stage) -> TrainConfig {
-    let estimation = (stage == Stage::Estimation).then(|| EstimationExtras {
+    let estimation = (stage == Stage::Estimation).then_some(EstimationExtras {
         l1_coef: params.l1_coef,
         head_mask_lr_coef: params.head_mask_lr_coef,
         neuron_mask_lr_coef: params.neuron_mask_lr_coef,
@@ -168,9 +179,17 @@ pub struct Splits {
     pub dev: TokenizedSplit,
 }
 
+/// The dataset cut to the parameters' example limits, so training, evaluation and the
+/// majority baseline all see the same examples.
+pub fn limit_examples(mut dataset: Dataset, params: &Hyperparams) -> Dataset {
+    dataset.train = subsample(&dataset.train, params.max_train_examples);
+    dataset.dev = subsample(&dataset.dev, params.max_dev_examples);
+    dataset
+}
+
 /// Tokenises both splits with the model folder's tokenizer.
-pub fn tokenize(dataset: &Dataset, model_dir: &Path, max_len: usize) -> Result<Splits> {
-    let tok = TextEncoder::from_file(&model_dir.join("tokenizer.json"), max_len)?;
+pub fn tokenize(dataset: &Dataset, model_dir: &Path, params: &Hyperparams) -> Result<Splits> {
+    let tok = TextEncoder::from_file(&model_dir.join("tokenizer.json"), params.max_len)?;
     let split = |examples: &[lightpeft_engine::data::Example]| {
         TokenizedSplit::new(
             &tok,

@@ -240,7 +240,7 @@ fn plan(data_dir: &Path, args: RunArgs) -> Result<(), String> {
 }
 
 fn run_params(data_dir: &Path, run: &str) -> Result<lightpeft_api::Hyperparams, String> {
-    let dir = commands::run_dir(data_dir, run).map_err(|e| e.to_string())?;
+    let dir = commands::existing_run_dir(data_dir, run).map_err(|e| e.to_string())?;
     let path = dir.join("run.json");
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let manifest: commands::RunManifest =

@@ -88,3 +88,166 @@ fn refuses_folders_that_do_not_load_and_copies_nothing() {
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("known assets: minilm, vader, bigbench"));
 }
+
+/// A scratch data directory that sees the real model and datasets.
+fn scratch_data_dir() -> tempfile::TempDir {
+    let real = lightpeft_assets::default_data_dir();
+    assert!(
+        lightpeft_assets::vader_movie_file(&real).is_file(),
+        "run `lightpeft assets fetch` first"
+    );
+    let data = tempfile::tempdir().unwrap();
+    for sub in ["models", "datasets"] {
+        std::os::unix::fs::symlink(real.join(sub), data.path().join(sub)).unwrap();
+    }
+    data
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out.stdout)))
+}
+
+const SMALL: [&str; 8] = [
+    "--max-train-examples",
+    "64",
+    "--max-dev-examples",
+    "32",
+    "--max-len",
+    "32",
+    "--batch-size",
+    "16",
+];
+
+#[test]
+fn estimate_plan_finetune_eval_and_baseline_from_the_command_line() {
+    let data = scratch_data_dir();
+    let d = data.path();
+    let mut args = vec![
+        "estimate",
+        "--run",
+        "r1",
+        "--preset",
+        "quick-demo",
+        "--estimation-steps",
+        "4",
+        "--json",
+    ];
+    args.extend(SMALL);
+    let est = json(&lightpeft(d, &args));
+    assert_eq!(est["steps"], 4);
+    let run = d.join("runs/r1");
+    let steps = std::fs::read_to_string(run.join("steps.jsonl")).unwrap();
+    assert_eq!(steps.lines().count(), 4);
+    let first: serde_json::Value = serde_json::from_str(steps.lines().next().unwrap()).unwrap();
+    assert_eq!(first["head_masks"].as_array().unwrap().len(), 6);
+    assert!(
+        run.join("estimation.json").is_file() && run.join("stage1/model.safetensors").is_file()
+    );
+
+    // 0.333333333 of 12 heads: g = 11·0.333333333 < 4, so 4 are pruned and 8 kept.
+    let plan = json(&lightpeft(d, &["plan", "--run", "r1", "--json"]));
+    for layer in plan["layers"].as_array().unwrap() {
+        assert_eq!(layer["kept_heads"].as_array().unwrap().len(), 8);
+    }
+    let table = text(&lightpeft(d, &["plan", "--run", "r1", "--head-ratio", "0.5"]).stdout);
+    assert!(
+        table.contains("layer  heads kept/removed") && table.contains("6 / 6"),
+        "{table}"
+    );
+
+    let ft = json(&lightpeft(
+        d,
+        &["finetune", "--run", "r1", "--epochs", "1", "--json"],
+    ));
+    assert_eq!(ft["stage"], "finetune");
+    let evals = ft["evals"].as_array().unwrap();
+    assert_eq!(evals.len(), 1);
+    assert!(
+        ft["params"]["peft"].as_u64().unwrap() < 331_776,
+        "PEFT was pruned"
+    );
+    let export = std::fs::read_dir(&run)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("finetune-")
+        })
+        .unwrap()
+        .join("model");
+    // The exported pruned model scores the same dev examples exactly as it did in training.
+    let ev = json(&lightpeft(
+        d,
+        &[
+            "eval",
+            "--export",
+            export.to_str().unwrap(),
+            "--max-dev-examples",
+            "32",
+            "--max-len",
+            "32",
+            "--json",
+        ],
+    ));
+    assert_eq!(ev["metrics"], evals[0]["metrics"]);
+
+    let mut args = vec![
+        "baseline",
+        "--run",
+        "b1",
+        "--preset",
+        "quick-demo",
+        "--epochs",
+        "1",
+        "--json",
+    ];
+    args.extend(SMALL);
+    let base = json(&lightpeft(d, &args));
+    assert_eq!(base["stage"], "baseline");
+    assert!(base["majority_baseline"][0][1].as_f64().unwrap() >= 0.5);
+}
+
+#[test]
+fn training_commands_reject_bad_input_clearly() {
+    let data = scratch_data_dir();
+    let d = data.path();
+    for (args, expect) in [
+        (
+            vec!["estimate", "--run", "x", "--lr", "0"],
+            "--lr: 0 is outside (0, 1]",
+        ),
+        (
+            vec!["estimate", "--run", "x", "--task", "nope"],
+            "unknown task `nope`",
+        ),
+        (vec!["estimate", "--run", "../x"], "run name"),
+        (
+            vec!["estimate", "--run", "x", "--task", "glue-rte"],
+            "--train-file",
+        ),
+        (
+            vec!["estimate", "--run", "x", "--model", "/nonexistent"],
+            "no such model",
+        ),
+        (
+            vec!["plan", "--run", "missing"],
+            "run `missing` does not exist",
+        ),
+        (
+            vec!["estimate", "--run", "x", "--preset", "fast"],
+            "paper, vanilla-reference or quick-demo",
+        ),
+    ] {
+        let out = lightpeft(d, &args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains(expect), "{args:?}: {stderr}");
+    }
+    assert!(
+        !d.join("runs/x").exists(),
+        "failed commands leave no run behind"
+    );
+}
