@@ -4,4 +4,4 @@
 
 pub mod params;
 
-pub use params::{Hyperparams, PARAMS, ParamError, ParamKind, ParamSpec, Preset};
+pub use params::{ALL_TARGETS, Hyperparams, PARAMS, ParamError, ParamKind, ParamSpec, Preset};

@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use lightpeft_api::Preset;
 use lightpeft_assets::AssetId;
 
+mod bench;
 mod commands;
 mod error;
 mod jobs;
@@ -54,6 +55,23 @@ enum Command {
     Baseline(TrainArgs),
     /// Evaluate an exported model on a task's dev split.
     Eval(EvalArgs),
+    /// Compare vanilla LoRA (q,v and 6 targets), Light-PEFT at two plans and random pruning,
+    /// side by side on the same data and recipe; prints a markdown table.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    task: TaskArgs,
+    /// Prefix of the runs the benchmark creates.
+    #[arg(long)]
+    run_prefix: String,
+    /// Starting values: paper, vanilla-reference, quick-demo. Flags override them.
+    #[arg(long, value_parser = parse_preset)]
+    preset: Option<Preset>,
+    #[command(flatten)]
+    params: ParamArgs,
 }
 
 /// Where the data comes from.
@@ -176,6 +194,7 @@ fn main() -> ExitCode {
         Command::Finetune(args) => finetune(&data_dir, args),
         Command::Baseline(args) => baseline(&data_dir, args),
         Command::Eval(args) => eval(&data_dir, args),
+        Command::Bench(args) => run_bench(&data_dir, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -338,6 +357,20 @@ fn eval(data_dir: &Path, args: EvalArgs) -> Result<(), String> {
         }
         println!("dev loss {:.4}, {:.1} s", record.loss, record.seconds);
     }
+    Ok(())
+}
+
+fn run_bench(data_dir: &Path, args: BenchArgs) -> Result<(), String> {
+    if args.task.train_file.is_some() || args.task.dev_file.is_some() {
+        return Err("bench runs on the bundled tasks only".into());
+    }
+    let params = args
+        .params
+        .resolve(args.preset.unwrap_or(Preset::Paper))
+        .map_err(|e| e.to_string())?;
+    let table = bench::bench(data_dir, &args.task.task, &args.run_prefix, &params)
+        .map_err(|e| e.to_string())?;
+    print!("{table}");
     Ok(())
 }
 
