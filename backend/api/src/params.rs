@@ -74,32 +74,6 @@ trait ParamValue: Sized {
     fn render(&self) -> String;
 }
 
-fn check_int(v: u64, kind: &ParamKind) -> Result<(), String> {
-    match kind {
-        ParamKind::Int { min, max } if v < *min || v > *max => {
-            Err(format!("{v} is outside [{min}, {max}]"))
-        }
-        _ => Ok(()),
-    }
-}
-
-impl ParamValue for usize {
-    fn parse(text: &str, kind: &ParamKind) -> Result<Self, String> {
-        let v: usize = text
-            .trim()
-            .parse()
-            .map_err(|_| format!("`{text}` is not a whole number"))?;
-        v.check(kind)?;
-        Ok(v)
-    }
-    fn check(&self, kind: &ParamKind) -> Result<(), String> {
-        check_int(*self as u64, kind)
-    }
-    fn render(&self) -> String {
-        self.to_string()
-    }
-}
-
 impl ParamValue for u64 {
     fn parse(text: &str, kind: &ParamKind) -> Result<Self, String> {
         let v: u64 = text
@@ -110,7 +84,25 @@ impl ParamValue for u64 {
         Ok(v)
     }
     fn check(&self, kind: &ParamKind) -> Result<(), String> {
-        check_int(*self, kind)
+        match kind {
+            ParamKind::Int { min, max } if *self < *min || *self > *max => {
+                Err(format!("{self} is outside [{min}, {max}]"))
+            }
+            _ => Ok(()),
+        }
+    }
+    fn render(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl ParamValue for usize {
+    fn parse(text: &str, kind: &ParamKind) -> Result<Self, String> {
+        let v = u64::parse(text, kind)?;
+        usize::try_from(v).map_err(|_| format!("{v} is too large"))
+    }
+    fn check(&self, kind: &ParamKind) -> Result<(), String> {
+        (*self as u64).check(kind)
     }
     fn render(&self) -> String {
         self.to_string()

@@ -13,7 +13,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use candle_core::{Device, Tensor};
 use candle_nn::Optimizer;
 use lightpeft_engine::{
-    Batch, LoraConfig, Model, ModelOptions, PeftMethod, Training, cross_entropy,
+    Batch, Model, ModelOptions, PeftMethod, REFERENCE_TARGETS, Training, cross_entropy,
 };
 use rand::{Rng, SeedableRng};
 
@@ -55,22 +55,7 @@ fn main() -> lightpeft_engine::Result<()> {
         num_labels: 2,
         head_masks: args.masks,
         neuron_masks: args.masks,
-        peft: PeftMethod::Lora {
-            config: LoraConfig {
-                r: 8,
-                alpha: 16.0,
-                dropout: 0.05,
-            },
-            targets: [
-                "query",
-                "key",
-                "value",
-                "output.dense",
-                "intermediate.dense",
-            ]
-            .map(String::from)
-            .to_vec(),
-        },
+        peft: PeftMethod::lora(8, 16.0, 0.05, &REFERENCE_TARGETS),
         seed: 42,
     };
     let model = Model::load(&args.model, &options, &device)?;

@@ -25,8 +25,8 @@ pub use config::{Architecture, LayerShape, ModelConfig, ModelFiles};
 pub use encoder::{Encoder, ModuleId, ModuleKind, Training};
 pub use error::{Error, Result};
 pub use model::{
-    Model, ModelOptions, ModelOutput, ModelSummary, NamedVar, ParamKind, PeftMethod, cross_entropy,
-    inspect_model_dir,
+    Model, ModelOptions, ModelOutput, ModelSummary, NamedVar, ParamKind, PeftMethod,
+    REFERENCE_TARGETS, cross_entropy, inspect_model_dir,
 };
 pub use peft::{AdapterConfig, LoraConfig};
 pub use tokenize::{Batch, Encoded, TextEncoder};

@@ -37,6 +37,26 @@ pub enum PeftMethod {
     },
 }
 
+/// The reference scripts' LoRA targets (spec §2.1): with suffix matching, `output.dense` hits
+/// both output projections, so these wrap all six linears of a layer.
+pub const REFERENCE_TARGETS: [&str; 5] = [
+    "query",
+    "key",
+    "value",
+    "output.dense",
+    "intermediate.dense",
+];
+
+impl PeftMethod {
+    /// LoRA with rank `r`, `alpha` and `dropout` on modules ending with one of `targets`.
+    pub fn lora(r: usize, alpha: f64, dropout: f32, targets: &[&str]) -> Self {
+        PeftMethod::Lora {
+            config: LoraConfig { r, alpha, dropout },
+            targets: targets.iter().map(|t| t.to_string()).collect(),
+        }
+    }
+}
+
 /// How to build a trainable model from a pretrained checkpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelOptions {

@@ -6,7 +6,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{Optimizer, VarBuilder};
 use common::{max_abs_diff, minilm_dir};
 use lightpeft_engine::{
-    Batch, LoraConfig, Model, ModelOptions, ModuleKind, PeftMethod, TextEncoder, Training,
+    Batch, Model, ModelOptions, ModuleKind, PeftMethod, REFERENCE_TARGETS, TextEncoder, Training,
     cross_entropy,
 };
 use rand::SeedableRng;
@@ -16,18 +16,6 @@ const SENTENCES: [&str; 3] = [
     "Someone plays the guitar.",
     "The stock market fell sharply today, and investors worried about what comes next.",
 ];
-
-fn six_targets() -> Vec<String> {
-    [
-        "query",
-        "key",
-        "value",
-        "output.dense",
-        "intermediate.dense",
-    ]
-    .map(String::from)
-    .to_vec()
-}
 
 fn options(head_masks: bool, peft: PeftMethod) -> ModelOptions {
     ModelOptions {
@@ -40,14 +28,7 @@ fn options(head_masks: bool, peft: PeftMethod) -> ModelOptions {
 }
 
 fn lora_all() -> PeftMethod {
-    PeftMethod::Lora {
-        config: LoraConfig {
-            r: 8,
-            alpha: 16.0,
-            dropout: 0.05,
-        },
-        targets: six_targets(),
-    }
+    PeftMethod::lora(8, 16.0, 0.05, &REFERENCE_TARGETS)
 }
 
 fn batch(texts: &[&str]) -> Batch {

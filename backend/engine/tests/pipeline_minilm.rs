@@ -13,7 +13,7 @@ use lightpeft_engine::plan::{PlanRequest, Planner};
 use lightpeft_engine::train::{
     CancelToken, Collect, EstimationExtras, Length, Stage, TokenizedSplit, TrainConfig, train,
 };
-use lightpeft_engine::{Batch, LoraConfig, Model, ModelOptions, PeftMethod, TextEncoder};
+use lightpeft_engine::{Batch, Model, ModelOptions, PeftMethod, REFERENCE_TARGETS, TextEncoder};
 
 fn split(tok: &TextEncoder, examples: &[Example], stride: usize) -> TokenizedSplit {
     TokenizedSplit::new(
@@ -74,22 +74,7 @@ fn estimate_plan_prune_and_finetune_on_real_data() {
         num_labels: 2,
         head_masks: true,
         neuron_masks: true,
-        peft: PeftMethod::Lora {
-            config: LoraConfig {
-                r: 8,
-                alpha: 16.0,
-                dropout: 0.05,
-            },
-            targets: [
-                "query",
-                "key",
-                "value",
-                "output.dense",
-                "intermediate.dense",
-            ]
-            .map(String::from)
-            .to_vec(),
-        },
+        peft: PeftMethod::lora(8, 16.0, 0.05, &REFERENCE_TARGETS),
         seed: 42,
     };
     let stage1 = Model::load(&minilm_dir(), &options, &Device::Cpu).unwrap();

@@ -7,35 +7,16 @@ use candle_core::{Device, Tensor};
 use common::{Tiny, max_abs_diff};
 use lightpeft_engine::{
     AdapterConfig, Architecture, Batch, Checkpoint, LoraConfig, Model, ModelConfig, ModelOptions,
-    PeftMethod, TextEncoder, Training, cross_entropy,
+    PeftMethod, REFERENCE_TARGETS, TextEncoder, Training, cross_entropy,
 };
 use rand::SeedableRng;
-
-fn all_targets() -> Vec<String> {
-    [
-        "query",
-        "key",
-        "value",
-        "output.dense",
-        "intermediate.dense",
-    ]
-    .map(String::from)
-    .to_vec()
-}
 
 fn lora_options() -> ModelOptions {
     ModelOptions {
         num_labels: 3,
         head_masks: true,
         neuron_masks: true,
-        peft: PeftMethod::Lora {
-            config: LoraConfig {
-                r: 2,
-                alpha: 4.0,
-                dropout: 0.1,
-            },
-            targets: all_targets(),
-        },
+        peft: PeftMethod::lora(2, 4.0, 0.1, &REFERENCE_TARGETS),
         seed: 1,
     }
 }

@@ -9,7 +9,9 @@ use lightpeft_engine::train::{
     CancelToken, Collect, EstimationExtras, EvalRecord, Length, Observer, Stage, StepRecord,
     TokenizedSplit, TrainConfig, train,
 };
-use lightpeft_engine::{Architecture, LoraConfig, Model, ModelOptions, PeftMethod, TextEncoder};
+use lightpeft_engine::{
+    Architecture, Model, ModelOptions, PeftMethod, REFERENCE_TARGETS, TextEncoder,
+};
 
 fn setup() -> (tempfile::TempDir, Model, TokenizedSplit, TokenizedSplit) {
     let dir = tempfile::tempdir().unwrap();
@@ -18,22 +20,7 @@ fn setup() -> (tempfile::TempDir, Model, TokenizedSplit, TokenizedSplit) {
         num_labels: 2,
         head_masks: true,
         neuron_masks: true,
-        peft: PeftMethod::Lora {
-            config: LoraConfig {
-                r: 4,
-                alpha: 8.0,
-                dropout: 0.05,
-            },
-            targets: [
-                "query",
-                "key",
-                "value",
-                "output.dense",
-                "intermediate.dense",
-            ]
-            .map(String::from)
-            .to_vec(),
-        },
+        peft: PeftMethod::lora(4, 8.0, 0.05, &REFERENCE_TARGETS),
         seed: 3,
     };
     let model = Model::load(dir.path(), &options, &Device::Cpu).unwrap();

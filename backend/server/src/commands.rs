@@ -144,6 +144,30 @@ fn best_eval(evals: &[EvalRecord], dataset: &Dataset) -> Option<EvalRecord> {
         .cloned()
 }
 
+/// Checks the model and data of a new run, then creates its folder with `run.json`.
+fn start_run(
+    common: &Common,
+    kind: Stage,
+    source: DataSource,
+    model: &str,
+    preset: Preset,
+    params: &Hyperparams,
+    name: &str,
+) -> Result<(PathBuf, RunManifest, Dataset)> {
+    let model_dir = jobs::resolve_model(model, common.data_dir)?;
+    let dataset = jobs::limit_examples(jobs::load_dataset(&source, common.data_dir)?, params);
+    let dir = new_run_dir(common.data_dir, name)?;
+    let manifest = RunManifest {
+        kind,
+        source,
+        model_dir,
+        preset,
+        params: params.clone(),
+    };
+    write_json(&dir.join("run.json"), &manifest)?;
+    Ok((dir, manifest, dataset))
+}
+
 /// Stage 1: trains masks, PEFT and head; writes the summary and the stage-1 model.
 pub fn estimate(
     common: &Common,
@@ -153,17 +177,16 @@ pub fn estimate(
     params: Hyperparams,
     name: &str,
 ) -> Result<serde_json::Value> {
-    let model_dir = jobs::resolve_model(model, common.data_dir)?;
-    let dataset = jobs::limit_examples(jobs::load_dataset(&source, common.data_dir)?, &params);
-    let dir = new_run_dir(common.data_dir, name)?;
-    let manifest = RunManifest {
-        kind: Stage::Estimation,
+    let (dir, manifest, dataset) = start_run(
+        common,
+        Stage::Estimation,
         source,
-        model_dir: model_dir.clone(),
+        model,
         preset,
-        params: params.clone(),
-    };
-    write_json(&dir.join("run.json"), &manifest)?;
+        &params,
+        name,
+    )?;
+    let model_dir = manifest.model_dir.clone();
     let splits = jobs::tokenize(&dataset, &model_dir, &params)?;
     let model = jobs::fresh_model(&model_dir, &params, dataset.labels.len(), true)?;
     let mut observer = CliObserver::new(&dir, "estimate", common.json)?;
@@ -249,17 +272,16 @@ pub fn baseline(
     params: Hyperparams,
     name: &str,
 ) -> Result<RunResult> {
-    let model_dir = jobs::resolve_model(model, common.data_dir)?;
-    let dataset = jobs::limit_examples(jobs::load_dataset(&source, common.data_dir)?, &params);
-    let dir = new_run_dir(common.data_dir, name)?;
-    let manifest = RunManifest {
-        kind: Stage::Baseline,
+    let (dir, manifest, dataset) = start_run(
+        common,
+        Stage::Baseline,
         source,
-        model_dir: model_dir.clone(),
+        model,
         preset,
-        params: params.clone(),
-    };
-    write_json(&dir.join("run.json"), &manifest)?;
+        &params,
+        name,
+    )?;
+    let model_dir = manifest.model_dir.clone();
     let model = jobs::fresh_model(&model_dir, &params, dataset.labels.len(), false)?;
     train_and_report(
         common,
