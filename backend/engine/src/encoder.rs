@@ -3,7 +3,7 @@
 //!
 //! Written by hand because candle's LayerNorm and fused softmax have no backward pass.
 
-use candle_core::{D, DType, Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var};
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
@@ -95,7 +95,7 @@ pub struct EncoderOutput {
     pub ratios: Vec<(ModuleId, Tensor)>,
 }
 
-/// LayerNorm parameters, applied with a differentiable composition.
+/// LayerNorm parameters (frozen), applied with the fused op of `ops::layer_norm`.
 #[derive(Clone)]
 pub struct LayerNorm {
     weight: Tensor,
@@ -113,12 +113,7 @@ impl LayerNorm {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(candle_nn::ops::layer_norm_slow(
-            x,
-            &self.weight,
-            &self.bias,
-            self.eps,
-        )?)
+        ops::layer_norm(x, &self.weight, &self.bias, self.eps)
     }
 }
 
@@ -572,9 +567,8 @@ impl Attention {
         let q = split(ctx.linear(&self.query, ModuleKind::Query, x)?)?;
         let k = split(ctx.linear(&self.key, ModuleKind::Key, x)?)?;
         let v = split(ctx.linear(&self.value, ModuleKind::Value, x)?)?;
-        let scores = (q.matmul(&k.t()?)? * (1.0 / (dh as f64).sqrt()))?;
-        let scores = scores.broadcast_add(ctx.mask_add)?;
-        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        let scores = q.matmul(&k.t()?)?;
+        let probs = ops::masked_softmax(&scores, ctx.mask_add, 1.0 / (dh as f64).sqrt())?;
         let probs = ctx.dropout(&probs, ctx.config.attention_probs_dropout_prob)?;
         let mut context = probs.matmul(&v)?;
         // Scaling each head's context equals scaling its (post-dropout) probabilities.
@@ -596,9 +590,8 @@ impl FeedForward {
         let out = if self.width() == 0 {
             self.output.forward_without_inputs(n, ctx.rng())?
         } else {
-            let mut act = ctx
-                .linear(&self.intermediate, ModuleKind::Intermediate, x)?
-                .gelu_erf()?;
+            let mut act =
+                ops::gelu_erf(&ctx.linear(&self.intermediate, ModuleKind::Intermediate, x)?)?;
             if let Some(mask) = &self.neuron_mask {
                 act = act.broadcast_mul(mask.as_tensor())?;
             }

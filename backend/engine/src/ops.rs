@@ -1,7 +1,16 @@
 //! Tensor operations the trainer needs that candle lacks or does wastefully.
+//!
+//! candle composes LayerNorm, softmax, erf-GELU and dropout out of element-wise ops, each a full
+//! pass over the tensor into a freshly allocated buffer, forwards and again backwards. On the CPU
+//! the ops here make one pass each way over contiguous f32 rows, on candle's own worker threads;
+//! on other devices, and for other dtypes, they fall back to candle's compositions.
+
+use std::sync::Mutex;
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor};
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, DType, Layout, Shape, Storage, Tensor,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore};
 
@@ -71,24 +80,65 @@ impl CustomOp1 for FrozenMatmul {
     }
 }
 
-/// Inverted dropout with a mask drawn from `rng`, so runs are reproducible from a seed.
+/// LayerNorm over the last dimension: `(x − mean) / √(var + eps) · gamma + beta`.
+///
+/// The fused path differentiates `x` only, which is all our encoder needs: its LayerNorm weights
+/// are frozen. A `gamma` or `beta` that tracks gradients takes candle's composed
+/// `layer_norm_slow` instead, so their gradients are never silently dropped.
+pub(crate) fn layer_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f32) -> Result<Tensor> {
+    if !fusable(x) || gamma.track_op() || beta.track_op() {
+        return Ok(candle_nn::ops::layer_norm_slow(x, gamma, beta, eps)?);
+    }
+    Ok(x.contiguous()?
+        .apply_op3(gamma, beta, FusedLayerNorm { eps })?)
+}
+
+/// `softmax(scores · scale + mask)` over the last dimension of `[batch, heads, queries, keys]`
+/// attention scores, with an additive `[batch, 1, 1, keys]` padding mask.
+///
+/// The fused path does not differentiate the mask, which is data; a mask that tracks gradients
+/// takes candle's composed ops.
+pub(crate) fn masked_softmax(scores: &Tensor, mask: &Tensor, scale: f64) -> Result<Tensor> {
+    if !fusable(scores) || mask.track_op() {
+        let scores = (scores * scale)?.broadcast_add(mask)?;
+        return Ok(candle_nn::ops::softmax(&scores, D::Minus1)?);
+    }
+    let op = MaskedSoftmax {
+        scale: scale as f32,
+    };
+    Ok(scores.contiguous()?.apply_op2(&mask.contiguous()?, op)?)
+}
+
+/// The exact GELU of BERT, `x · Φ(x) = x/2 · (1 + erf(x/√2))`.
+pub(crate) fn gelu_erf(x: &Tensor) -> Result<Tensor> {
+    if !fusable(x) {
+        return Ok(x.gelu_erf()?);
+    }
+    Ok(x.contiguous()?.apply_op1(GeluErf)?)
+}
+
+/// Inverted dropout with a mask derived from `rng`, so runs are reproducible from a seed.
+///
+/// Each element's keep/drop draw is a hash of its index and a seed taken from `rng`: blocks can
+/// be filled in any order, and the backward pass recomputes the mask rather than keeping a mask
+/// tensor alive until then.
 pub(crate) fn dropout(x: &Tensor, p: f32, rng: &mut StdRng) -> Result<Tensor> {
     if p <= 0.0 {
         return Ok(x.clone());
     }
-    let keep_scale = 1.0 / (1.0 - p);
-    // Compare raw 32-bit draws against a threshold: one draw per element, no float maths.
-    let threshold = (p as f64 * u32::MAX as f64) as u32;
-    let mask: Vec<f32> = (0..x.elem_count())
-        .map(|_| {
-            if rng.next_u32() > threshold {
-                keep_scale
-            } else {
-                0.0
-            }
-        })
-        .collect();
-    let mask = Tensor::from_vec(mask, x.shape(), x.device())?;
+    let op = Dropout {
+        seed: rng.next_u64(),
+        // Raw 32-bit draws are compared against a threshold: no float maths per element.
+        threshold: (p as f64 * u32::MAX as f64) as u32,
+        keep_scale: 1.0 / (1.0 - p),
+    };
+    if fusable(x) {
+        return Ok(x.contiguous()?.apply_op1(op)?);
+    }
+    // Elsewhere: the same mask, built on the host, as an ordinary product.
+    let mut mask = vec![0.0; x.elem_count()];
+    op.write_mask(0, &mut mask);
+    let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
     Ok(x.mul(&mask)?)
 }
 
@@ -118,6 +168,543 @@ pub(crate) fn normal(
         .map_err(|e| crate::error::invalid("std", e.to_string()))?;
     let data: Vec<f32> = (0..rows * cols).map(|_| rng.sample(dist) as f32).collect();
     Ok(Tensor::from_vec(data, (rows, cols), device)?)
+}
+
+/// Whether the fused kernels apply: they read f32 host memory.
+fn fusable(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == DType::F32
+}
+
+struct FusedLayerNorm {
+    eps: f32,
+}
+
+impl CustomOp3 for FusedLayerNorm {
+    fn name(&self) -> &'static str {
+        "fused-layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        x_layout: &Layout,
+        gamma: &CpuStorage,
+        gamma_layout: &Layout,
+        beta: &CpuStorage,
+        beta_layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let name = self.name();
+        let d = row_len(name, x_layout)?;
+        let x = f32_slice(name, "input", x, x_layout)?;
+        let gamma = f32_vector(name, "gamma", gamma, gamma_layout, d)?;
+        let beta = f32_vector(name, "beta", beta, beta_layout, d)?;
+        let mut y = vec![0.0; x.len()];
+        par_blocks(&mut y, d, |first_row, block| {
+            let x = x[first_row * d..].chunks_exact(d);
+            for (x, y) in x.zip(block.chunks_exact_mut(d)) {
+                let (mean, rstd) = moments(x, self.eps);
+                for (((y, &x), &g), &b) in y.iter_mut().zip(x).zip(gamma).zip(beta) {
+                    *y = (x - mean) * rstd * g + b;
+                }
+            }
+        });
+        Ok((CpuStorage::F32(y), x_layout.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        _beta: &Tensor,
+        _y: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let dx =
+            x.apply_op3_no_bwd(gamma, &grad.contiguous()?, &LayerNormGrad { eps: self.eps })?;
+        // `layer_norm` only fuses frozen gamma and beta, so neither needs a gradient.
+        Ok((Some(dx), None, None))
+    }
+}
+
+/// LayerNorm's input gradient from `(x, gamma, grad)`, recomputing each row's statistics.
+struct LayerNormGrad {
+    eps: f32,
+}
+
+impl CustomOp3 for LayerNormGrad {
+    fn name(&self) -> &'static str {
+        "fused-layer-norm-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        x_layout: &Layout,
+        gamma: &CpuStorage,
+        gamma_layout: &Layout,
+        grad: &CpuStorage,
+        grad_layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let name = self.name();
+        let d = row_len(name, x_layout)?;
+        let x = f32_slice(name, "input", x, x_layout)?;
+        let gamma = f32_vector(name, "gamma", gamma, gamma_layout, d)?;
+        let grad = f32_slice(name, "gradient", grad, grad_layout)?;
+        same_len(name, x, grad)?;
+        let mut dx = vec![0.0; x.len()];
+        par_blocks(&mut dx, d, |first_row, block| {
+            let start = first_row * d;
+            let rows = x[start..]
+                .chunks_exact(d)
+                .zip(grad[start..].chunks_exact(d));
+            for ((x, g), dx) in rows.zip(block.chunks_exact_mut(d)) {
+                let (mean, rstd) = moments(x, self.eps);
+                // With x̂ = (x − mean)·rstd and ĝ = g·gamma, the gradient of x is
+                // rstd · (ĝ − mean(ĝ) − x̂ · mean(ĝ·x̂)).
+                let (mut sum_g, mut sum_gx) = (0.0f64, 0.0f64);
+                for ((&x, &g), &w) in x.iter().zip(g).zip(gamma) {
+                    let g_hat = g * w;
+                    sum_g += g_hat as f64;
+                    sum_gx += (g_hat * (x - mean) * rstd) as f64;
+                }
+                let mean_g = (sum_g / d as f64) as f32;
+                let mean_gx = (sum_gx / d as f64) as f32;
+                for (((dx, &x), &g), &w) in dx.iter_mut().zip(x).zip(g).zip(gamma) {
+                    *dx = rstd * (g * w - mean_g - (x - mean) * rstd * mean_gx);
+                }
+            }
+        });
+        Ok((CpuStorage::F32(dx), x_layout.shape().clone()))
+    }
+}
+
+/// A row's mean and 1/√(var + eps), summed in f64 so that long rows lose no precision.
+fn moments(x: &[f32], eps: f32) -> (f32, f32) {
+    let n = x.len() as f64;
+    let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let var = x
+        .iter()
+        .map(|&v| (v as f64 - mean) * (v as f64 - mean))
+        .sum::<f64>()
+        / n;
+    (mean as f32, (1.0 / (var + eps as f64).sqrt()) as f32)
+}
+
+struct MaskedSoftmax {
+    scale: f32,
+}
+
+impl CustomOp2 for MaskedSoftmax {
+    fn name(&self) -> &'static str {
+        "fused-masked-softmax"
+    }
+
+    fn cpu_fwd(
+        &self,
+        scores: &CpuStorage,
+        scores_layout: &Layout,
+        mask: &CpuStorage,
+        mask_layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let name = self.name();
+        let (batch, heads, queries, _) = scores_layout.shape().dims4()?;
+        let keys = row_len(name, scores_layout)?;
+        if mask_layout.dims() != [batch, 1, 1, keys] {
+            candle_core::bail!(
+                "{name}: mask {:?} is not [{batch}, 1, 1, {keys}] for scores {:?}",
+                mask_layout.dims(),
+                scores_layout.dims()
+            );
+        }
+        let scores = f32_slice(name, "scores", scores, scores_layout)?;
+        let mask = f32_slice(name, "mask", mask, mask_layout)?;
+        let mut probs = vec![0.0; scores.len()];
+        par_blocks(&mut probs, keys, |first_row, block| {
+            let rows = scores[first_row * keys..].chunks_exact(keys);
+            for (row, (s, p)) in (first_row..).zip(rows.zip(block.chunks_exact_mut(keys))) {
+                let b = row / (heads * queries);
+                let mask = &mask[b * keys..(b + 1) * keys];
+                // The same steps as candle's softmax: subtract the row maximum, exponentiate,
+                // normalise.
+                let mut max = f32::NEG_INFINITY;
+                for ((p, &s), &m) in p.iter_mut().zip(s).zip(mask) {
+                    *p = s * self.scale + m;
+                    max = max.max(*p);
+                }
+                let mut sum = 0.0;
+                for p in p.iter_mut() {
+                    *p = exp_nonpositive(*p - max);
+                    sum += *p;
+                }
+                let inv = 1.0 / sum;
+                p.iter_mut().for_each(|p| *p *= inv);
+            }
+        });
+        Ok((CpuStorage::F32(probs), scores_layout.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _scores: &Tensor,
+        _mask: &Tensor,
+        probs: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let op = SoftmaxGrad { scale: self.scale };
+        Ok((
+            Some(probs.apply_op2_no_bwd(&grad.contiguous()?, &op)?),
+            None,
+        ))
+    }
+}
+
+/// The scores' gradient from `(probs, grad)`: `scale · p · (g − Σ g·p)` per row.
+struct SoftmaxGrad {
+    scale: f32,
+}
+
+impl CustomOp2 for SoftmaxGrad {
+    fn name(&self) -> &'static str {
+        "fused-masked-softmax-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        probs: &CpuStorage,
+        probs_layout: &Layout,
+        grad: &CpuStorage,
+        grad_layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let name = self.name();
+        let keys = row_len(name, probs_layout)?;
+        let probs = f32_slice(name, "probabilities", probs, probs_layout)?;
+        let grad = f32_slice(name, "gradient", grad, grad_layout)?;
+        same_len(name, probs, grad)?;
+        let mut ds = vec![0.0; probs.len()];
+        par_blocks(&mut ds, keys, |first_row, block| {
+            let start = first_row * keys;
+            let rows = probs[start..]
+                .chunks_exact(keys)
+                .zip(grad[start..].chunks_exact(keys));
+            for ((p, g), ds) in rows.zip(block.chunks_exact_mut(keys)) {
+                let dot: f32 = p.iter().zip(g).map(|(p, g)| p * g).sum();
+                for ((ds, &p), &g) in ds.iter_mut().zip(p).zip(g) {
+                    *ds = self.scale * p * (g - dot);
+                }
+            }
+        });
+        Ok((CpuStorage::F32(ds), probs_layout.shape().clone()))
+    }
+}
+
+struct GeluErf;
+
+impl CustomOp1 for GeluErf {
+    fn name(&self) -> &'static str {
+        "fused-gelu-erf"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = f32_slice(self.name(), "input", storage, layout)?;
+        let mut y = vec![0.0; x.len()];
+        par_blocks(&mut y, 1, |first, block| {
+            for (y, &x) in block.iter_mut().zip(&x[first..]) {
+                *y = gelu(x);
+            }
+        });
+        Ok((CpuStorage::F32(y), layout.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, y: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(x.apply_op3_no_bwd(
+            y,
+            &grad.contiguous()?,
+            &GeluErfGrad,
+        )?))
+    }
+}
+
+/// GELU's input gradient from `(x, y, grad)`, where `y` is the forward's output.
+struct GeluErfGrad;
+
+impl CustomOp3 for GeluErfGrad {
+    fn name(&self) -> &'static str {
+        "fused-gelu-erf-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        x_layout: &Layout,
+        y: &CpuStorage,
+        y_layout: &Layout,
+        grad: &CpuStorage,
+        grad_layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let name = self.name();
+        let x = f32_slice(name, "input", x, x_layout)?;
+        let y = f32_slice(name, "output", y, y_layout)?;
+        let grad = f32_slice(name, "gradient", grad, grad_layout)?;
+        same_len(name, x, y)?;
+        same_len(name, x, grad)?;
+        let mut dx = vec![0.0; x.len()];
+        par_blocks(&mut dx, 1, |first, block| {
+            let inputs = x[first..].iter().zip(&y[first..]).zip(&grad[first..]);
+            for (dx, ((&x, &y), &g)) in block.iter_mut().zip(inputs) {
+                *dx = g * gelu_derivative(x, y);
+            }
+        });
+        Ok((CpuStorage::F32(dx), x_layout.shape().clone()))
+    }
+}
+
+struct Dropout {
+    seed: u64,
+    /// A draw above this keeps its element.
+    threshold: u32,
+    keep_scale: f32,
+}
+
+impl Dropout {
+    /// Writes the factors (0 or `keep_scale`) of elements `first..first + out.len()`.
+    fn write_mask(&self, first: usize, out: &mut [f32]) {
+        // One 64-bit hash decides a pair of neighbouring elements; a range that starts mid-pair
+        // takes its first element from the pair's upper half.
+        let (head, rest) = out.split_at_mut((first % 2).min(out.len()));
+        for m in head {
+            *m = self.factor((self.pair_bits(first / 2) >> 32) as u32);
+        }
+        let mut pairs = rest.chunks_exact_mut(2);
+        let mut pair_index = first.div_ceil(2);
+        for pair in &mut pairs {
+            let bits = self.pair_bits(pair_index);
+            pair[0] = self.factor(bits as u32);
+            pair[1] = self.factor((bits >> 32) as u32);
+            pair_index += 1;
+        }
+        if let [last] = pairs.into_remainder() {
+            *last = self.factor(self.pair_bits(pair_index) as u32);
+        }
+    }
+
+    /// `keep_scale` or 0, chosen by masking bits rather than branching: a coin flip is
+    /// mispredicted too often for a branch to pay.
+    #[inline(always)]
+    fn factor(&self, draw: u32) -> f32 {
+        let keep = ((draw > self.threshold) as u32).wrapping_neg();
+        f32::from_bits(self.keep_scale.to_bits() & keep)
+    }
+
+    /// SplitMix64's output function applied to a Weyl sequence indexed by `pair_index`: a
+    /// counter-based generator whose stream is the same however the work is split.
+    #[inline(always)]
+    fn pair_bits(&self, pair_index: usize) -> u64 {
+        let mut z = self
+            .seed
+            .wrapping_add((pair_index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+impl CustomOp1 for Dropout {
+    fn name(&self) -> &'static str {
+        "fused-dropout"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = f32_slice(self.name(), "input", storage, layout)?;
+        let mut y = vec![0.0; x.len()];
+        par_blocks(&mut y, 1, |first, block| {
+            self.write_mask(first, block);
+            for (y, &x) in block.iter_mut().zip(&x[first..]) {
+                *y *= x;
+            }
+        });
+        Ok((CpuStorage::F32(y), layout.shape().clone()))
+    }
+
+    /// Dropout is linear and diagonal: its gradient is the incoming one through the same mask.
+    fn bwd(&self, _x: &Tensor, _y: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(grad.contiguous()?.apply_op1_no_bwd(self)?))
+    }
+}
+
+/// Elements per unit of parallel work: enough to amortise the hand-off to another thread, few
+/// enough that two threads share a LayerNorm or softmax evenly. Even, as dropout's pairs need.
+const BLOCK_ELEMS: usize = 16 * 1024;
+
+/// Fills `out` by blocks of whole `unit`-long rows, calling `fill(first_row, block)`, spread over
+/// candle's CPU worker pool (the threads that its own element-wise ops and matmuls use).
+fn par_blocks(out: &mut [f32], unit: usize, fill: impl Fn(usize, &mut [f32]) + Sync) {
+    let rows_per_block = BLOCK_ELEMS.div_ceil(unit);
+    let block_len = rows_per_block * unit;
+    if out.len() <= block_len {
+        fill(0, out);
+        return;
+    }
+    // The pool hands out indices, not slices: each block sits behind its own (uncontended)
+    // lock so that threads can take disjoint blocks without unsafe code.
+    let blocks: Vec<Mutex<&mut [f32]>> = out.chunks_mut(block_len).map(Mutex::new).collect();
+    candle_core::utils::barrier_pool().execute_chunked(blocks.len(), |range| {
+        for index in range {
+            let mut block = blocks[index].lock().expect("a block is filled once");
+            fill(index * rows_per_block, &mut block);
+        }
+    });
+}
+
+/// The contiguous f32 data behind `layout`.
+fn f32_slice<'a>(
+    op: &str,
+    what: &str,
+    storage: &'a CpuStorage,
+    layout: &Layout,
+) -> candle_core::Result<&'a [f32]> {
+    let CpuStorage::F32(data) = storage else {
+        candle_core::bail!("{op}: {what} is {:?}, not f32", storage.dtype());
+    };
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("{op}: {what} {:?} is not contiguous", layout.dims()),
+    }
+}
+
+/// A contiguous f32 vector of `len` elements, as LayerNorm's weights are.
+fn f32_vector<'a>(
+    op: &str,
+    what: &str,
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    len: usize,
+) -> candle_core::Result<&'a [f32]> {
+    if layout.dims() != [len] {
+        candle_core::bail!("{op}: {what} is {:?}, not [{len}]", layout.dims());
+    }
+    f32_slice(op, what, storage, layout)
+}
+
+/// The length of the rows a row-wise op works on: the last dimension, which must not be empty.
+fn row_len(op: &str, layout: &Layout) -> candle_core::Result<usize> {
+    match layout.dims().last() {
+        Some(&len) if len > 0 => Ok(len),
+        _ => candle_core::bail!("{op}: input {:?} has no rows to work on", layout.dims()),
+    }
+}
+
+fn same_len(op: &str, input: &[f32], grad: &[f32]) -> candle_core::Result<()> {
+    if input.len() != grad.len() {
+        candle_core::bail!(
+            "{op}: gradient has {} elements for an input of {}",
+            grad.len(),
+            input.len()
+        );
+    }
+    Ok(())
+}
+
+// Scalar maths for the kernels above, without libm calls so that every element costs a handful
+// of multiply-adds. Coefficients are minimax fits made for this file (weighted least squares with
+// Lawson reweighting on a dense grid, then rounded to f32); the tests measure their accuracy.
+
+/// x/2 · (1 + erf(x/√2)).
+fn gelu(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// d/dx GELU = Φ(x) + x·φ(x), given `y` = GELU(x) = x·Φ(x) from the forward pass: reading Φ off
+/// `y / x` saves evaluating erf a second time. (Only where x is too close to 0 for `y` to keep
+/// its digits is Φ taken as its limit, 1/2.)
+fn gelu_derivative(x: f32, y: f32) -> f32 {
+    let cdf = if x.abs() < 1e-30 { 0.5 } else { y / x };
+    cdf + x * FRAC_1_SQRT_2PI * exp_nonpositive(-0.5 * x * x)
+}
+
+/// 1/√(2π), the standard normal density at 0.
+const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
+
+/// erf(t), within about 1.2e-7 (two f32 ulps of values near 1).
+///
+/// For |t| ≤ 1, erf(t) = t·P(t²); beyond, erf(|t|) = 1 − e^(−t²)·R(1/(1 + |t|/2)), with R fitted
+/// to the scaled complement e^(t²)·erfc(t) on [1, 4]. Past 4, e^(−t²)·R < 2e-8 and erf rounds
+/// to ±1.
+fn erf(t: f32) -> f32 {
+    let a = t.abs();
+    let magnitude = if a <= 1.0 {
+        a * horner(a * a, &ERF_CORE)
+    } else {
+        1.0 - exp_nonpositive(-a * a) * horner(1.0 / (1.0 + 0.5 * a), &ERF_TAIL)
+    };
+    magnitude.copysign(t)
+}
+
+/// erf(t)/t as a polynomial in t² on |t| ≤ 1 (fit error 4e-8 relative).
+// The leading coefficient is a fitted value one f32 ulp below 2/√π, not that constant
+// misspelt: pinning it to 2/√π raises the worst error from 1.2e-7 to 2.2e-7.
+#[allow(clippy::approx_constant)]
+const ERF_CORE: [f32; 6] = [
+    1.128_379_1,
+    -0.376_123_25,
+    0.112_801_8,
+    -0.026_711_311,
+    0.004_917_551,
+    -0.000_563_141_95,
+];
+
+/// e^(t²)·erfc(t) as a polynomial in 1/(1 + t/2) on 1 ≤ t ≤ 4 (fit error 3e-8 relative).
+const ERF_TAIL: [f32; 7] = [
+    0.000_536_602_63,
+    0.274_512_62,
+    0.326_122_55,
+    0.114_382_32,
+    0.383_577_14,
+    -0.040_836_625,
+    -0.059_077_855,
+];
+
+/// e^x for x ≤ 0 within about two f32 ulps: 2ⁿ·e^r with n = round(x·log₂e), r = x − n·ln2 in
+/// two parts (so r keeps its low bits), and e^r = 1 + r + r²·S(r) on |r| ≤ ln2/2. Results
+/// below f32's smallest normal flush to 0.
+fn exp_nonpositive(x: f32) -> f32 {
+    debug_assert!(x <= 0.0 || x.is_nan(), "exp_nonpositive({x})");
+    if x < -87.3 {
+        return 0.0;
+    }
+    // Adding and removing 1.5·2²³ rounds to the nearest integer (x86-64's baseline has no
+    // rounding instruction, so `f32::round` would be a libm call).
+    const ROUNDER: f32 = 12_582_912.0;
+    // ln2 = LN2_HI + LN2_LO, where LN2_HI = 355/512 has so few bits that n·LN2_HI is exact.
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let n = (x * std::f32::consts::LOG2_E + ROUNDER) - ROUNDER;
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    let e_r = 1.0 + r + r * r * horner(r, &EXP_REMAINDER);
+    // n ∈ [−126, 0], so 2ⁿ is a normal float built from its exponent bits.
+    e_r * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+/// S(r) = (e^r − 1 − r)/r² on |r| ≤ ln2/2 (fit error 3e-9 relative to e^r).
+const EXP_REMAINDER: [f32; 5] = [
+    0.499_999_94,
+    0.166_665_21,
+    0.041_668_39,
+    0.008_368_71,
+    0.001_381_46,
+];
+
+/// Σ coeffs[k]·x^k.
+fn horner<const N: usize>(x: f32, coeffs: &[f32; N]) -> f32 {
+    let (&last, rest) = coeffs.split_last().expect("at least one coefficient");
+    rest.iter().rev().fold(last, |acc, &c| acc * x + c)
 }
 
 #[cfg(test)]
@@ -182,5 +769,200 @@ mod tests {
         let mut again = rand::rngs::StdRng::seed_from_u64(7);
         let y2: Vec<f32> = dropout(&x, 0.25, &mut again).unwrap().to_vec1().unwrap();
         assert_eq!(y, y2, "same seed, same mask");
+    }
+
+    /// N(mean, std²) draws in `dims`.
+    fn random(dims: &[usize], mean: f64, std: f64, rng: &mut StdRng) -> Tensor {
+        let n = dims.iter().product();
+        let t = normal(1, n, std, rng, &Device::Cpu).unwrap();
+        (t.reshape(dims).unwrap() + mean).unwrap()
+    }
+
+    /// Fails unless every |got − want| ≤ rtol·(|want| + mean |want|): relative per element, with
+    /// a floor at the tensor's typical magnitude, because near 0 the f32 reference itself is
+    /// only that accurate (GELU's 1 + erf cancels, LayerNorm's gradient is a difference).
+    fn assert_close(what: &str, got: &Tensor, want: &Tensor, rtol: f32) {
+        assert_eq!(got.dims(), want.dims(), "{what}: shapes differ");
+        let got: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
+        let want: Vec<f32> = want.flatten_all().unwrap().to_vec1().unwrap();
+        let typical = want.iter().map(|w| w.abs()).sum::<f32>() / want.len() as f32;
+        let (at, worst) = got
+            .iter()
+            .zip(&want)
+            .map(|(g, w)| (g - w).abs() / (w.abs() + typical))
+            .enumerate()
+            .fold(
+                (0, 0.0f32),
+                |best, (i, d)| if d > best.1 { (i, d) } else { best },
+            );
+        assert!(
+            worst <= rtol,
+            "{what}: relative difference {worst:e} at element {at}: {} vs {}",
+            got[at],
+            want[at]
+        );
+    }
+
+    /// The gradient of Σ y·r with respect to `x`: a fixed random `r` gives every element its own
+    /// upstream gradient.
+    fn gradient(y: &Tensor, r: &Tensor, x: &Var) -> Tensor {
+        let grads = (y * r).unwrap().sum_all().unwrap().backward().unwrap();
+        grads.get(x.as_tensor()).expect("x has a gradient").clone()
+    }
+
+    #[test]
+    fn fused_layer_norm_matches_the_composed_op_and_its_input_gradient() {
+        let mut rng = StdRng::seed_from_u64(11);
+        // The last shape spans several parallel blocks.
+        for (rows, d, eps) in [
+            (1, 7, 1e-5),
+            (5, 384, 1e-12),
+            (33, 64, 1e-5),
+            (70, 384, 1e-12),
+        ] {
+            let x = Var::from_tensor(&random(&[rows, d], 2.0, 3.0, &mut rng)).unwrap();
+            let gamma = random(&[d], 1.0, 0.2, &mut rng);
+            let beta = random(&[d], 0.0, 0.2, &mut rng);
+            let r = random(&[rows, d], 0.0, 1.0, &mut rng);
+            let fused = layer_norm(x.as_tensor(), &gamma, &beta, eps).unwrap();
+            let composed =
+                candle_nn::ops::layer_norm_slow(x.as_tensor(), &gamma, &beta, eps).unwrap();
+            assert_close("layer norm", &fused, &composed, 1e-5);
+            let (g_fused, g_composed) = (gradient(&fused, &r, &x), gradient(&composed, &r, &x));
+            assert_close("layer norm x gradient", &g_fused, &g_composed, 1e-5);
+        }
+    }
+
+    #[test]
+    fn layer_norm_with_trainable_weights_still_differentiates_them() {
+        let mut rng = StdRng::seed_from_u64(12);
+        let x = random(&[6, 16], 0.5, 2.0, &mut rng);
+        let gamma = Var::from_tensor(&random(&[16], 1.0, 0.2, &mut rng)).unwrap();
+        let beta = Var::from_tensor(&random(&[16], 0.0, 0.2, &mut rng)).unwrap();
+        let r = random(&[6, 16], 0.0, 1.0, &mut rng);
+        let ours = layer_norm(&x, gamma.as_tensor(), beta.as_tensor(), 1e-5).unwrap();
+        let composed =
+            candle_nn::ops::layer_norm_slow(&x, gamma.as_tensor(), beta.as_tensor(), 1e-5).unwrap();
+        assert_close("layer norm", &ours, &composed, 1e-5);
+        for weight in [&gamma, &beta] {
+            let (g_ours, g_composed) =
+                (gradient(&ours, &r, weight), gradient(&composed, &r, weight));
+            assert_close("layer norm weight gradient", &g_ours, &g_composed, 1e-5);
+        }
+    }
+
+    #[test]
+    fn fused_masked_softmax_matches_the_composed_ops_and_their_gradient() {
+        let mut rng = StdRng::seed_from_u64(13);
+        // The last shape spans several parallel blocks.
+        for (b, h, l) in [(1, 1, 3), (2, 3, 5), (3, 4, 64)] {
+            let scores = Var::from_tensor(&random(&[b, h, l, l], 0.0, 4.0, &mut rng)).unwrap();
+            // As the encoder's mask: every other sequence ends in padding; the first key is real.
+            let mask: Vec<f32> = (0..b)
+                .flat_map(|i| {
+                    (0..l).map(move |j| {
+                        if i % 2 == 1 && j > 0 && j + 2 >= l {
+                            -1e9
+                        } else {
+                            0.0
+                        }
+                    })
+                })
+                .collect();
+            let mask = Tensor::from_vec(mask, (b, 1, 1, l), &Device::Cpu).unwrap();
+            let r = random(&[b, h, l, l], 0.0, 1.0, &mut rng);
+            let scale = 1.0 / 8f64.sqrt();
+            let fused = masked_softmax(scores.as_tensor(), &mask, scale).unwrap();
+            let composed = (scores.as_tensor() * scale)
+                .unwrap()
+                .broadcast_add(&mask)
+                .unwrap();
+            let composed = candle_nn::ops::softmax(&composed, D::Minus1).unwrap();
+            assert_close("softmax", &fused, &composed, 1e-5);
+            let (g_fused, g_composed) = (
+                gradient(&fused, &r, &scores),
+                gradient(&composed, &r, &scores),
+            );
+            assert_close("softmax scores gradient", &g_fused, &g_composed, 1e-5);
+        }
+    }
+
+    #[test]
+    fn fused_gelu_matches_candle_and_its_gradient() {
+        let mut rng = StdRng::seed_from_u64(14);
+        // Zero, both sides of the switch between erf's formulas (|x| = √2), saturation, and
+        // (over several parallel blocks) values of a pre-activation's spread.
+        let edges = [0.0, 1e-3, 1.414, 1.4143, 3.0, 5.6, 8.0, 20.0];
+        let edges: Vec<f32> = edges.iter().flat_map(|&e| [e, -e]).collect();
+        let spread = random(&[40_000], 0.0, 3.0, &mut rng);
+        for x in [Tensor::new(edges, &Device::Cpu).unwrap(), spread] {
+            let x = Var::from_tensor(&x).unwrap();
+            let r = random(x.dims(), 0.0, 1.0, &mut rng);
+            let fused = gelu_erf(x.as_tensor()).unwrap();
+            let composed = x.as_tensor().gelu_erf().unwrap();
+            assert_close("gelu", &fused, &composed, 1e-5);
+            let (g_fused, g_composed) = (gradient(&fused, &r, &x), gradient(&composed, &r, &x));
+            assert_close("gelu gradient", &g_fused, &g_composed, 1e-5);
+        }
+    }
+
+    #[test]
+    fn erf_is_within_1_5e_7_of_libm_on_a_dense_grid() {
+        let worst = (-700_000..=700_000)
+            .map(|i| i as f32 * 1e-5)
+            .chain([20.0, -20.0, f32::INFINITY, f32::NEG_INFINITY])
+            .map(|t| (erf(t) as f64 - candle_core::cpu::erf::erf_f64(t as f64)).abs())
+            .fold(0.0, f64::max);
+        assert!(worst <= 1.5e-7, "erf is off by {worst:e}");
+    }
+
+    #[test]
+    fn exp_is_within_2_ulp_and_flushes_below_the_normal_range() {
+        let worst = (0..=873_000)
+            .map(|i| i as f32 * -1e-4)
+            .map(|x| (exp_nonpositive(x) as f64 / (x as f64).exp() - 1.0).abs())
+            .fold(0.0, f64::max);
+        assert!(
+            worst <= 2.0 * f32::EPSILON as f64,
+            "exp is off by {worst:e} relative"
+        );
+        assert_eq!(exp_nonpositive(-87.4), 0.0);
+        assert_eq!(exp_nonpositive(-1e9), 0.0);
+        assert_eq!(exp_nonpositive(f32::NEG_INFINITY), 0.0);
+    }
+
+    #[test]
+    fn dropout_gradient_applies_the_forward_mask() {
+        let mut rng = StdRng::seed_from_u64(15);
+        // Several parallel blocks, and an odd count so that the last pair is cut.
+        let n = 3 * BLOCK_ELEMS + 5;
+        let x = Var::from_tensor(&random(&[n], 3.0, 1.0, &mut rng)).unwrap();
+        let y = dropout(x.as_tensor(), 0.3, &mut rng).unwrap();
+        let grads = y.sum_all().unwrap().backward().unwrap();
+        let grad: Vec<f32> = grads.get(x.as_tensor()).unwrap().to_vec1().unwrap();
+        let factors: Vec<f32> = (&y / x.as_tensor()).unwrap().to_vec1().unwrap();
+        for (g, f) in grad.iter().zip(&factors) {
+            assert!(*g == 0.0 || (g - 1.0 / 0.7).abs() < 1e-6, "factor {g}");
+            assert!(
+                (g - f).abs() < 1e-5,
+                "gradient {g} for a forward factor {f}"
+            );
+        }
+    }
+
+    #[test]
+    fn dropout_mask_is_the_same_however_the_elements_are_split() {
+        let op = Dropout {
+            seed: 42,
+            threshold: u32::MAX / 2,
+            keep_scale: 2.0,
+        };
+        let mut whole = vec![0.0; 101];
+        op.write_mask(0, &mut whole);
+        for first in [1, 2, 37, 100] {
+            let mut part = vec![0.0; 101 - first];
+            op.write_mask(first, &mut part);
+            assert_eq!(part, whole[first..], "starting at {first}");
+        }
     }
 }
