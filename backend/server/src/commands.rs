@@ -156,6 +156,10 @@ fn start_run(
 ) -> Result<(PathBuf, RunManifest, Dataset)> {
     let model_dir = jobs::resolve_model(model, common.data_dir)?;
     let dataset = jobs::limit_examples(jobs::load_dataset(&source, common.data_dir)?, params);
+    if dataset.skipped.total() > 0 {
+        // Rows left out on purpose are counted and said, never dropped silently.
+        eprintln!("{}", dataset.skipped);
+    }
     let dir = new_run_dir(common.data_dir, name)?;
     let manifest = RunManifest {
         kind,
