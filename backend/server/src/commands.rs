@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use lightpeft_api::{Hyperparams, Preset};
 use lightpeft_engine::data::{Baseline, Dataset};
-use lightpeft_engine::export::{export_model, load_exported};
+use lightpeft_engine::export::{export_hf_peft, export_model, load_exported};
 use lightpeft_engine::pipeline::{apply_plan, model_shape, summarize_estimation};
 use lightpeft_engine::plan::{EstimationSummary, ModelShape, Planner, PruningPlan};
 use lightpeft_engine::train::{CancelToken, EvalRecord, Stage, TrainOutcome, evaluate};
@@ -330,6 +330,15 @@ fn train_and_report(
     )?;
     observer.finish()?;
     export_model(model, &model_dir.join("tokenizer.json"), &out.join("model"))?;
+    if plan.is_none() {
+        // An unpruned LoRA model also loads in Hugging Face PEFT; adapters have no such layout.
+        let base = model_dir
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        if let Err(e) = export_hf_peft(model, &base, &out.join("hf-peft")) {
+            eprintln!("no Hugging Face PEFT export: {e}");
+        }
+    }
     let result = RunResult {
         stage,
         task: task.to_string(),

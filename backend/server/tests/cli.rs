@@ -207,6 +207,10 @@ fn estimate_plan_finetune_eval_and_baseline_from_the_command_line() {
     args.extend(SMALL);
     let base = json(&lightpeft(d, &args));
     assert_eq!(base["stage"], "baseline");
+    let peft = d.join("runs/b1/hf-peft");
+    let config = std::fs::read_to_string(peft.join("adapter_config.json")).unwrap();
+    assert!(config.contains("\"peft_type\": \"LORA\""), "{config}");
+    assert!(peft.join("adapter_model.safetensors").is_file());
     assert!(base["majority_baseline"][0][1].as_f64().unwrap() >= 0.5);
 }
 
