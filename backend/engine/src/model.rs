@@ -349,7 +349,7 @@ fn build_head(
 ) -> Result<(ClassifierHead, bool)> {
     let d = config.hidden_size;
     let std = config.initializer_range;
-    let dev = ckpt_device(ckpt, config)?;
+    let dev = ckpt.device().clone();
     let zeros = |n: usize| -> Result<Var> { Ok(Var::zeros(n, DType::F32, &dev)?) };
     let normal = |rng: &mut StdRng, rows, cols| -> Result<Var> {
         Ok(Var::from_tensor(&ops::normal(rows, cols, std, rng, &dev)?)?)
@@ -386,14 +386,6 @@ fn build_head(
             (head, false)
         }
     })
-}
-
-fn ckpt_device(ckpt: &Checkpoint, config: &ModelConfig) -> Result<Device> {
-    let word = ckpt.get(
-        "embeddings.word_embeddings.weight",
-        &[config.vocab_size, config.hidden_size],
-    )?;
-    Ok(word.device().clone())
 }
 
 /// Mean cross-entropy of `logits` `[batch, labels]` against `labels` `[batch]` (u32).

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 pub struct Checkpoint {
     path: PathBuf,
     prefix: String,
+    device: Device,
     tensors: HashMap<String, Tensor>,
 }
 
@@ -47,11 +48,18 @@ impl Checkpoint {
                     config.architecture
                 ),
             })?;
+        let device = tensors[&format!("{prefix}{anchor}")].device().clone();
         Ok(Checkpoint {
             path: path.to_path_buf(),
             prefix: prefix.to_string(),
+            device,
             tensors,
         })
+    }
+
+    /// The device the tensors live on.
+    pub fn device(&self) -> &Device {
+        &self.device
     }
 
     /// The file the tensors came from.

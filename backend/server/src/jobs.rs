@@ -48,13 +48,10 @@ pub fn load_dataset(source: &DataSource, data_dir: &Path) -> Result<Dataset> {
                 spec.name
             )));
         }
-        (TaskInputs::UserFiles { train, dev }, Some(t), Some(d)) => {
-            let _ = (train, dev);
-            TaskFiles::TrainDev {
-                train: t.clone(),
-                dev: d.clone(),
-            }
-        }
+        (TaskInputs::UserFiles { .. }, Some(t), Some(d)) => TaskFiles::TrainDev {
+            train: t.clone(),
+            dev: d.clone(),
+        },
         (TaskInputs::UserFiles { train, dev }, _, _) => {
             return Err(Error::Usage(format!(
                 "task {} needs your files: --train-file (e.g. {train}) and --dev-file (e.g. {dev})",
