@@ -561,21 +561,27 @@ impl Attention {
     /// Per-head attention, masked per head, merged back to `[n, heads·head_dim]`.
     fn context(&self, x: &Tensor, ctx: &mut LayerCtx<'_, '_>) -> Result<Tensor> {
         let (b, l, h, dh) = (ctx.batch, ctx.seq, self.heads, self.head_dim);
-        let split = |t: Tensor| -> Result<Tensor> {
-            Ok(t.reshape((b, l, h, dh))?.transpose(1, 2)?.contiguous()?)
+        let q = ctx.linear(&self.query, ModuleKind::Query, x)?;
+        let k = ctx.linear(&self.key, ModuleKind::Key, x)?;
+        let v = ctx.linear(&self.value, ModuleKind::Value, x)?;
+        let shape = ops::AttentionShape {
+            batch: b,
+            seq: l,
+            heads: h,
+            head_dim: dh,
         };
-        let q = split(ctx.linear(&self.query, ModuleKind::Query, x)?)?;
-        let k = split(ctx.linear(&self.key, ModuleKind::Key, x)?)?;
-        let v = split(ctx.linear(&self.value, ModuleKind::Value, x)?)?;
-        let scores = q.matmul(&k.t()?)?;
-        let probs = ops::masked_softmax(&scores, ctx.mask_add, 1.0 / (dh as f64).sqrt())?;
-        let probs = ctx.dropout(&probs, ctx.config.attention_probs_dropout_prob)?;
-        let mut context = probs.matmul(&v)?;
+        let p = ctx.config.attention_probs_dropout_prob;
+        let mask = ctx.mask_add;
+        let dropout = ctx.rng().map(|rng| (p, rng));
+        let context = ops::attention((&q, &k, &v), mask, shape, dropout)?;
         // Scaling each head's context equals scaling its (post-dropout) probabilities.
-        if let Some(mask) = &self.head_mask {
-            context = context.broadcast_mul(&mask.as_tensor().reshape((1, h, 1, 1))?)?;
-        }
-        Ok(context.transpose(1, 2)?.reshape((b * l, h * dh))?)
+        Ok(match &self.head_mask {
+            Some(mask) => context
+                .reshape((b * l, h, dh))?
+                .broadcast_mul(&mask.as_tensor().reshape((1, h, 1))?)?
+                .reshape((b * l, h * dh))?,
+            None => context,
+        })
     }
 }
 

@@ -16,68 +16,61 @@ use rand::{Rng, RngCore};
 
 use crate::error::Result;
 
-/// `x · Wᵀ` for a frozen `W` (`[out, in]`), whose backward computes only the input's gradient.
+mod attention;
+mod gemm;
+mod linear;
+
+/// `x · Wᵀ + bias` for a frozen `W` (`[out, in]`) and bias, whose backward computes only the
+/// input's gradient.
 ///
 /// candle's own matmul backward always computes the gradient of both operands; for a frozen
-/// weight that is a wasted `xᵀ · grad` product per linear layer.
-pub(crate) fn frozen_matmul(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
-    if !x.device().is_cpu() || !x.track_op() {
-        return Ok(x.broadcast_matmul(&weight.t()?)?);
+/// weight that is a wasted `xᵀ · grad` product per linear layer. The bias is written first and
+/// the product accumulates onto it, saving a pass and a buffer.
+pub(crate) fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    if !fusable(x) || weight.track_op() || bias.is_some_and(|b| b.track_op()) {
+        let y = x.broadcast_matmul(&weight.t()?)?;
+        return Ok(match bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        });
     }
-    let x = x.contiguous()?;
-    Ok(x.apply_op1(FrozenMatmul {
-        weight: weight.clone(),
-    })?)
+    let op = linear::FrozenLinear {
+        weight: weight.contiguous()?,
+        bias: bias.map(Tensor::contiguous).transpose()?,
+    };
+    Ok(x.contiguous()?.apply_op1(op)?)
 }
 
-struct FrozenMatmul {
-    weight: Tensor,
-}
-
-impl CustomOp1 for FrozenMatmul {
-    fn name(&self) -> &'static str {
-        "frozen-matmul"
-    }
-
-    fn cpu_fwd(
-        &self,
-        storage: &CpuStorage,
-        layout: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (out_dim, in_dim) = self.weight.dims2()?;
-        let dims = layout.dims();
-        let rows = dims[..dims.len() - 1].iter().product::<usize>();
-        if dims.last() != Some(&in_dim) || !layout.is_contiguous() {
-            candle_core::bail!(
-                "frozen-matmul: input {dims:?} (contiguous: {}) does not fit weight [{out_dim}, {in_dim}]",
-                layout.is_contiguous()
-            );
-        }
-        let lhs_layout = Layout::contiguous_with_offset((1, rows, in_dim), layout.start_offset());
-        let rhs = self.weight.t()?.unsqueeze(0)?;
-        let (rhs_storage, rhs_layout) = rhs.storage_and_layout();
-        let Storage::Cpu(rhs_storage) = &*rhs_storage else {
-            candle_core::bail!("frozen-matmul: the weight is not on the cpu")
+/// A frozen linear layer plus a LoRA branch: `x·Wᵀ + bias + scale·(dropout(x)·Aᵀ)·Bᵀ`, with
+/// `A` `[r, in]` and `B` `[out, r]` trainable. `dropout` (probability and RNG) is for training.
+///
+/// One graph node instead of eight; see `ops/linear.rs`.
+pub(crate) fn lora_linear(
+    x: &Tensor,
+    (weight, bias): (&Tensor, Option<&Tensor>),
+    (a, b): (&Tensor, &Tensor),
+    scale: f64,
+    dropout: Option<(f32, &mut StdRng)>,
+) -> Result<Tensor> {
+    let dropout = dropout.filter(|(p, _)| *p > 0.0);
+    if !fusable(x) || !fusable(a) || !fusable(b) {
+        let xd = match dropout {
+            Some((p, rng)) => self::dropout(x, p, rng)?,
+            None => x.clone(),
         };
-        let out = storage.matmul(
-            rhs_storage,
-            (1, rows, out_dim, in_dim),
-            &lhs_layout,
-            rhs_layout,
-        )?;
-        let mut out_dims = dims.to_vec();
-        *out_dims.last_mut().expect("rank ≥ 1") = out_dim;
-        Ok((out, Shape::from(out_dims)))
+        let delta = xd.broadcast_matmul(&a.t()?)?.broadcast_matmul(&b.t()?)?;
+        return Ok((linear(x, weight, bias)? + (delta * scale)?)?);
     }
-
-    fn bwd(
-        &self,
-        _arg: &Tensor,
-        _res: &Tensor,
-        grad_res: &Tensor,
-    ) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(grad_res.broadcast_matmul(&self.weight)?))
-    }
+    let op = linear::LoraLinear {
+        base: linear::FrozenLinear {
+            weight: weight.contiguous()?,
+            bias: bias.map(Tensor::contiguous).transpose()?,
+        },
+        scale: scale as f32,
+        dropout: dropout.map(|(p, rng)| Dropout::new(p, rng)),
+    };
+    Ok(x.contiguous()?
+        .apply_op3(&a.contiguous()?, &b.contiguous()?, op)?)
 }
 
 /// LayerNorm over the last dimension: `(x − mean) / √(var + eps) · gamma + beta`.
@@ -109,6 +102,66 @@ pub(crate) fn masked_softmax(scores: &Tensor, mask: &Tensor, scale: f64) -> Resu
     Ok(scores.contiguous()?.apply_op2(&mask.contiguous()?, op)?)
 }
 
+/// The shape of a batch's attention: sequences, their length, heads, and each head's width.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AttentionShape {
+    pub(crate) batch: usize,
+    pub(crate) seq: usize,
+    pub(crate) heads: usize,
+    pub(crate) head_dim: usize,
+}
+
+/// Multi-head attention `dropout(softmax(Q·Kᵀ/√d + mask))·V` on `[batch·seq, heads·head_dim]`
+/// projections, with an additive `[batch, 1, 1, seq]` padding mask; the context comes back in
+/// the same layout. `dropout` (probability and RNG) is for training.
+///
+/// One graph node without the transposes; see `ops/attention.rs`.
+pub(crate) fn attention(
+    (q, k, v): (&Tensor, &Tensor, &Tensor),
+    mask: &Tensor,
+    shape: AttentionShape,
+    dropout: Option<(f32, &mut StdRng)>,
+) -> Result<Tensor> {
+    let AttentionShape {
+        batch: b,
+        seq: l,
+        heads: h,
+        head_dim: dh,
+    } = shape;
+    let scale = 1.0 / (dh as f64).sqrt();
+    let dropout = dropout.filter(|(p, _)| *p > 0.0);
+    if !fusable(q) || !fusable(k) || !fusable(v) || mask.track_op() {
+        let split = |t: &Tensor| -> Result<Tensor> {
+            Ok(t.reshape((b, l, h, dh))?.transpose(1, 2)?.contiguous()?)
+        };
+        let scores = split(q)?.matmul(&split(k)?.t()?)?;
+        let mut probs = masked_softmax(&scores, mask, scale)?;
+        if let Some((p, rng)) = dropout {
+            probs = self::dropout(&probs, p, rng)?;
+        }
+        let context = probs.matmul(&split(v)?)?;
+        return Ok(context.transpose(1, 2)?.reshape((b * l, h * dh))?);
+    }
+    let keep = q.track_op() || k.track_op() || v.track_op();
+    let op = attention::Attention {
+        batch: b,
+        seq: l,
+        heads: h,
+        head_dim: dh,
+        scale: scale as f32,
+        mask: mask.contiguous()?,
+        dropout: dropout.map(|(p, rng)| Dropout::new(p, rng)),
+        saved: Mutex::new(None),
+        keep,
+    };
+    let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
+    Ok(if keep {
+        q.apply_op3(&k, &v, op)?
+    } else {
+        q.apply_op3_no_bwd(&k, &v, &op)?
+    })
+}
+
 /// The exact GELU of BERT, `x · Φ(x) = x/2 · (1 + erf(x/√2))`.
 pub(crate) fn gelu_erf(x: &Tensor) -> Result<Tensor> {
     if !fusable(x) {
@@ -126,12 +179,7 @@ pub(crate) fn dropout(x: &Tensor, p: f32, rng: &mut StdRng) -> Result<Tensor> {
     if p <= 0.0 {
         return Ok(x.clone());
     }
-    let op = Dropout {
-        seed: rng.next_u64(),
-        // Raw 32-bit draws are compared against a threshold: no float maths per element.
-        threshold: (p as f64 * u32::MAX as f64) as u32,
-        keep_scale: 1.0 / (1.0 - p),
-    };
+    let op = Dropout::new(p, rng);
     if fusable(x) {
         return Ok(x.contiguous()?.apply_op1(op)?);
     }
@@ -470,6 +518,31 @@ struct Dropout {
 }
 
 impl Dropout {
+    /// Dropout with probability `p`, its seed taken from `rng`.
+    fn new(p: f32, rng: &mut StdRng) -> Self {
+        Dropout {
+            seed: rng.next_u64(),
+            // Raw 32-bit draws are compared against a threshold: no float maths per element.
+            threshold: (p as f64 * u32::MAX as f64) as u32,
+            keep_scale: 1.0 / (1.0 - p),
+        }
+    }
+
+    /// Multiplies `data`, elements `0..`, by their factors, in parallel.
+    fn scale_in_place(&self, data: &mut [f32]) {
+        par_blocks(data, 1, |first, block| {
+            let mut factors = [0.0; 256];
+            for (i, chunk) in block.chunks_mut(factors.len()).enumerate() {
+                let factors = &mut factors[..chunk.len()];
+                self.write_mask(first + i * 256, factors);
+                chunk
+                    .iter_mut()
+                    .zip(factors.iter())
+                    .for_each(|(x, f)| *x *= f);
+            }
+        });
+    }
+
     /// Writes the factors (0 or `keep_scale`) of elements `first..first + out.len()`.
     fn write_mask(&self, first: usize, out: &mut [f32]) {
         // One 64-bit hash decides a pair of neighbouring elements; a range that starts mid-pair
@@ -561,6 +634,24 @@ fn par_blocks(out: &mut [f32], unit: usize, fill: impl Fn(usize, &mut [f32]) + S
             fill(index * rows_per_block, &mut block);
         }
     });
+}
+
+/// Worker threads for the matrix kernels: candle's setting (`RAYON_NUM_THREADS`, else all cores).
+fn threads() -> usize {
+    candle_core::utils::get_num_threads()
+}
+
+/// The contiguous f32 host data of a tensor's storage, as `storage_and_layout` hands it out.
+fn host_f32<'a>(
+    op: &str,
+    what: &str,
+    storage: &'a Storage,
+    layout: &Layout,
+) -> candle_core::Result<&'a [f32]> {
+    match storage {
+        Storage::Cpu(cpu) => f32_slice(op, what, cpu, layout),
+        _ => candle_core::bail!("{op}: {what} is not on the cpu"),
+    }
 }
 
 /// The contiguous f32 data behind `layout`.
@@ -714,48 +805,6 @@ mod tests {
     use rand::SeedableRng;
 
     #[test]
-    fn frozen_matmul_matches_plain_matmul_and_its_input_gradient() {
-        let dev = Device::Cpu;
-        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-        let w = normal(5, 7, 1.0, &mut rng, &dev).unwrap();
-        let x = Var::from_tensor(
-            &normal(6, 7, 1.0, &mut rng, &dev)
-                .unwrap()
-                .reshape((2, 3, 7))
-                .unwrap(),
-        )
-        .unwrap();
-        let ours = frozen_matmul(x.as_tensor(), &w).unwrap();
-        let plain = x.as_tensor().broadcast_matmul(&w.t().unwrap()).unwrap();
-        assert_eq!(ours.dims(), &[2, 3, 5]);
-        let diff = |a: &Tensor, b: &Tensor| {
-            (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-        };
-        assert!(diff(&ours, &plain) < 1e-5);
-        // A non-linear loss so the upstream gradient is not constant.
-        let g_ours = ours.sqr().unwrap().sum_all().unwrap().backward().unwrap();
-        let g_plain = plain.sqr().unwrap().sum_all().unwrap().backward().unwrap();
-        let (a, b) = (g_ours.get(&x).unwrap(), g_plain.get(&x).unwrap());
-        assert!(diff(a, b) < 1e-4, "gradients differ by {}", diff(a, b));
-        assert!(
-            a.abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-                > 0.0
-        );
-    }
-
-    #[test]
     fn dropout_zeroes_about_p_and_rescales_the_rest() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         let x = Tensor::ones(10_000, candle_core::DType::F32, &Device::Cpu).unwrap();
@@ -772,7 +821,7 @@ mod tests {
     }
 
     /// N(mean, std²) draws in `dims`.
-    fn random(dims: &[usize], mean: f64, std: f64, rng: &mut StdRng) -> Tensor {
+    pub(super) fn random(dims: &[usize], mean: f64, std: f64, rng: &mut StdRng) -> Tensor {
         let n = dims.iter().product();
         let t = normal(1, n, std, rng, &Device::Cpu).unwrap();
         (t.reshape(dims).unwrap() + mean).unwrap()
@@ -781,7 +830,7 @@ mod tests {
     /// Fails unless every |got − want| ≤ rtol·(|want| + mean |want|): relative per element, with
     /// a floor at the tensor's typical magnitude, because near 0 the f32 reference itself is
     /// only that accurate (GELU's 1 + erf cancels, LayerNorm's gradient is a difference).
-    fn assert_close(what: &str, got: &Tensor, want: &Tensor, rtol: f32) {
+    pub(super) fn assert_close(what: &str, got: &Tensor, want: &Tensor, rtol: f32) {
         assert_eq!(got.dims(), want.dims(), "{what}: shapes differ");
         let got: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
         let want: Vec<f32> = want.flatten_all().unwrap().to_vec1().unwrap();

@@ -53,11 +53,7 @@ impl FrozenLinear {
 
     /// Applies the layer to `x` of shape `[.., in]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = ops::frozen_matmul(x, &self.weight)?;
-        Ok(match &self.bias {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
-        })
+        ops::linear(x, &self.weight, self.bias.as_ref())
     }
 
     /// Keeps only the given output rows (and their bias entries).
@@ -316,6 +312,20 @@ impl PeftLinear {
         train: Option<&mut StdRng>,
         want_ratio: bool,
     ) -> Result<LinearOutput> {
+        if let (Some(PeftModule::Lora(lora)), false) = (&self.peft, want_ratio) {
+            // Without the ratio, base and branch need not exist apart: one fused node.
+            let output = ops::lora_linear(
+                x,
+                (&self.base.weight, self.base.bias.as_ref()),
+                (lora.a.as_tensor(), lora.b.as_tensor()),
+                lora.scale,
+                train.map(|rng| (lora.dropout, rng)),
+            )?;
+            return Ok(LinearOutput {
+                output,
+                ratio: None,
+            });
+        }
         let base = self.base.forward(x)?;
         let (output, delta) = match &self.peft {
             None => (base.clone(), None),

@@ -1,0 +1,407 @@
+//! Scaled dot-product attention over the projections' own layout, as one graph node.
+//!
+//! Composed from candle's ops, attention transposes Q, K and V to `[batch, heads, seq, dim]`
+//! (three copies), the context back (a fourth), and runs the score products as one small gemm
+//! per head, one after another. Here every head reads its columns of the `[batch·seq,
+//! heads·dim]` projections in place through strided views, writes its context columns
+//! directly, and the sequences of a batch are spread over the worker threads. The softmax
+//! probabilities are kept for the backward pass; the dropout mask is recomputed from its seed.
+
+use std::sync::Mutex;
+
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
+
+use super::gemm::{Mat, Write, matmul, matmul_rows};
+use super::{Dropout, exp_nonpositive, f32_slice, host_f32};
+
+/// `softmax(Q·Kᵀ·scale + mask)` (then dropout) times V, per head, for `[batch·seq, heads·dim]`
+/// projections and an additive `[batch, 1, 1, seq]` padding mask.
+pub(crate) struct Attention {
+    pub(crate) batch: usize,
+    pub(crate) seq: usize,
+    pub(crate) heads: usize,
+    pub(crate) head_dim: usize,
+    pub(crate) scale: f32,
+    pub(crate) mask: Tensor,
+    pub(crate) dropout: Option<Dropout>,
+    /// The probabilities `[batch, heads, seq, seq]`, before dropout, for the backward pass.
+    pub(crate) saved: Mutex<Option<Vec<f32>>>,
+    /// Whether to keep them (only when a gradient will be asked for).
+    pub(crate) keep: bool,
+}
+
+impl Attention {
+    fn width(&self) -> usize {
+        self.heads * self.head_dim
+    }
+
+    /// Head `h` of sequence `b` of a `[batch·seq, heads·dim]` projection, as a `seq × dim` view.
+    fn head<'a>(&self, data: &'a [f32], b: usize, h: usize) -> Mat<'a> {
+        let start = b * self.seq * self.width() + h * self.head_dim;
+        Mat::strided(&data[start..], self.seq, self.head_dim, self.width(), 1)
+    }
+
+    fn check(&self, op: &str, what: &str, data: &[f32]) -> candle_core::Result<()> {
+        if data.len() != self.batch * self.seq * self.width() {
+            candle_core::bail!(
+                "{op}: {what} has {} elements, not [{} · {}, {} · {}]",
+                data.len(),
+                self.batch,
+                self.seq,
+                self.heads,
+                self.head_dim
+            );
+        }
+        Ok(())
+    }
+
+    /// The dropout factors of probability row `row` (global row index over all heads).
+    fn dropout_row(&self, row: usize, factors: &mut [f32]) {
+        match &self.dropout {
+            Some(d) => d.write_mask(row * self.seq, factors),
+            None => factors.fill(1.0),
+        }
+    }
+}
+
+impl CustomOp3 for Attention {
+    fn name(&self) -> &'static str {
+        "fused-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        q: &CpuStorage,
+        q_layout: &Layout,
+        k: &CpuStorage,
+        k_layout: &Layout,
+        v: &CpuStorage,
+        v_layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let name = self.name();
+        let q = f32_slice(name, "queries", q, q_layout)?;
+        let k = f32_slice(name, "keys", k, k_layout)?;
+        let v = f32_slice(name, "values", v, v_layout)?;
+        for (what, data) in [("queries", q), ("keys", k), ("values", v)] {
+            self.check(name, what, data)?;
+        }
+        let (mask_storage, mask_layout) = self.mask.storage_and_layout();
+        let mask = host_f32(name, "mask", &mask_storage, mask_layout)?;
+        let (l, w) = (self.seq, self.width());
+        if mask.len() != self.batch * l {
+            candle_core::bail!(
+                "{name}: mask {:?} is not [{}, 1, 1, {l}]",
+                mask_layout.dims(),
+                self.batch
+            );
+        }
+        let mut context = vec![0.0; self.batch * l * w];
+        let mut probs = vec![0.0; self.batch * self.heads * l * l];
+        let units: Vec<Mutex<(&mut [f32], &mut [f32])>> = context
+            .chunks_mut(l * w)
+            .zip(probs.chunks_mut(self.heads * l * l))
+            .map(Mutex::new)
+            .collect();
+        per_sequence(units.len(), |b| {
+            let mut unit = units[b].lock().expect("one worker per sequence");
+            let (context, probs) = &mut *unit;
+            let mask = &mask[b * l..(b + 1) * l];
+            let mut dropped = vec![0.0; l * l];
+            let mut factors = vec![0.0; l];
+            for h in 0..self.heads {
+                let p = &mut probs[h * l * l..(h + 1) * l * l];
+                let (qh, kh) = (self.head(q, b, h), self.head(k, b, h));
+                matmul(p, qh, kh.t(), self.scale, Write::Set, 1);
+                for row in p.chunks_exact_mut(l) {
+                    softmax_row(row, mask);
+                }
+                let values = if self.dropout.is_some() {
+                    let first_row = (b * self.heads + h) * l;
+                    for (i, (d, p)) in dropped
+                        .chunks_exact_mut(l)
+                        .zip(p.chunks_exact(l))
+                        .enumerate()
+                    {
+                        self.dropout_row(first_row + i, &mut factors);
+                        d.iter_mut()
+                            .zip(p)
+                            .zip(&factors)
+                            .for_each(|((d, p), f)| *d = p * f);
+                    }
+                    &dropped[..]
+                } else {
+                    &p[..]
+                };
+                let ctx = &mut context[h * self.head_dim..];
+                matmul_rows(
+                    ctx,
+                    w,
+                    Mat::rows(values, l, l),
+                    self.head(v, b, h),
+                    1.0,
+                    Write::Set,
+                    1,
+                );
+            }
+        });
+        drop(units);
+        if self.keep {
+            *self.saved.lock().expect("not poisoned") = Some(probs);
+        }
+        Ok((CpuStorage::F32(context), q_layout.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        _context: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let Some(probs) = self.saved.lock().expect("not poisoned").take() else {
+            candle_core::bail!(
+                "fused-attention: backward ran twice, or without a forward that kept its probabilities"
+            )
+        };
+        let op = AttentionGrad {
+            fwd: self,
+            probs,
+            k: k.detach(),
+            v: v.detach(),
+        };
+        // The kernel packs [dq | dk | dv] into one buffer.
+        let n = q.elem_count();
+        let grads = q.detach().apply_op2_no_bwd(&grad.contiguous()?, &op)?;
+        let part = |i: usize| grads.narrow(0, i * n, n)?.reshape(q.shape());
+        Ok((Some(part(0)?), Some(part(1)?), Some(part(2)?)))
+    }
+}
+
+/// The backward kernel over `(q, grad)`, with, per head and with `P̃` the dropped-out
+/// probabilities: `dV = P̃ᵀ·dC`, `dP = dropout(dC·Vᵀ)`, `dS = scale·P⊙(dP − rowsum(dP⊙P))`,
+/// `dQ = dS·K`, `dK = dSᵀ·Q`.
+struct AttentionGrad<'a> {
+    fwd: &'a Attention,
+    probs: Vec<f32>,
+    k: Tensor,
+    v: Tensor,
+}
+
+impl CustomOp2 for AttentionGrad<'_> {
+    fn name(&self) -> &'static str {
+        "fused-attention-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        q: &CpuStorage,
+        q_layout: &Layout,
+        grad: &CpuStorage,
+        grad_layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let name = self.name();
+        let a = self.fwd;
+        let q = f32_slice(name, "queries", q, q_layout)?;
+        let grad = f32_slice(name, "gradient", grad, grad_layout)?;
+        let (k_storage, k_layout) = self.k.storage_and_layout();
+        let (v_storage, v_layout) = self.v.storage_and_layout();
+        let k = host_f32(name, "keys", &k_storage, k_layout)?;
+        let v = host_f32(name, "values", &v_storage, v_layout)?;
+        for (what, data) in [
+            ("queries", q),
+            ("gradient", grad),
+            ("keys", k),
+            ("values", v),
+        ] {
+            a.check(name, what, data)?;
+        }
+        let (l, w, n) = (a.seq, a.width(), q.len());
+        let mut packed = vec![0.0; 3 * n];
+        let (dq, rest) = packed.split_at_mut(n);
+        let (dk, dv) = rest.split_at_mut(n);
+        let units: Vec<Mutex<(&mut [f32], &mut [f32], &mut [f32])>> = dq
+            .chunks_mut(l * w)
+            .zip(dk.chunks_mut(l * w))
+            .zip(dv.chunks_mut(l * w))
+            .map(|((q, k), v)| Mutex::new((q, k, v)))
+            .collect();
+        per_sequence(units.len(), |b| {
+            let mut unit = units[b].lock().expect("one worker per sequence");
+            let (dq, dk, dv) = &mut *unit;
+            let mut dropped = vec![0.0; l * l];
+            let mut ds = vec![0.0; l * l];
+            let mut factors = vec![0.0; l];
+            for h in 0..a.heads {
+                let first_row = (b * a.heads + h) * l;
+                let p = &self.probs[first_row * l..(first_row + l) * l];
+                let dc = a.head(grad, b, h);
+                // dP̃ = dC·Vᵀ, then back through dropout and the softmax, row by row.
+                matmul(&mut ds, dc, a.head(v, b, h).t(), 1.0, Write::Set, 1);
+                for (i, ((ds, p), d)) in ds
+                    .chunks_exact_mut(l)
+                    .zip(p.chunks_exact(l))
+                    .zip(dropped.chunks_exact_mut(l))
+                    .enumerate()
+                {
+                    a.dropout_row(first_row + i, &mut factors);
+                    let mut dot = 0.0;
+                    for ((ds, &p), (d, &f)) in ds.iter_mut().zip(p).zip(d.iter_mut().zip(&factors))
+                    {
+                        *d = p * f;
+                        *ds *= f;
+                        dot += *ds * p;
+                    }
+                    for (ds, &p) in ds.iter_mut().zip(p) {
+                        *ds = a.scale * p * (*ds - dot);
+                    }
+                }
+                let cols = h * a.head_dim;
+                let dropped = Mat::rows(&dropped, l, l);
+                matmul_rows(&mut dv[cols..], w, dropped.t(), dc, 1.0, Write::Set, 1);
+                let ds = Mat::rows(&ds, l, l);
+                matmul_rows(&mut dq[cols..], w, ds, a.head(k, b, h), 1.0, Write::Set, 1);
+                matmul_rows(
+                    &mut dk[cols..],
+                    w,
+                    ds.t(),
+                    a.head(q, b, h),
+                    1.0,
+                    Write::Set,
+                    1,
+                );
+            }
+        });
+        drop(units);
+        Ok((CpuStorage::F32(packed), Shape::from(3 * n)))
+    }
+}
+
+/// Softmax of `row + mask` in place: the same steps as candle's (subtract the maximum,
+/// exponentiate, normalise). The scores arrive already scaled.
+fn softmax_row(row: &mut [f32], mask: &[f32]) {
+    let mut max = f32::NEG_INFINITY;
+    for (p, &m) in row.iter_mut().zip(mask) {
+        *p += m;
+        max = max.max(*p);
+    }
+    let mut sum = 0.0;
+    for p in row.iter_mut() {
+        *p = exp_nonpositive(*p - max);
+        sum += *p;
+    }
+    let inv = 1.0 / sum;
+    row.iter_mut().for_each(|p| *p *= inv);
+}
+
+/// Runs `work(b)` for every sequence `b < count` on candle's worker threads.
+fn per_sequence(count: usize, work: impl Fn(usize) + Sync) {
+    candle_core::utils::barrier_pool().execute_chunked(count, |range| range.for_each(&work));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{assert_close, random};
+    use super::*;
+    use candle_core::{D, Var};
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    #[test]
+    fn fused_attention_matches_the_composed_ops_and_their_gradients() {
+        let mut rng = StdRng::seed_from_u64(31);
+        for (b, l, h, dh, p) in [(1, 3, 1, 2, 0.0), (2, 5, 3, 4, 0.0), (3, 17, 4, 8, 0.2)] {
+            let n = b * l;
+            let make =
+                |rng: &mut StdRng| Var::from_tensor(&random(&[n, h * dh], 0.0, 1.0, rng)).unwrap();
+            let (q, k, v) = (make(&mut rng), make(&mut rng), make(&mut rng));
+            // Every other sequence ends in padding; the first key is always real.
+            let mask: Vec<f32> = (0..b)
+                .flat_map(|i| {
+                    (0..l).map(move |j| {
+                        if i % 2 == 1 && j > 0 && j + 2 >= l {
+                            -1e9
+                        } else {
+                            0.0
+                        }
+                    })
+                })
+                .collect();
+            let mask = Tensor::from_vec(mask, (b, 1, 1, l), &candle_core::Device::Cpu).unwrap();
+            let scale = 1.0 / (dh as f32).sqrt();
+            let dropout = (p > 0.0).then(|| Dropout::new(p, &mut rng));
+            // The composed reference applies the same dropout factors as a tensor.
+            let factors = {
+                let mut f = vec![0.0; b * h * l * l];
+                for (row, chunk) in f.chunks_exact_mut(l).enumerate() {
+                    match &dropout {
+                        Some(d) => d.write_mask(row * l, chunk),
+                        None => chunk.fill(1.0),
+                    }
+                }
+                Tensor::from_vec(f, (b, h, l, l), &candle_core::Device::Cpu).unwrap()
+            };
+            let op = Attention {
+                batch: b,
+                seq: l,
+                heads: h,
+                head_dim: dh,
+                scale,
+                mask: mask.clone(),
+                dropout,
+                saved: Mutex::new(None),
+                keep: true,
+            };
+            let fused = q
+                .as_tensor()
+                .apply_op3(k.as_tensor(), v.as_tensor(), op)
+                .unwrap();
+            let split = |t: &Tensor| {
+                t.reshape((b, l, h, dh))
+                    .unwrap()
+                    .transpose(1, 2)
+                    .unwrap()
+                    .contiguous()
+                    .unwrap()
+            };
+            let (qs, ks, vs) = (
+                split(q.as_tensor()),
+                split(k.as_tensor()),
+                split(v.as_tensor()),
+            );
+            let scores = (qs.matmul(&ks.t().unwrap()).unwrap() * scale as f64).unwrap();
+            let probs =
+                candle_nn::ops::softmax(&scores.broadcast_add(&mask).unwrap(), D::Minus1).unwrap();
+            let probs = (probs * &factors).unwrap();
+            let plain = probs
+                .matmul(&vs)
+                .unwrap()
+                .transpose(1, 2)
+                .unwrap()
+                .reshape((n, h * dh))
+                .unwrap();
+            assert_close("attention", &fused, &plain, 1e-5);
+            let r = random(&[n, h * dh], 0.0, 1.0, &mut rng);
+            let g_fused = (&fused * &r)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let g_plain = (&plain * &r)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            for (what, var) in [("q", &q), ("k", &k), ("v", &v)] {
+                assert_close(
+                    &format!("attention {what} gradient"),
+                    g_fused.get(var.as_tensor()).unwrap(),
+                    g_plain.get(var.as_tensor()).unwrap(),
+                    1e-4,
+                );
+            }
+        }
+    }
+}

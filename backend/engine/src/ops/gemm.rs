@@ -1,0 +1,214 @@
+//! A bounds-checked front to the `gemm` crate's f32 kernel: strided views instead of copies, and
+//! products that accumulate into their destination.
+
+use gemm::Parallelism;
+
+/// A read-only `rows × cols` f32 matrix view with arbitrary (non-negative) strides.
+#[derive(Clone, Copy)]
+pub(crate) struct Mat<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a> Mat<'a> {
+    /// The row-major matrix stored in `data`.
+    pub(crate) fn rows(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self::strided(data, rows, cols, cols, 1)
+    }
+
+    /// Element `(i, j)` at `data[i·row_stride + j·col_stride]`.
+    pub(crate) fn strided(
+        data: &'a [f32],
+        rows: usize,
+        cols: usize,
+        row_stride: usize,
+        col_stride: usize,
+    ) -> Self {
+        let last = (rows.max(1) - 1) * row_stride + (cols.max(1) - 1) * col_stride;
+        assert!(
+            rows == 0 || cols == 0 || last < data.len(),
+            "a {rows}×{cols} view with strides ({row_stride}, {col_stride}) overruns {} elements",
+            data.len()
+        );
+        Mat {
+            data,
+            rows,
+            cols,
+            row_stride,
+            col_stride,
+        }
+    }
+
+    /// Number of rows.
+    pub(crate) fn rows_count(&self) -> usize {
+        self.rows
+    }
+
+    /// Number of columns.
+    pub(crate) fn cols_count(&self) -> usize {
+        self.cols
+    }
+
+    /// The elements of a row-major view, in order.
+    pub(crate) fn contiguous_data(&self) -> &'a [f32] {
+        assert!(
+            self.col_stride == 1 && self.row_stride == self.cols,
+            "the view is not row-major"
+        );
+        &self.data[..self.rows * self.cols]
+    }
+
+    /// The transpose, as a view of the same data.
+    pub(crate) fn t(self) -> Self {
+        Mat {
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+            ..self
+        }
+    }
+}
+
+/// How a product lands in its destination.
+#[derive(Clone, Copy, PartialEq)]
+pub(crate) enum Write {
+    /// `dst = scale · lhs · rhs`.
+    Set,
+    /// `dst += scale · lhs · rhs`.
+    Add,
+}
+
+/// `dst (row-major, lhs.rows × rhs.cols) ⟵ scale · lhs · rhs`, spread over `threads` of the
+/// rayon pool (1: on the calling thread).
+pub(crate) fn matmul(
+    dst: &mut [f32],
+    lhs: Mat,
+    rhs: Mat,
+    scale: f32,
+    write: Write,
+    threads: usize,
+) {
+    let n = rhs.cols;
+    assert_eq!(
+        dst.len(),
+        lhs.rows * n,
+        "matmul: destination is not {}×{n}",
+        lhs.rows
+    );
+    matmul_rows(dst, n, lhs, rhs, scale, write, threads);
+}
+
+/// As [`matmul`], into a destination whose rows start `dst_row_stride` elements apart (a
+/// column block of a wider row-major matrix).
+pub(crate) fn matmul_rows(
+    dst: &mut [f32],
+    dst_row_stride: usize,
+    lhs: Mat,
+    rhs: Mat,
+    scale: f32,
+    write: Write,
+    threads: usize,
+) {
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    assert_eq!(rhs.rows, k, "matmul: {m}×{k} times {}×{n}", rhs.rows);
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(
+        n <= dst_row_stride && (m - 1) * dst_row_stride + n <= dst.len(),
+        "matmul: a {m}×{n} destination with row stride {dst_row_stride} overruns {} elements",
+        dst.len()
+    );
+    if k == 0 {
+        if write == Write::Set {
+            for row in dst.chunks_mut(dst_row_stride).take(m) {
+                row[..n].fill(0.0);
+            }
+        }
+        return;
+    }
+    let parallelism = if threads > 1 {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    };
+    // SAFETY: `Mat::strided` checked that every element a view addresses lies inside its slice,
+    // the destination's m rows of n elements fit in `dst` (checked above), and `dst` is
+    // borrowed mutably, so it cannot alias the inputs.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_row_stride as isize,
+            write == Write::Add,
+            lhs.data.as_ptr(),
+            lhs.col_stride as isize,
+            lhs.row_stride as isize,
+            rhs.data.as_ptr(),
+            rhs.col_stride as isize,
+            rhs.row_stride as isize,
+            1.0,
+            scale,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(lhs: Mat, rhs: Mat) -> Vec<f32> {
+        let at = |m: &Mat, i: usize, j: usize| m.data[i * m.row_stride + j * m.col_stride];
+        let mut out = vec![0.0; lhs.rows * rhs.cols];
+        for i in 0..lhs.rows {
+            for j in 0..rhs.cols {
+                out[i * rhs.cols + j] =
+                    (0..lhs.cols).map(|p| at(&lhs, i, p) * at(&rhs, p, j)).sum();
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn strided_products_set_and_accumulate() {
+        let a: Vec<f32> = (0..24).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..30).map(|i| (i as f32 * 0.11).cos()).collect();
+        // A 4×6 row-major matrix times the transpose of a 5×6 one, then a strided 3×2 view.
+        let (lhs, rhs) = (Mat::rows(&a, 4, 6), Mat::rows(&b, 5, 6).t());
+        let mut dst = vec![1.0; 20];
+        matmul(&mut dst, lhs, rhs, 2.0, Write::Set, 1);
+        let want: Vec<f32> = naive(lhs, rhs).iter().map(|v| 2.0 * v).collect();
+        assert!(dst.iter().zip(&want).all(|(d, w)| (d - w).abs() < 1e-5));
+        matmul(&mut dst, lhs, rhs, -1.0, Write::Add, 2);
+        let half: Vec<f32> = want.iter().map(|w| w / 2.0).collect();
+        assert!(dst.iter().zip(&half).all(|(d, w)| (d - w).abs() < 1e-5));
+        let view = Mat::strided(&a, 3, 2, 8, 3);
+        let mut small = vec![0.0; 9];
+        matmul(&mut small, view, view.t(), 1.0, Write::Set, 1);
+        assert_eq!(small, naive(view, view.t()));
+        // The same product into the first three columns of a 3×5 matrix.
+        let mut wide = vec![7.0; 15];
+        matmul_rows(&mut wide, 5, view, view.t(), 1.0, Write::Set, 1);
+        for (i, row) in wide.chunks(5).enumerate() {
+            assert_eq!(row[3..], [7.0, 7.0]);
+            assert_eq!(row[..3], small[i * 3..i * 3 + 3]);
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "overruns")]
+    fn views_past_the_data_are_refused() {
+        Mat::strided(&[0.0; 10], 3, 4, 4, 1);
+    }
+}

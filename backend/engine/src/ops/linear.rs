@@ -1,0 +1,389 @@
+//! Linear layers over a frozen weight as single graph nodes: `x·Wᵀ + b`, and the same plus a
+//! LoRA branch `s·(dropout(x)·Aᵀ)·Bᵀ`.
+//!
+//! Composed from candle's ops, a LoRA layer is eight nodes (dropout, two transposes, two
+//! matmuls, scale, two adds), each with its own output buffer forwards and a zero-filled
+//! accumulator plus an add backwards. Here the forward pass writes the bias once and lets both
+//! products accumulate onto it; the backward pass produces the input, A and B gradients in one
+//! kernel, and never the frozen weight's.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
+
+use super::gemm::{Mat, Write, matmul};
+use super::{Dropout, f32_slice, host_f32, threads};
+
+/// `x·Wᵀ + b` for a frozen `W` `[out, in]` and bias `[out]`.
+pub(crate) struct FrozenLinear {
+    pub(crate) weight: Tensor,
+    pub(crate) bias: Option<Tensor>,
+}
+
+/// The LoRA branch's trainable-free settings; A and B travel as the op's arguments.
+pub(crate) struct LoraLinear {
+    pub(crate) base: FrozenLinear,
+    pub(crate) scale: f32,
+    /// Dropout on the branch input, `None` in inference.
+    pub(crate) dropout: Option<Dropout>,
+}
+
+impl FrozenLinear {
+    /// `[rows, out]` filled with the bias (or zeros), ready for the product to accumulate onto.
+    fn output(&self, rows: usize) -> candle_core::Result<(Vec<f32>, Write)> {
+        let out = self.weight.dims2()?.0;
+        let Some(bias) = &self.bias else {
+            return Ok((vec![0.0; rows * out], Write::Set));
+        };
+        let (storage, layout) = bias.storage_and_layout();
+        let bias = host_f32("linear", "bias", &storage, layout)?;
+        let mut y = Vec::with_capacity(rows * out);
+        for _ in 0..rows {
+            y.extend_from_slice(bias);
+        }
+        Ok((y, Write::Add))
+    }
+
+    /// `y ⟵ y + x·Wᵀ` where `write` says whether `y` holds anything yet.
+    fn accumulate(&self, y: &mut [f32], x: Mat, write: Write) -> candle_core::Result<()> {
+        let (storage, layout) = self.weight.storage_and_layout();
+        let w = host_f32("linear", "weight", &storage, layout)?;
+        let (out, inp) = self.weight.dims2()?;
+        matmul(y, x, Mat::rows(w, out, inp).t(), 1.0, write, threads());
+        Ok(())
+    }
+
+    /// The input `[.., in]` as a row-major `rows × in` matrix, and the output's shape.
+    fn input<'a>(
+        &self,
+        op: &str,
+        x: &'a CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(Mat<'a>, Shape)> {
+        let (out, inp) = self.weight.dims2()?;
+        let dims = layout.dims();
+        if dims.last() != Some(&inp) {
+            candle_core::bail!("{op}: input {dims:?} does not fit weight [{out}, {inp}]");
+        }
+        let x = f32_slice(op, "input", x, layout)?;
+        let mut out_dims = dims.to_vec();
+        *out_dims.last_mut().expect("rank ≥ 1") = out;
+        Ok((Mat::rows(x, x.len() / inp, inp), Shape::from(out_dims)))
+    }
+}
+
+impl CustomOp1 for FrozenLinear {
+    fn name(&self) -> &'static str {
+        "frozen-linear"
+    }
+
+    fn cpu_fwd(&self, x: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, shape) = self.input(self.name(), x, layout)?;
+        let (mut y, write) = self.output(x.rows_count())?;
+        self.accumulate(&mut y, x, write)?;
+        Ok((CpuStorage::F32(y), shape))
+    }
+
+    fn bwd(&self, _x: &Tensor, _y: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(grad.broadcast_matmul(&self.weight)?))
+    }
+}
+
+impl CustomOp3 for LoraLinear {
+    fn name(&self) -> &'static str {
+        "lora-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        x_layout: &Layout,
+        a: &CpuStorage,
+        a_layout: &Layout,
+        b: &CpuStorage,
+        b_layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let name = self.name();
+        let (x, shape) = self.base.input(name, x, x_layout)?;
+        let (a, b) = self.factors(a, a_layout, b, b_layout, x.cols_count())?;
+        let rows = x.rows_count();
+        let (mut y, write) = self.base.output(rows)?;
+        self.base.accumulate(&mut y, x, write)?;
+        let dropped = self.dropped(x)?;
+        let x_in = dropped
+            .as_deref()
+            .map_or(x, |d| Mat::rows(d, rows, x.cols_count()));
+        let mut down = vec![0.0; rows * a.rows_count()];
+        matmul(&mut down, x_in, a.t(), 1.0, Write::Set, threads());
+        let down = Mat::rows(&down, rows, a.rows_count());
+        matmul(&mut y, down, b.t(), self.scale, Write::Add, threads());
+        Ok((CpuStorage::F32(y), shape))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        a: &Tensor,
+        b: &Tensor,
+        _y: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let grads = x.apply_op2_no_bwd(
+            &grad.contiguous()?,
+            &LoraLinearGrad {
+                layer: self,
+                a: a.detach(),
+                b: b.detach(),
+            },
+        )?;
+        // The kernel packs [dx | dA | dB] into one buffer.
+        let (nx, na, nb) = (x.elem_count(), a.elem_count(), b.elem_count());
+        let dx = grads.narrow(0, 0, nx)?.reshape(x.shape())?;
+        let da = grads.narrow(0, nx, na)?.reshape(a.shape())?;
+        let db = grads.narrow(0, nx + na, nb)?.reshape(b.shape())?;
+        Ok((Some(dx), Some(da), Some(db)))
+    }
+}
+
+impl LoraLinear {
+    /// A `[r, in]` and B `[out, r]` as matrices, checked against the layer.
+    fn factors<'a>(
+        &self,
+        a: &'a CpuStorage,
+        a_layout: &Layout,
+        b: &'a CpuStorage,
+        b_layout: &Layout,
+        inp: usize,
+    ) -> candle_core::Result<(Mat<'a>, Mat<'a>)> {
+        let name = self.name();
+        let out = self.base.weight.dims2()?.0;
+        let (r, a_in) = a_layout.shape().dims2()?;
+        let (b_out, b_r) = b_layout.shape().dims2()?;
+        if a_in != inp || b_out != out || b_r != r {
+            candle_core::bail!(
+                "{name}: A {:?} and B {:?} do not fit a [{out}, {inp}] layer",
+                a_layout.dims(),
+                b_layout.dims()
+            );
+        }
+        let a = f32_slice(name, "A", a, a_layout)?;
+        let b = f32_slice(name, "B", b, b_layout)?;
+        Ok((Mat::rows(a, r, inp), Mat::rows(b, out, r)))
+    }
+
+    /// The branch's dropped-out input, or `None` without dropout.
+    fn dropped(&self, x: Mat) -> candle_core::Result<Option<Vec<f32>>> {
+        Ok(self.dropout.as_ref().map(|d| {
+            let mut copy = x.contiguous_data().to_vec();
+            d.scale_in_place(&mut copy);
+            copy
+        }))
+    }
+}
+
+/// LoRA's backward kernel over `(x, grad)`: `[dx | dA | dB]` in one buffer, where with
+/// `x̃ = dropout(x)` and `gB = s·grad·B`:
+/// `dx = grad·W + dropout(gB·A)`, `dA = gBᵀ·x̃`, `dB = s·gradᵀ·(x̃·Aᵀ)`.
+struct LoraLinearGrad<'l> {
+    layer: &'l LoraLinear,
+    a: Tensor,
+    b: Tensor,
+}
+
+impl CustomOp2 for LoraLinearGrad<'_> {
+    fn name(&self) -> &'static str {
+        "lora-linear-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        x_layout: &Layout,
+        grad: &CpuStorage,
+        grad_layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let name = self.name();
+        let layer = self.layer;
+        let (x, _) = layer.base.input(name, x, x_layout)?;
+        let (a_storage, a_layout) = self.a.storage_and_layout();
+        let (b_storage, b_layout) = self.b.storage_and_layout();
+        let (a, b) = match (&*a_storage, &*b_storage) {
+            (candle_core::Storage::Cpu(a), candle_core::Storage::Cpu(b)) => {
+                layer.factors(a, a_layout, b, b_layout, x.cols_count())?
+            }
+            _ => candle_core::bail!("{name}: A and B must be on the cpu"),
+        };
+        let (rows, inp, r, out) = (
+            x.rows_count(),
+            x.cols_count(),
+            a.rows_count(),
+            b.rows_count(),
+        );
+        let grad = f32_slice(name, "gradient", grad, grad_layout)?;
+        if grad.len() != rows * out {
+            candle_core::bail!(
+                "{name}: gradient has {} elements, not {rows}×{out}",
+                grad.len()
+            );
+        }
+        let g = Mat::rows(grad, rows, out);
+        let dropped = layer.dropped(x)?;
+        let x_in = dropped.as_deref().map_or(x, |d| Mat::rows(d, rows, inp));
+        let t = threads();
+        let mut packed = vec![0.0; rows * inp + r * inp + out * r];
+        let (dx, rest) = packed.split_at_mut(rows * inp);
+        let (da, db) = rest.split_at_mut(r * inp);
+        let mut gb = vec![0.0; rows * r];
+        matmul(&mut gb, g, b, layer.scale, Write::Set, t);
+        let gb = Mat::rows(&gb, rows, r);
+        matmul(da, gb.t(), x_in, 1.0, Write::Set, t);
+        let mut down = vec![0.0; rows * r];
+        matmul(&mut down, x_in, a.t(), 1.0, Write::Set, t);
+        matmul(
+            db,
+            g.t(),
+            Mat::rows(&down, rows, r),
+            layer.scale,
+            Write::Set,
+            t,
+        );
+        matmul(dx, gb, a, 1.0, Write::Set, t);
+        if let Some(d) = &layer.dropout {
+            d.scale_in_place(dx);
+        }
+        let (w_storage, w_layout) = layer.base.weight.storage_and_layout();
+        let w = host_f32(name, "weight", &w_storage, w_layout)?;
+        matmul(dx, g, Mat::rows(w, out, inp), 1.0, Write::Add, t);
+        let len = packed.len();
+        Ok((CpuStorage::F32(packed), Shape::from(len)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{assert_close, random};
+    use super::*;
+    use candle_core::Var;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    /// The plain composition the fused ops replace.
+    fn composed(
+        x: &Tensor,
+        w: &Tensor,
+        bias: &Tensor,
+        lora: Option<(&Tensor, &Tensor, f64)>,
+        mask: Option<&Tensor>,
+    ) -> Tensor {
+        let base = x
+            .broadcast_matmul(&w.t().unwrap())
+            .unwrap()
+            .broadcast_add(bias)
+            .unwrap();
+        let Some((a, b, s)) = lora else { return base };
+        let xd = match mask {
+            Some(m) => x.mul(m).unwrap(),
+            None => x.clone(),
+        };
+        let delta = xd
+            .broadcast_matmul(&a.t().unwrap())
+            .unwrap()
+            .broadcast_matmul(&b.t().unwrap())
+            .unwrap();
+        (base + (delta * s).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn lora_linear_matches_the_composed_ops_and_their_gradients() {
+        let mut rng = StdRng::seed_from_u64(21);
+        // The last shape spans several parallel blocks and a 3-d input.
+        for (dims, out, r, p) in [
+            (vec![3, 5], 4, 2, 0.0),
+            (vec![7, 9], 6, 3, 0.3),
+            (vec![4, 50, 96], 80, 8, 0.1),
+        ] {
+            let inp = *dims.last().unwrap();
+            let x = Var::from_tensor(&random(&dims, 0.0, 1.0, &mut rng)).unwrap();
+            let w = random(&[out, inp], 0.0, 0.3, &mut rng);
+            let bias = random(&[out], 0.0, 0.3, &mut rng);
+            let a = Var::from_tensor(&random(&[r, inp], 0.0, 0.3, &mut rng)).unwrap();
+            let b = Var::from_tensor(&random(&[out, r], 0.0, 0.3, &mut rng)).unwrap();
+            let dropout = (p > 0.0).then(|| Dropout::new(p, &mut rng));
+            // The mask the fused op draws, read off a tensor of ones.
+            let mask = dropout.as_ref().map(|d| {
+                let mut ones = vec![1.0; x.elem_count()];
+                d.scale_in_place(&mut ones);
+                Tensor::from_vec(ones, x.shape(), x.device()).unwrap()
+            });
+            let op = LoraLinear {
+                base: FrozenLinear {
+                    weight: w.clone(),
+                    bias: Some(bias.clone()),
+                },
+                scale: 2.5,
+                dropout,
+            };
+            let fused = x.apply_op3(a.as_tensor(), b.as_tensor(), op).unwrap();
+            let plain = composed(
+                x.as_tensor(),
+                &w,
+                &bias,
+                Some((a.as_tensor(), b.as_tensor(), 2.5)),
+                mask.as_ref(),
+            );
+            assert_close("lora linear", &fused, &plain, 1e-5);
+            let r_up = random(fused.dims(), 0.0, 1.0, &mut rng);
+            let g_fused = (&fused * &r_up)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let g_plain = (&plain * &r_up)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            for (what, var) in [("x", &x), ("A", &a), ("B", &b)] {
+                let (got, want) = (
+                    g_fused.get(var.as_tensor()).unwrap(),
+                    g_plain.get(var.as_tensor()).unwrap(),
+                );
+                assert_close(&format!("lora linear {what} gradient"), got, want, 1e-4);
+            }
+        }
+    }
+
+    #[test]
+    fn frozen_linear_matches_the_composed_ops_and_the_input_gradient() {
+        let mut rng = StdRng::seed_from_u64(22);
+        let x = Var::from_tensor(&random(&[2, 30, 40], 0.0, 1.0, &mut rng)).unwrap();
+        let w = random(&[24, 40], 0.0, 0.3, &mut rng);
+        let bias = random(&[24], 0.0, 0.3, &mut rng);
+        let op = FrozenLinear {
+            weight: w.clone(),
+            bias: Some(bias.clone()),
+        };
+        let fused = x.apply_op1(op).unwrap();
+        let plain = composed(x.as_tensor(), &w, &bias, None, None);
+        assert_close("frozen linear", &fused, &plain, 1e-5);
+        let r_up = random(fused.dims(), 0.0, 1.0, &mut rng);
+        let g_fused = (&fused * &r_up)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g_plain = (&plain * &r_up)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        assert_close(
+            "frozen linear x gradient",
+            g_fused.get(x.as_tensor()).unwrap(),
+            g_plain.get(x.as_tensor()).unwrap(),
+            1e-5,
+        );
+    }
+}
