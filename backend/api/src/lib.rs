@@ -3,5 +3,6 @@
 #![warn(missing_docs)]
 
 pub mod params;
+pub mod rest;
 
 pub use params::{ALL_TARGETS, Hyperparams, PARAMS, ParamError, ParamKind, ParamSpec, Preset};

@@ -15,6 +15,7 @@ mod ops;
 pub mod peft;
 pub mod pipeline;
 pub mod plan;
+pub mod tiny;
 pub mod tokenize;
 pub mod train;
 pub mod weights;

@@ -192,3 +192,157 @@ fn plain_training_keeps_masks_out_and_learns_the_toy_task() {
         "loss falls: {first_loss} -> {last_loss}"
     );
 }
+
+/// Keeps a snapshot every `every` steps and cancels after step `stop_after`.
+struct Interrupting {
+    inner: Collect,
+    every: usize,
+    stop_after: usize,
+    cancel: CancelToken,
+    saved: Option<lightpeft_engine::train::TrainState>,
+}
+
+impl Observer for Interrupting {
+    fn on_step(&mut self, record: &StepRecord) {
+        self.inner.on_step(record);
+        if record.step + 1 == self.stop_after {
+            self.cancel.cancel();
+        }
+    }
+    fn on_eval(&mut self, record: &EvalRecord) {
+        self.inner.on_eval(record);
+    }
+    fn checkpoint_every(&self) -> Option<usize> {
+        Some(self.every)
+    }
+    fn on_checkpoint(&mut self, state: &lightpeft_engine::train::TrainState) {
+        self.saved = Some(state.clone());
+    }
+}
+
+#[test]
+fn a_resumed_run_ends_where_an_uninterrupted_one_does() {
+    use lightpeft_engine::train::{TrainState, train_from};
+    let config = stage1(Length::Steps(14));
+    let (_d1, whole, train_split, dev) = setup();
+    let mut all = Collect::default();
+    let expected = train(
+        &whole,
+        &train_split,
+        &dev,
+        &config,
+        Stage::Estimation,
+        Metric::Accuracy,
+        &mut all,
+        &CancelToken::new(),
+    )
+    .unwrap();
+
+    // Interrupted after step 8 (0-based 7), with snapshots every 3 steps: the last one
+    // follows step 6, so steps 6 and 7 are taken again after the restart.
+    let (_d2, first, _, _) = setup();
+    let cancel = CancelToken::new();
+    let mut interrupted = Interrupting {
+        inner: Collect::default(),
+        every: 3,
+        stop_after: 8,
+        cancel: cancel.clone(),
+        saved: None,
+    };
+    train(
+        &first,
+        &train_split,
+        &dev,
+        &config,
+        Stage::Estimation,
+        Metric::Accuracy,
+        &mut interrupted,
+        &cancel,
+    )
+    .unwrap();
+    let saved = interrupted.saved.expect("a snapshot was taken");
+    // The cancel itself snapshots, so the last one follows the 8th step.
+    assert_eq!(saved.next_step, 8);
+    let dir = tempfile::tempdir().unwrap();
+    saved.save(dir.path()).unwrap();
+    let loaded = TrainState::load(dir.path(), &Device::Cpu).unwrap();
+    assert_eq!(loaded.next_step, 8);
+
+    // A fresh process: a new model from the same files, then the snapshot.
+    let (_d3, second, _, _) = setup();
+    let mut rest = Collect::default();
+    let resumed = train_from(
+        &second,
+        &train_split,
+        &dev,
+        &config,
+        Stage::Estimation,
+        Metric::Accuracy,
+        &mut rest,
+        &CancelToken::new(),
+        Some(&loaded),
+    )
+    .unwrap();
+    assert_eq!(rest.steps.first().map(|s| s.step), Some(8));
+    assert_eq!(resumed.steps, expected.steps);
+    assert_eq!(resumed.module_importance.len(), 14);
+    for (a, b) in all.steps[8..].iter().zip(&rest.steps) {
+        assert_eq!(a.step, b.step);
+        assert!(
+            (a.loss - b.loss).abs() < 1e-5,
+            "step {}: {} vs {}",
+            a.step,
+            a.loss,
+            b.loss
+        );
+    }
+    for (a, b) in whole.trainable().iter().zip(second.trainable()) {
+        let diff = (a.var.as_tensor() - b.var.as_tensor())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(diff < 1e-5, "{} differs by {diff}", a.name);
+    }
+    assert_eq!(
+        resumed.evals.iter().map(|e| e.step).collect::<Vec<_>>(),
+        expected.evals.iter().map(|e| e.step).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_snapshot_cut_between_its_files_is_refused() {
+    let (_d, model, train_split, dev) = setup();
+    let cancel = CancelToken::new();
+    let mut obs = Interrupting {
+        inner: Collect::default(),
+        every: 2,
+        stop_after: 4,
+        cancel: cancel.clone(),
+        saved: None,
+    };
+    train(
+        &model,
+        &train_split,
+        &dev,
+        &stage1(Length::Steps(10)),
+        Stage::Estimation,
+        Metric::Accuracy,
+        &mut obs,
+        &cancel,
+    )
+    .unwrap();
+    let mut state = obs.saved.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    state.save(dir.path()).unwrap();
+    let meta = std::fs::read(dir.path().join("state.json")).unwrap();
+    state.next_step += 1;
+    state.save(dir.path()).unwrap();
+    // Old metadata next to new tensors, as a kill between the two renames would leave.
+    std::fs::write(dir.path().join("state.json"), meta).unwrap();
+    let err = lightpeft_engine::train::TrainState::load(dir.path(), &Device::Cpu).unwrap_err();
+    assert!(err.to_string().contains("cut while being written"), "{err}");
+}

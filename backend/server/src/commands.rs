@@ -118,7 +118,7 @@ fn new_run_dir(data_dir: &Path, name: &str) -> Result<PathBuf> {
     Ok(dir)
 }
 
-fn baseline_values(b: &Baseline) -> Vec<(String, f64)> {
+pub(crate) fn baseline_values(b: &Baseline) -> Vec<(String, f64)> {
     b.values
         .values()
         .iter()
@@ -126,7 +126,7 @@ fn baseline_values(b: &Baseline) -> Vec<(String, f64)> {
         .collect()
 }
 
-fn best_eval(evals: &[EvalRecord], dataset: &Dataset) -> Option<EvalRecord> {
+pub(crate) fn best_eval(evals: &[EvalRecord], dataset: &Dataset) -> Option<EvalRecord> {
     let key = dataset.metric.primary().key();
     let value = |e: &EvalRecord| {
         e.metrics

@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use lightpeft_api::Hyperparams;
-use lightpeft_engine::data::{AssetFile, Dataset, TaskFiles, TaskId, TaskInputs, load_task};
+use lightpeft_engine::data::{
+    AssetFile, Dataset, TaskFiles, TaskId, TaskInputs, TaskSpec, load_task,
+};
 use lightpeft_engine::plan::{PlanRequest, PruningScope, RankScope};
 use lightpeft_engine::train::{
     CancelToken, EstimationExtras, Length, Observer, Stage, TokenizedSplit, TrainConfig,
@@ -31,17 +33,9 @@ pub fn load_dataset(source: &DataSource, data_dir: &Path) -> Result<Dataset> {
     let id: TaskId = source.task.parse()?;
     let spec = id.spec();
     let files = match (spec.inputs, &source.train_file, &source.dev_file) {
-        (TaskInputs::Assets(assets), None, None) => TaskFiles::Assets(
-            assets
-                .iter()
-                .map(|a| match a {
-                    AssetFile::VaderMovieSnippets => lightpeft_assets::vader_movie_file(data_dir),
-                    AssetFile::BigBench(task) => {
-                        lightpeft_assets::bigbench_task_file(data_dir, task)
-                    }
-                })
-                .collect(),
-        ),
+        (TaskInputs::Assets(_), None, None) => {
+            TaskFiles::Assets(bundled_files(spec, data_dir).unwrap_or_default())
+        }
         (TaskInputs::Assets(_), _, _) => {
             return Err(Error::Usage(format!(
                 "task {} reads the bundled data; drop --train-file/--dev-file",
@@ -68,6 +62,24 @@ pub fn load_dataset(source: &DataSource, data_dir: &Path) -> Result<Dataset> {
         ));
     }
     Ok(load_task(spec, &files)?)
+}
+
+/// The bundled files a task reads, or `None` for a task that reads the user's files.
+pub fn bundled_files(spec: &TaskSpec, data_dir: &Path) -> Option<Vec<PathBuf>> {
+    match spec.inputs {
+        TaskInputs::Assets(assets) => Some(
+            assets
+                .iter()
+                .map(|a| match a {
+                    AssetFile::VaderMovieSnippets => lightpeft_assets::vader_movie_file(data_dir),
+                    AssetFile::BigBench(task) => {
+                        lightpeft_assets::bigbench_task_file(data_dir, task)
+                    }
+                })
+                .collect(),
+        ),
+        TaskInputs::UserFiles { .. } => None,
+    }
 }
 
 /// Keeps at most `max` examples at an even stride (0 keeps all). A stride, not a prefix,

@@ -13,6 +13,7 @@ mod error;
 mod jobs;
 mod param_args;
 mod progress;
+mod server;
 
 use param_args::ParamArgs;
 
@@ -55,9 +56,41 @@ enum Command {
     Baseline(TrainArgs),
     /// Evaluate an exported model on a task's dev split.
     Eval(EvalArgs),
+    /// Run the dashboard and the REST API (with the job runner and the SQLite store).
+    Serve(ServeArgs),
     /// Compare vanilla LoRA (q,v and 6 targets), Light-PEFT at two plans and random pruning,
     /// side by side on the same data and recipe; prints a markdown table.
     Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on; anything but loopback needs a token.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: std::net::IpAddr,
+    /// Port (0 picks a free one and prints it).
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Jobs that train at once (each uses every core; 1 is right for a small machine).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    jobs: u16,
+    /// The built dashboard: index.html and the wasm-bindgen output.
+    #[arg(long, value_name = "DIR", default_value = "frontend/dist")]
+    dashboard_dir: PathBuf,
+    /// A file holding the bearer token (at least 16 characters). $LIGHTPEFT_TOKEN works too.
+    /// Without either, the API is open, which is allowed only on loopback.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Full mask snapshots kept per job; beyond it the density halves (first, last and the
+    /// steps plans use are always kept).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(4..=1_000_000))]
+    max_snapshots: u32,
+    /// Estimation steps between resumable snapshots (0: none).
+    #[arg(long, default_value_t = 10)]
+    checkpoint_every: u32,
+    /// The SQLite file (default: <data>/lightpeft.sqlite).
+    #[arg(long, value_name = "FILE")]
+    database: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -166,6 +199,13 @@ enum AssetsAction {
         #[arg(long, requires = "model")]
         name: Option<String>,
     },
+    /// Write a tiny random BERT (2 layers, width 32, a few hundred words) into the data
+    /// directory's models/, for trying the plumbing in seconds. Its accuracy means nothing.
+    Tiny {
+        /// Model name.
+        #[arg(long, default_value = "tiny-bert")]
+        name: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -188,6 +228,10 @@ fn main() -> ExitCode {
         Command::Assets {
             action: AssetsAction::Fetch { assets, .. },
         } => fetch_assets(&data_dir, &assets),
+        Command::Assets {
+            action: AssetsAction::Tiny { name },
+        } => tiny_model(&data_dir, &name),
+        Command::Serve(args) => serve(&data_dir, args),
         Command::Status => status(&data_dir),
         Command::Estimate(args) => estimate(&data_dir, args),
         Command::Plan(args) => plan(&data_dir, args),
@@ -397,6 +441,44 @@ fn fetch_assets(data_dir: &Path, assets: &[AssetId]) -> Result<(), String> {
         println!("minilm: loads as {}", describe(&summary));
     }
     Ok(())
+}
+
+fn tiny_model(data_dir: &Path, name: &str) -> Result<(), String> {
+    lightpeft_assets::validate_model_name(name).map_err(|e| e.to_string())?;
+    let dir = lightpeft_assets::model_dir(data_dir, name);
+    let spec = lightpeft_engine::tiny::TinySpec::demo(lightpeft_engine::Architecture::Bert);
+    lightpeft_engine::tiny::write_tiny_model(&dir, &spec, 7).map_err(|e| e.to_string())?;
+    println!("{name}: tiny random BERT written to {}", dir.display());
+    Ok(())
+}
+
+fn serve(data_dir: &Path, args: ServeArgs) -> Result<(), String> {
+    let secret = match (&args.token_file, std::env::var("LIGHTPEFT_TOKEN")) {
+        (Some(file), _) => {
+            Some(std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?)
+        }
+        (None, Ok(token)) if !token.is_empty() => Some(token),
+        _ => None,
+    };
+    let token = secret.map(|s| server::Token::new(&s)).transpose()?;
+    let config = server::ServeConfig {
+        data_dir: data_dir.to_path_buf(),
+        addr: std::net::SocketAddr::new(args.host, args.port),
+        token,
+        concurrent_jobs: args.jobs as usize,
+        dashboard_dir: args.dashboard_dir,
+        max_snapshots: args.max_snapshots as usize,
+        checkpoint_every: args.checkpoint_every as usize,
+        database: args
+            .database
+            .unwrap_or_else(|| data_dir.join("lightpeft.sqlite")),
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?
+        .block_on(server::serve(config))
 }
 
 fn import_model(data_dir: &Path, dir: &Path, name: Option<String>) -> Result<(), String> {

@@ -1,6 +1,7 @@
 //! Training: the shared loop behind stage 1 (estimation), stage 2 (fine-tuning the pruned
 //! model) and the vanilla baseline, with its optimiser, importances and evaluation.
 
+pub mod checkpoint;
 mod importance;
 pub mod observer;
 pub mod optim;
@@ -18,6 +19,7 @@ use crate::error::{Result, TensorContext, invalid};
 use crate::model::{Model, ParamKind, cross_entropy};
 use crate::tokenize::{Batch, Encoded, TextEncoder};
 
+pub use checkpoint::TrainState;
 pub use observer::{CancelToken, Collect, Discard, EvalRecord, Observer, Stage, StepRecord};
 pub use optim::{AdamW, LinearSchedule, ParamGroup, clip_grad_norm};
 
@@ -110,7 +112,7 @@ pub struct EstimationExtras {
 }
 
 /// What a run produced besides the records it sent to the observer.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainOutcome {
     /// Optimiser steps taken.
     pub steps: usize,
@@ -139,6 +141,26 @@ pub fn train(
     observer: &mut dyn Observer,
     cancel: &CancelToken,
 ) -> Result<TrainOutcome> {
+    train_from(
+        model, train, dev, config, stage, metric, observer, cancel, None,
+    )
+}
+
+/// [`train`], continuing from `resume` when given: the model's variables and the optimiser's
+/// moments are set from it and the run goes on at its next step, reporting only the steps
+/// that follow. The result equals that of a run that was never interrupted.
+#[allow(clippy::too_many_arguments)]
+pub fn train_from(
+    model: &Model,
+    train: &TokenizedSplit,
+    dev: &TokenizedSplit,
+    config: &TrainConfig,
+    stage: Stage,
+    metric: Metric,
+    observer: &mut dyn Observer,
+    cancel: &CancelToken,
+    resume: Option<&TrainState>,
+) -> Result<TrainOutcome> {
     if train.is_empty() || config.batch_size == 0 {
         return Err(invalid("training data", "no examples or a zero batch size"));
     }
@@ -151,7 +173,6 @@ pub fn train(
     let mut optimizer = AdamW::new(param_groups(model, config))?;
     let device = model.encoder.device().clone();
     let pad = model.encoder.config.pad_token_id;
-    let mut rng = StdRng::seed_from_u64(config.seed);
     let mut outcome = TrainOutcome {
         steps: 0,
         cancelled: false,
@@ -160,15 +181,34 @@ pub fn train(
         module_importance: Vec::new(),
         rank_importance: Vec::new(),
     };
+    let mut first = 0;
+    if let Some(state) = resume {
+        if state.next_step > total_steps {
+            return Err(invalid(
+                "checkpoint",
+                format!(
+                    "it continues at step {} of a run of {total_steps} steps",
+                    state.next_step
+                ),
+            ));
+        }
+        state.restore(model, &mut optimizer)?;
+        outcome = state.outcome.clone();
+        outcome.cancelled = false;
+        first = state.next_step;
+    }
+    let checkpoint_every = observer.checkpoint_every().filter(|&n| n > 0);
     let mut order = Vec::new();
-    for step in 0..total_steps {
+    for step in first..total_steps {
         let epoch = step / steps_per_epoch;
         let in_epoch = step % steps_per_epoch;
-        if in_epoch == 0 {
+        if in_epoch == 0 || step == first {
             order = batches(train.len(), config.batch_size, config.seed, epoch as u64)?;
         }
         let indices = &order[in_epoch];
         let started = Instant::now();
+        // Dropout draws from a stream of its own per step, so a resumed run draws the same.
+        let mut rng = StdRng::seed_from_u64(step_seed(config.seed, step));
         let (batch, labels) = train.batch(indices, pad, &device)?;
         let mut record = optimisation_step(
             model,
@@ -206,12 +246,27 @@ pub fn train(
             observer.on_eval(&eval);
             outcome.evals.push(eval);
         }
+        if let Some(every) = checkpoint_every
+            && ((step + 1) % every == 0 || cancel.is_cancelled())
+            && !last
+        {
+            observer.on_checkpoint(&TrainState::capture(model, &optimizer, step + 1, &outcome)?);
+        }
         if cancel.is_cancelled() && !last {
             outcome.cancelled = true;
             break;
         }
     }
     Ok(outcome)
+}
+
+/// The dropout seed of one step: SplitMix64 of (seed, step), so streams of nearby steps are
+/// unrelated.
+fn step_seed(seed: u64, step: usize) -> u64 {
+    let mut z = seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 fn param_groups(model: &Model, config: &TrainConfig) -> Vec<ParamGroup> {

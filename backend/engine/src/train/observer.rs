@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 
+use super::checkpoint::TrainState;
 use crate::encoder::ModuleId;
 
 /// Which training stage produced a record.
@@ -76,6 +77,12 @@ pub trait Observer {
     fn on_step(&mut self, record: &StepRecord);
     /// Called after every evaluation.
     fn on_eval(&mut self, record: &EvalRecord);
+    /// Every how many steps the observer wants a [`TrainState`] to keep (`None`: never).
+    fn checkpoint_every(&self) -> Option<usize> {
+        None
+    }
+    /// Receives a snapshot after the step it follows was reported (and its evaluation, if any).
+    fn on_checkpoint(&mut self, _state: &TrainState) {}
 }
 
 /// An observer that keeps nothing.

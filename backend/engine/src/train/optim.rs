@@ -67,6 +67,48 @@ impl AdamW {
             .flat_map(|(_, _, s)| s.iter().map(|s| &s.var))
     }
 
+    /// Updates taken so far and each variable's first and second moments, in [`AdamW::vars`]
+    /// order: what a checkpoint needs to continue exactly.
+    pub fn state(&self) -> (i32, Vec<(Tensor, Tensor)>) {
+        let moments = self
+            .groups
+            .iter()
+            .flat_map(|(_, _, s)| s.iter().map(|s| (s.m.clone(), s.v.clone())))
+            .collect();
+        (self.steps, moments)
+    }
+
+    /// Puts back what [`AdamW::state`] returned.
+    pub fn restore(&mut self, steps: i32, moments: Vec<(Tensor, Tensor)>) -> Result<()> {
+        let slots: Vec<&mut Slot> = self
+            .groups
+            .iter_mut()
+            .flat_map(|(_, _, s)| s.iter_mut())
+            .collect();
+        if slots.len() != moments.len() {
+            return Err(crate::error::invalid(
+                "optimizer state",
+                format!("{} moments for {} variables", moments.len(), slots.len()),
+            ));
+        }
+        for (slot, (m, v)) in slots.into_iter().zip(moments) {
+            if m.dims() != slot.var.dims() || v.dims() != slot.var.dims() {
+                return Err(crate::error::invalid(
+                    "optimizer state",
+                    format!(
+                        "moment shape {:?} for a {:?} variable",
+                        m.dims(),
+                        slot.var.dims()
+                    ),
+                ));
+            }
+            slot.m = m;
+            slot.v = v;
+        }
+        self.steps = steps;
+        Ok(())
+    }
+
     /// One update at learning rate `lr`; variables without a gradient are left alone
     /// (as PyTorch skips parameters whose `.grad` is None).
     pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {

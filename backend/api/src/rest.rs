@@ -1,0 +1,709 @@
+//! Requests, responses and events of the REST API under `/api/v1`. The server's handlers and
+//! the dashboard both use these types; the OpenAPI document is generated from them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::params::{Hyperparams, ParamKind, Preset};
+
+#[cfg(feature = "openapi")]
+use utoipa::ToSchema;
+
+/// Every error body: `{"error": {...}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ApiError,
+}
+
+/// An error: a stable machine code, a sentence for people, and the field at fault if any.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ApiError {
+    /// e.g. `invalid_param`, `not_found`, `conflict`, `unauthorized`, `payload_too_large`.
+    pub code: String,
+    /// A sentence that says what to change.
+    pub message: String,
+    /// The request field at fault (a hyper-parameter name, `task`, `model`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// One hyper-parameter as the form shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ParamInfo {
+    /// JSON key.
+    pub name: String,
+    /// Pipeline part that reads it.
+    pub section: String,
+    /// `int`, `float`, `bool`, `choice`, `list` or `optional_seed`.
+    pub kind: String,
+    /// Lower bound of numbers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// Upper bound of numbers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    /// Whether `min` itself is excluded.
+    #[serde(default)]
+    pub min_exclusive: bool,
+    /// Allowed words of a choice.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<String>,
+    /// Default value in text form.
+    pub default: String,
+    /// One-line help.
+    pub help: String,
+}
+
+impl ParamInfo {
+    /// Every parameter, from the one table in [`crate::params`].
+    pub fn all() -> Vec<ParamInfo> {
+        let defaults = Hyperparams::default();
+        crate::params::PARAMS
+            .iter()
+            .map(|spec| {
+                let (kind, min, max, min_exclusive, options) = match spec.kind {
+                    ParamKind::Int { min, max } => {
+                        ("int", Some(min as f64), Some(max as f64), false, vec![])
+                    }
+                    ParamKind::Float {
+                        min,
+                        max,
+                        min_exclusive,
+                    } => ("float", Some(min), Some(max), min_exclusive, vec![]),
+                    ParamKind::Bool => ("bool", None, None, false, vec![]),
+                    ParamKind::Choice { options } => (
+                        "choice",
+                        None,
+                        None,
+                        false,
+                        options.iter().map(|o| o.to_string()).collect(),
+                    ),
+                    ParamKind::List => ("list", None, None, false, vec![]),
+                    ParamKind::OptionalSeed => ("optional_seed", None, None, false, vec![]),
+                };
+                ParamInfo {
+                    name: spec.name.into(),
+                    section: spec.section.into(),
+                    kind: kind.into(),
+                    min,
+                    max,
+                    min_exclusive,
+                    options,
+                    default: defaults.get(spec.name).expect("listed"),
+                    help: spec.help.into(),
+                }
+            })
+            .collect()
+    }
+}
+
+/// A preset and its values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct PresetInfo {
+    /// The preset.
+    pub preset: Preset,
+    /// What it is for.
+    pub description: String,
+    /// Every value it sets.
+    pub params: Hyperparams,
+}
+
+/// `GET /schema`: the form's definition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Schema {
+    /// Every hyper-parameter in display order.
+    pub params: Vec<ParamInfo>,
+    /// Named starting points.
+    pub presets: Vec<PresetInfo>,
+    /// Tasks the server knows.
+    pub tasks: Vec<TaskInfo>,
+    /// Models in the data directory.
+    pub models: Vec<String>,
+}
+
+/// A task the server can train on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct TaskInfo {
+    /// Name used in requests, e.g. `sst2-rt`.
+    pub name: String,
+    /// What it is.
+    pub description: String,
+    /// Whether it reads the user's train/dev files (GLUE/SuperGLUE) instead of bundled data.
+    pub needs_files: bool,
+    /// Whether its bundled data are present in the data directory.
+    pub available: bool,
+}
+
+/// `POST /experiments`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateExperiment {
+    /// A label for people; defaults to `<task> <model>`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Task name (see `GET /schema`).
+    pub task: String,
+    /// A model under the data directory's `models/` (e.g. `all-minilm-l6-v2`).
+    pub model: String,
+    /// Starting values; `params` overrides them.
+    #[serde(default = "default_preset")]
+    pub preset: Preset,
+    /// Values that differ from the preset, as JSON values or their text form.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub params: serde_json::Map<String, serde_json::Value>,
+    /// Train file of a GLUE/SuperGLUE task, relative to the data directory.
+    #[serde(default)]
+    pub train_file: Option<String>,
+    /// Dev file of a GLUE/SuperGLUE task, relative to the data directory.
+    #[serde(default)]
+    pub dev_file: Option<String>,
+}
+
+fn default_preset() -> Preset {
+    Preset::Paper
+}
+
+/// An experiment: the immutable recipe every job of it shares.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Experiment {
+    /// Id.
+    pub id: i64,
+    /// Label.
+    pub name: String,
+    /// Task.
+    pub task: String,
+    /// Model name.
+    pub model: String,
+    /// Preset the values started from.
+    pub preset: Preset,
+    /// Every hyper-parameter.
+    pub params: Hyperparams,
+    /// User train file (relative to the data directory).
+    pub train_file: Option<String>,
+    /// User dev file.
+    pub dev_file: Option<String>,
+    /// RFC 3339 UTC.
+    pub created_at: String,
+}
+
+/// What a job does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    /// Stage 1: masks, PEFT, importances.
+    Estimation,
+    /// Stage 2 of a committed plan.
+    Finetune,
+    /// Vanilla PEFT on the unpruned model.
+    Baseline,
+}
+
+impl JobKind {
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Estimation => "estimation",
+            JobKind::Finetune => "finetune",
+            JobKind::Baseline => "baseline",
+        }
+    }
+}
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    /// Waiting for a free slot.
+    Queued,
+    /// Training.
+    Running,
+    /// Finished with results.
+    Succeeded,
+    /// Stopped by an error (see `error`).
+    Failed,
+    /// Stopped on request.
+    Cancelled,
+    /// The server stopped while it ran; estimation jobs can be resumed.
+    Interrupted,
+}
+
+impl JobStatus {
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+            JobStatus::Interrupted => "interrupted",
+        }
+    }
+
+    /// Whether the job will change no more (until resumed).
+    pub fn is_final(self) -> bool {
+        !matches!(self, JobStatus::Queued | JobStatus::Running)
+    }
+}
+
+impl std::str::FromStr for JobStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "queued" => JobStatus::Queued,
+            "running" => JobStatus::Running,
+            "succeeded" => JobStatus::Succeeded,
+            "failed" => JobStatus::Failed,
+            "cancelled" => JobStatus::Cancelled,
+            "interrupted" => JobStatus::Interrupted,
+            _ => return Err(format!("`{s}` is not a job status")),
+        })
+    }
+}
+
+/// A job and its progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Job {
+    /// Id.
+    pub id: i64,
+    /// Its experiment.
+    pub experiment_id: i64,
+    /// What it does.
+    pub kind: JobKind,
+    /// The committed plan it fine-tunes (stage 2).
+    pub plan_id: Option<i64>,
+    /// Status.
+    pub status: JobStatus,
+    /// Steps done.
+    pub step: i64,
+    /// Steps the job will take (0 until it starts).
+    pub total_steps: i64,
+    /// Last training loss.
+    pub loss: Option<f64>,
+    /// Best dev score of the task's primary measure so far.
+    pub best_score: Option<f64>,
+    /// The primary measure's name, e.g. `accuracy`.
+    pub metric: Option<String>,
+    /// Median seconds per step so far.
+    pub step_seconds: Option<f64>,
+    /// Seconds left at the current pace.
+    pub eta_seconds: Option<f64>,
+    /// What stopped it, when it failed.
+    pub error: Option<String>,
+    /// RFC 3339 UTC.
+    pub created_at: String,
+    /// When it started running.
+    pub started_at: Option<String>,
+    /// When it stopped.
+    pub finished_at: Option<String>,
+    /// Whether an interrupted or cancelled estimation has a snapshot to resume from.
+    pub resumable: bool,
+}
+
+/// `GET /jobs/{id}/scalars`: per-step values, downsampled to at most `max_points` (the last
+/// step always kept).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Scalars {
+    /// Steps (0-based).
+    pub steps: Vec<i64>,
+    /// Total loss.
+    pub loss: Vec<f64>,
+    /// Cross-entropy part.
+    pub ce_loss: Vec<f64>,
+    /// L1 part.
+    pub l1_loss: Vec<f64>,
+    /// Learning rate.
+    pub lr: Vec<f64>,
+    /// Gradient norm before clipping.
+    pub grad_norm: Vec<f64>,
+    /// Wall seconds of the step.
+    pub seconds: Vec<f64>,
+    /// Steps recorded in the range before downsampling.
+    pub total: i64,
+}
+
+/// A dev evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Eval {
+    /// Steps done before it.
+    pub step: i64,
+    /// Epoch (0-based).
+    pub epoch: i64,
+    /// Measure → value (fractions, e.g. accuracy 0.85).
+    pub metrics: Vec<(String, f64)>,
+    /// Mean dev cross-entropy.
+    pub loss: f64,
+    /// Seconds it took.
+    pub seconds: f64,
+}
+
+/// Which mask family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum MaskKind {
+    /// Attention heads: layers × heads.
+    Head,
+    /// FFN neurons: layers × neurons.
+    Neuron,
+}
+
+impl MaskKind {
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MaskKind::Head => "head",
+            MaskKind::Neuron => "neuron",
+        }
+    }
+}
+
+/// How neurons are laid out in a heatmap row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum NeuronOrder {
+    /// In index order, averaged over `bins` consecutive neurons.
+    #[default]
+    Binned,
+    /// Each layer's values sorted ascending, then binned.
+    Sorted,
+}
+
+/// `GET /jobs/{id}/heatmap`: mask values at one snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Heatmap {
+    /// Which masks.
+    pub kind: MaskKind,
+    /// The snapshot's step (the nearest kept one at or before the asked step).
+    pub step: i64,
+    /// `values[layer][column]`.
+    pub values: Vec<Vec<f32>>,
+    /// Units per column: 1 for heads and unbinned neurons, else the bin width.
+    pub column_width: Vec<i64>,
+    /// Smallest value (for the colour scale).
+    pub min: f32,
+    /// Largest value.
+    pub max: f32,
+    /// Every step with a full snapshot (for the slider).
+    pub snapshot_steps: Vec<i64>,
+}
+
+/// Per-layer quantiles of one mask family at one step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct MaskSummary {
+    /// Step.
+    pub step: i64,
+    /// Layer.
+    pub layer: i64,
+    /// Minimum, 25th percentile, median, 75th percentile, maximum.
+    pub quantiles: Vec<f32>,
+    /// Mean.
+    pub mean: f32,
+}
+
+/// `GET /jobs/{id}/importance`: module and rank importance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Importance {
+    /// Step of the values (`None`: the average over the second half of the steps, which the
+    /// planner uses).
+    pub step: Option<i64>,
+    /// Hugging Face module names, e.g. `encoder.layer.0.attention.self.query`.
+    pub modules: Vec<String>,
+    /// Module importance ratio ‖ΔWx‖/‖Wx‖ per module.
+    pub module_importance: Vec<f64>,
+    /// First-order Taylor importance per rank dimension, per module.
+    pub rank_importance: Vec<Vec<f64>>,
+    /// Steps with importances recorded.
+    pub steps: i64,
+}
+
+/// The estimation-convergence signal between consecutive snapshots.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Convergence {
+    /// Snapshot steps from the second on.
+    pub steps: Vec<i64>,
+    /// Fraction of heads whose pruned/kept decision changed since the previous snapshot, at
+    /// the ratio asked.
+    pub head_change: Vec<f64>,
+    /// The same for FFN neurons.
+    pub neuron_change: Vec<f64>,
+    /// The head ratio used.
+    pub head_ratio: f64,
+    /// The FFN ratio used.
+    pub ffn_ratio: f64,
+}
+
+/// Ratios and methods of a plan (a subset of the hyper-parameters; missing ones keep the
+/// experiment's values).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PlanSettings {
+    /// Fraction of heads removed.
+    #[serde(default)]
+    pub head_ratio: Option<f64>,
+    /// Fraction of FFN neurons removed.
+    #[serde(default)]
+    pub ffn_ratio: Option<f64>,
+    /// Fraction of PEFT modules removed.
+    #[serde(default)]
+    pub module_ratio: Option<f64>,
+    /// Fraction of rank dimensions removed.
+    #[serde(default)]
+    pub rank_ratio: Option<f64>,
+    /// `layerwise` or `global`.
+    #[serde(default)]
+    pub head_method: Option<String>,
+    /// `global` or `layerwise`.
+    #[serde(default)]
+    pub ffn_method: Option<String>,
+    /// `global` or `per_module`.
+    #[serde(default)]
+    pub rank_method: Option<String>,
+    /// Keep one head and one neuron per layer.
+    #[serde(default)]
+    pub keep_at_least_one: Option<bool>,
+    /// Random ablation seed.
+    #[serde(default)]
+    pub random_seed: Option<u64>,
+    /// Stage-2 epochs (commit only).
+    #[serde(default)]
+    pub epochs: Option<usize>,
+}
+
+/// What one layer keeps under a plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct LayerPlan {
+    /// Head indices kept.
+    pub kept_heads: Vec<usize>,
+    /// Heads removed.
+    pub removed_heads: usize,
+    /// Neuron indices kept.
+    pub kept_neurons: Vec<usize>,
+    /// Neurons removed.
+    pub removed_neurons: usize,
+}
+
+/// A PEFT module that survives, with its kept rank dimensions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ModulePlan {
+    /// Hugging Face module name.
+    pub module: String,
+    /// Rank dimensions kept.
+    pub kept_ranks: Vec<usize>,
+}
+
+/// Parameter counts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ParamTotals {
+    /// Encoder layers (frozen).
+    pub encoder_layers: usize,
+    /// Embeddings.
+    pub embeddings: usize,
+    /// Classifier head.
+    pub classifier_head: usize,
+    /// LoRA/adapter.
+    pub peft: usize,
+    /// Trained in stage 2.
+    pub trainable: usize,
+    /// All.
+    pub total: usize,
+}
+
+/// `POST /jobs/{id}/preview`: what a plan would remove and save. Nothing is stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct PlanPreview {
+    /// The settings used (the request's merged with the experiment's).
+    pub settings: PlanSettings,
+    /// Per layer.
+    pub layers: Vec<LayerPlan>,
+    /// Surviving PEFT modules.
+    pub modules: Vec<ModulePlan>,
+    /// PEFT modules before pruning.
+    pub total_modules: usize,
+    /// Parameters before.
+    pub parameters_before: ParamTotals,
+    /// Parameters after.
+    pub parameters_after: ParamTotals,
+    /// Estimated stage-2 step time ÷ the unpruned model's, from a FLOP count of forward and
+    /// backward at the experiment's sequence length.
+    pub estimated_step_time_ratio: f64,
+    /// The estimation job's median measured step, ms (unpruned, masks on).
+    pub measured_step_ms: Option<f64>,
+    /// `measured_step_ms × estimated_step_time_ratio`.
+    pub estimated_step_ms: Option<f64>,
+    /// Milliseconds the server spent computing this preview.
+    pub compute_ms: f64,
+}
+
+/// A committed plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Plan {
+    /// Id.
+    pub id: i64,
+    /// The estimation job it was made from.
+    pub estimation_job_id: i64,
+    /// What it removes.
+    pub preview: PlanPreview,
+    /// RFC 3339 UTC.
+    pub created_at: String,
+}
+
+/// `POST /jobs/{id}/plans`: the plan and the stage-2 job it started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Committed {
+    /// The plan.
+    pub plan: Plan,
+    /// Its stage-2 job.
+    pub job: Job,
+}
+
+/// Results of a finished fine-tuning or baseline job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct JobResult {
+    /// Job.
+    pub job_id: i64,
+    /// Kind.
+    pub kind: JobKind,
+    /// Plan, for stage 2.
+    pub plan_id: Option<i64>,
+    /// The task's primary measure.
+    pub metric: String,
+    /// Its best dev value (fraction).
+    pub best_score: f64,
+    /// Every measure of the best evaluation.
+    pub best_metrics: Vec<(String, f64)>,
+    /// Always predicting the majority train label, same measure.
+    pub majority_score: f64,
+    /// LoRA/adapter parameters.
+    pub peft_params: usize,
+    /// Everything trained (PEFT + classifier).
+    pub trainable_params: usize,
+    /// Frozen encoder parameters incl. embeddings.
+    pub encoder_params: usize,
+    /// Median seconds per training step.
+    pub median_step_seconds: f64,
+    /// Peak resident memory of the training process, MiB (the server's, including its
+    /// other work).
+    pub peak_rss_mib: Option<f64>,
+    /// Seconds to evaluate the dev split once (inference time).
+    pub eval_seconds: f64,
+    /// Dev examples evaluated.
+    pub eval_examples: usize,
+    /// Optimiser steps.
+    pub steps: usize,
+}
+
+/// `GET /experiments/{id}/compare`: results next to the baseline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Comparison {
+    /// The newest finished baseline job, if any.
+    pub baseline: Option<JobResult>,
+    /// Every finished stage-2 job.
+    pub runs: Vec<ComparedRun>,
+}
+
+/// One stage-2 result with ratios against the baseline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ComparedRun {
+    /// The result.
+    pub result: JobResult,
+    /// Whether its plan was the random ablation.
+    pub random: bool,
+    /// Score minus the baseline's (fraction points).
+    pub score_delta: Option<f64>,
+    /// Baseline step time ÷ this one's (above 1 is faster).
+    pub train_speedup: Option<f64>,
+    /// Baseline eval time ÷ this one's.
+    pub inference_speedup: Option<f64>,
+    /// This one's encoder parameters ÷ the baseline's.
+    pub encoder_params_ratio: Option<f64>,
+    /// This one's trainable parameters ÷ the baseline's.
+    pub trainable_params_ratio: Option<f64>,
+}
+
+/// A file a job wrote.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Artifact {
+    /// Name to download it by.
+    pub name: String,
+    /// Bytes.
+    pub bytes: u64,
+    /// What it is.
+    pub description: String,
+}
+
+/// Live events (Server-Sent Events, `data:` is this JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// A job changed: status, progress or best score.
+    Job {
+        /// Its state now.
+        job: Job,
+    },
+    /// A training step was recorded.
+    Step {
+        /// Job.
+        job_id: i64,
+        /// Step (0-based).
+        step: i64,
+        /// Steps of the job.
+        total_steps: i64,
+        /// Total loss.
+        loss: f64,
+        /// Learning rate.
+        lr: f64,
+        /// Whether a full mask snapshot of this step was kept.
+        snapshot: bool,
+    },
+    /// An evaluation finished.
+    Eval {
+        /// Job.
+        job_id: i64,
+        /// The evaluation.
+        eval: Eval,
+    },
+}
+
+/// `GET /health`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Health {
+    /// `ok`.
+    pub status: String,
+    /// Crate version.
+    pub version: String,
+    /// Whether requests need a bearer token.
+    pub auth: bool,
+}

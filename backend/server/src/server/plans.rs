@@ -1,0 +1,232 @@
+//! The pruning planner over HTTP: preview (pure, milliseconds, nothing stored) and commit (a
+//! stored plan plus its stage-2 job).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use lightpeft_api::Hyperparams;
+use lightpeft_api::rest::{
+    Committed, Event, JobKind, JobStatus, LayerPlan, ModulePlan, ParamTotals, Plan, PlanPreview,
+    PlanSettings,
+};
+use lightpeft_engine::plan::{ParameterCounts, Planner, PruningPlan};
+
+use super::AppState;
+use super::analysis::step_time_ratio;
+use super::experiments::param_failure;
+use super::http_error::ApiFailure;
+use super::runner::job_dir;
+use crate::commands::EstimationFile;
+
+type ApiResult<T> = Result<T, ApiFailure>;
+type Id = Result<UrlPath<i64>, PathRejection>;
+
+/// A finished estimation's planner, kept in memory so previews cost only the planning.
+pub struct CachedPlanner {
+    planner: Planner,
+    /// The snapshot step the plan uses (the last).
+    last_step: i64,
+}
+
+async fn planner(state: &AppState, job_id: i64) -> ApiResult<(Arc<CachedPlanner>, Hyperparams)> {
+    let job = state.store.job(job_id).await?;
+    if job.kind != JobKind::Estimation {
+        return Err(ApiFailure::conflict(format!(
+            "job {job_id} is a {} job; plans are made from estimation jobs",
+            job.kind.as_str()
+        )));
+    }
+    if job.status != JobStatus::Succeeded {
+        return Err(ApiFailure::conflict(format!(
+            "job {job_id} is {}; plans need a finished estimation",
+            job.status.as_str()
+        )));
+    }
+    let params = state.store.experiment(job.experiment_id).await?.params;
+    if let Some(cached) = state.planners.lock().expect("planners").get(&job_id) {
+        return Ok((cached.clone(), params));
+    }
+    let path = job_dir(&state.data_dir, job_id).join("estimation.json");
+    let text = tokio::fs::read(&path)
+        .await
+        .map_err(|e| ApiFailure::internal(format!("{}: {e}", path.display())))?;
+    let file: EstimationFile = serde_json::from_slice(&text)
+        .map_err(|e| ApiFailure::internal(format!("{}: {e}", path.display())))?;
+    let planner = Planner::new(file.shape, &file.summary)
+        .map_err(|e| ApiFailure::internal(format!("planner: {e}")))?;
+    let cached = Arc::new(CachedPlanner {
+        planner,
+        last_step: (job.total_steps - 1).max(0),
+    });
+    state
+        .planners
+        .lock()
+        .expect("planners")
+        .insert(job_id, cached.clone());
+    Ok((cached, params))
+}
+
+/// The experiment's values with the request's settings on top, through the one validation
+/// table.
+fn merged(mut params: Hyperparams, s: &PlanSettings) -> ApiResult<(Hyperparams, PlanSettings)> {
+    let mut set = |name: &str, value: Option<String>| -> ApiResult<()> {
+        if let Some(v) = value {
+            params.set(name, &v).map_err(param_failure)?;
+        }
+        Ok(())
+    };
+    set("head_ratio", s.head_ratio.map(|v| v.to_string()))?;
+    set("ffn_ratio", s.ffn_ratio.map(|v| v.to_string()))?;
+    set("module_ratio", s.module_ratio.map(|v| v.to_string()))?;
+    set("rank_ratio", s.rank_ratio.map(|v| v.to_string()))?;
+    set("head_method", s.head_method.clone())?;
+    set("ffn_method", s.ffn_method.clone())?;
+    set("rank_method", s.rank_method.clone())?;
+    set(
+        "keep_at_least_one",
+        s.keep_at_least_one.map(|v| v.to_string()),
+    )?;
+    set("random_seed", s.random_seed.map(|v| v.to_string()))?;
+    set("epochs", s.epochs.map(|v| v.to_string()))?;
+    let settings = PlanSettings {
+        head_ratio: Some(params.head_ratio),
+        ffn_ratio: Some(params.ffn_ratio),
+        module_ratio: Some(params.module_ratio),
+        rank_ratio: Some(params.rank_ratio),
+        head_method: Some(params.head_method.clone()),
+        ffn_method: Some(params.ffn_method.clone()),
+        rank_method: Some(params.rank_method.clone()),
+        keep_at_least_one: Some(params.keep_at_least_one),
+        random_seed: params.random_seed,
+        epochs: Some(params.epochs),
+    };
+    Ok((params, settings))
+}
+
+fn totals(c: &ParameterCounts) -> ParamTotals {
+    ParamTotals {
+        encoder_layers: c.encoder_layers,
+        embeddings: c.embeddings,
+        classifier_head: c.classifier_head,
+        peft: c.peft,
+        trainable: c.trainable,
+        total: c.total,
+    }
+}
+
+async fn compute(
+    state: &AppState,
+    job_id: i64,
+    body: PlanSettings,
+) -> ApiResult<(PlanPreview, PruningPlan, i64)> {
+    let started = Instant::now();
+    let (cached, base) = planner(state, job_id).await?;
+    let (params, settings) = merged(base, &body)?;
+    let plan = cached
+        .planner
+        .plan(&crate::jobs::plan_request(&params))
+        .map_err(|e| ApiFailure::unprocessable("unplannable", e.to_string()))?;
+    let ratio = step_time_ratio(cached.planner.shape(), &plan, params.max_len);
+    let measured = state
+        .store
+        .job(job_id)
+        .await?
+        .step_seconds
+        .map(|s| s * 1000.0);
+    let preview = PlanPreview {
+        settings,
+        layers: plan
+            .layers
+            .iter()
+            .map(|l| LayerPlan {
+                kept_heads: l.kept_heads.clone(),
+                removed_heads: l.removed_heads,
+                kept_neurons: l.kept_neurons.clone(),
+                removed_neurons: l.removed_neurons,
+            })
+            .collect(),
+        modules: plan
+            .peft
+            .modules
+            .iter()
+            .map(|m| ModulePlan {
+                module: m.id.name(),
+                kept_ranks: m.kept_ranks.clone(),
+            })
+            .collect(),
+        total_modules: plan.peft.total_modules,
+        parameters_before: totals(&plan.parameters_before),
+        parameters_after: totals(&plan.parameters_after),
+        estimated_step_time_ratio: ratio,
+        measured_step_ms: measured,
+        estimated_step_ms: measured.map(|m| m * ratio),
+        compute_ms: started.elapsed().as_secs_f64() * 1000.0,
+    };
+    Ok((preview, plan, cached.last_step))
+}
+
+/// What a plan would remove and save; nothing is stored.
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/preview", params(("id" = i64, Path)), request_body = PlanSettings,
+    responses((status = 200, body = PlanPreview), (status = 409, body = lightpeft_api::rest::ErrorBody)))]
+pub async fn preview(
+    State(state): State<AppState>,
+    id: Id,
+    body: Result<Json<PlanSettings>, JsonRejection>,
+) -> ApiResult<Json<PlanPreview>> {
+    let UrlPath(id) = id?;
+    let Json(body) = body?;
+    Ok(Json(compute(&state, id, body).await?.0))
+}
+
+/// Stores the plan and queues its stage-2 job.
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/plans", params(("id" = i64, Path)), request_body = PlanSettings,
+    responses((status = 201, body = Committed), (status = 409, body = lightpeft_api::rest::ErrorBody)))]
+pub async fn commit(
+    State(state): State<AppState>,
+    id: Id,
+    body: Result<Json<PlanSettings>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<Committed>)> {
+    let UrlPath(id) = id?;
+    let Json(body) = body?;
+    let (preview, plan, step) = compute(&state, id, body).await?;
+    let experiment_id = state.store.job(id).await?.experiment_id;
+    let plan_id = state
+        .store
+        .insert_plan(
+            id,
+            &serde_json::to_string(&preview.settings).expect("plain data"),
+            &serde_json::to_string(&preview).expect("plain data"),
+            &serde_json::to_string(&plan).expect("plain data"),
+            step,
+        )
+        .await?;
+    let job = state
+        .store
+        .insert_job(experiment_id, JobKind::Finetune, Some(plan_id))
+        .await?;
+    state.runner.enqueue(job.id, false);
+    state.runner.publish(Event::Job { job: job.clone() });
+    let (plan, _) = state.store.plan(plan_id).await?;
+    Ok((StatusCode::CREATED, Json(Committed { plan, job })))
+}
+
+/// Plans made from an estimation job.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/plans", params(("id" = i64, Path)),
+    responses((status = 200, body = Vec<Plan>)))]
+pub async fn list(State(state): State<AppState>, id: Id) -> ApiResult<Json<Vec<Plan>>> {
+    let UrlPath(id) = id?;
+    state.store.job(id).await?;
+    Ok(Json(state.store.plans_of(id).await?))
+}
+
+/// One committed plan (read-only).
+#[utoipa::path(get, path = "/api/v1/plans/{id}", params(("id" = i64, Path)),
+    responses((status = 200, body = Plan), (status = 404, body = lightpeft_api::rest::ErrorBody)))]
+pub async fn get(State(state): State<AppState>, id: Id) -> ApiResult<Json<Plan>> {
+    let UrlPath(id) = id?;
+    Ok(Json(state.store.plan(id).await?.0))
+}

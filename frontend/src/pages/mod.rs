@@ -1,0 +1,5 @@
+//! One module per page.
+
+pub mod new;
+pub mod run;
+pub mod runs;

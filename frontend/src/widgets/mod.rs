@@ -1,0 +1,10 @@
+//! Pieces the pages are built from.
+
+pub mod chart;
+pub mod compare;
+pub mod heatmap;
+pub mod importance;
+pub mod jobs;
+pub mod masks;
+pub mod planner;
+pub mod training;
