@@ -1,0 +1,190 @@
+// The dashboard end to end in headless Chromium: launch the quick-demo preset on a tiny model,
+// watch progress and heatmap cells arrive live, drag a ratio and see the preview change,
+// commit, watch stage 2 finish, read the comparison, and survive a lost events connection.
+// Run by scripts/browser-test.sh, which starts the server and sets the variables below.
+import { chromium } from "playwright-core";
+import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+
+const base = process.env.LIGHTPEFT_URL ?? "http://127.0.0.1:8080";
+const shots = process.env.SCREENSHOT_DIR ?? "target/browser-screenshots";
+const model = process.env.MODEL ?? "tiny-bert";
+mkdirSync(shots, { recursive: true });
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  headless: true,
+  args: [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+  ],
+});
+const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+const page = await context.newPage();
+const consoleErrors = [];
+page.on("console", (m) => m.type() === "error" && consoleErrors.push(m.text()));
+page.on("pageerror", (e) => consoleErrors.push(String(e)));
+
+let step = "start";
+const log = (s) => {
+  step = s;
+  console.log(`· ${s}`);
+};
+const shot = (name, target = page) => target.screenshot({ path: join(shots, `${name}.png`), fullPage: target === page });
+const text = async (sel) => (await page.locator(sel).first().textContent())?.trim() ?? "";
+
+try {
+  log("open the dashboard");
+  await page.goto(base + "/");
+  await page.getByRole("heading", { name: "Runs" }).waitFor();
+  await page.locator("#link-state", { hasText: "live" }).waitFor({ timeout: 15000 });
+
+  log("open the form generated from the schema");
+  await page.getByRole("link", { name: "New experiment" }).first().click();
+  await page.locator('label[data-preset="quick_demo"]').waitFor();
+  const fields = await page.locator(".field[data-param]").count();
+  assert.ok(fields >= 20, `expected one input per hyper-parameter, found ${fields}`);
+  await page.locator('label[data-preset="paper"] input').check();
+  assert.equal(await page.locator("#p-estimation_steps").inputValue(), "800", "paper preset: 800 estimation steps");
+  await page.locator('label[data-preset="quick_demo"] input').check();
+  assert.equal(await page.locator("#p-estimation_steps").inputValue(), "40", "quick demo: 40 estimation steps");
+  await page.locator("#f-model").selectOption(model);
+  await page.locator("#f-task").selectOption("sst2-rt");
+  await page.locator("#f-name").fill("browser test");
+
+  log("a bad value is explained next to its field, before and after submitting");
+  await page.locator("#p-lr").fill("2");
+  await page.locator('.field[data-param="lr"] .field-error').waitFor();
+  await page.locator("#launch").click();
+  await page.locator('.field[data-param="lr"] .field-error').waitFor();
+  assert.match(page.url(), /\/new$/, "a rejected form stays on the page");
+  await page.locator("#p-lr").fill("0.0003");
+  await page.locator('.field[data-param="lr"] .field-error').waitFor({ state: "detached" });
+  await shot("new-experiment");
+
+  log("launch the quick demo (estimation + baseline)");
+  await page.locator("#launch").click();
+  await page.waitForURL(/\/experiments\/\d+$/);
+  const estimation = page.locator('.job-card[data-kind="estimation"]');
+  await estimation.waitFor();
+
+  log("see progress and heatmap cells appear while the estimation runs");
+  // Poll the page while the job runs: progress values and heatmap cells must show up before
+  // the job has finished, i.e. live.
+  const seen = new Set();
+  let liveCells = 0;
+  for (let i = 0; i < 600; i++) {
+    const status = await estimation.getAttribute("data-status");
+    const progress = await estimation.locator(".progress-text").textContent();
+    if (status === "running") {
+      seen.add(progress);
+      liveCells = Math.max(liveCells, await page.locator("#heatmap-head rect.cell").count());
+    }
+    if (status === "succeeded" || status === "failed") break;
+    await page.waitForTimeout(100);
+  }
+  assert.equal(await estimation.getAttribute("data-status"), "succeeded", "estimation finished");
+  assert.ok(seen.size >= 2, `progress moved live (saw ${[...seen].join(" | ")})`);
+  assert.ok(liveCells > 0, "head heatmap cells appeared while the job ran");
+  const headCells = await page.locator("#heatmap-head rect.cell").count();
+  const neuronCells = await page.locator("#heatmap-neuron rect.cell").count();
+  assert.ok(headCells > 0 && neuronCells > 0, `heatmaps have cells (${headCells} heads, ${neuronCells} neuron bins)`);
+  await page.locator("#heatmap-module rect.cell").first().waitFor();
+  await page.locator("#heatmap-rank rect.cell").first().waitFor();
+  assert.notEqual(await text("#step-label"), "no snapshot yet");
+
+  log("every single neuron on request");
+  await page.locator("#neuron-bins").selectOption("0");
+  await page.waitForFunction(
+    (n) => Number(document.querySelector("#heatmap-neuron")?.dataset.cells ?? 0) > n,
+    neuronCells,
+  );
+
+  log("move a ratio and see the preview change");
+  await page.locator("#preview-heads").waitFor({ timeout: 20000 });
+  const before = {
+    heads: await text("#preview-heads"),
+    params: await text("#preview-params"),
+    removed: await page.locator("#heatmap-head").getAttribute("data-removed"),
+  };
+  await page.locator("#plan-head_ratio").fill("0.9");
+  await page.waitForFunction((h) => document.querySelector("#preview-heads")?.textContent.trim() !== h, before.heads, {
+    timeout: 5000,
+  });
+  const after = {
+    heads: await text("#preview-heads"),
+    params: await text("#preview-params"),
+    removed: await page.locator("#heatmap-head").getAttribute("data-removed"),
+  };
+  assert.notEqual(after.heads, before.heads, "heads kept changed");
+  assert.notEqual(after.params, before.params, "parameters after changed");
+  assert.ok(Number(after.removed) > Number(before.removed), `more head cells marked (${before.removed} → ${after.removed})`);
+  const beforeNeurons = await text("#preview-neurons");
+  await page.locator("#plan-ffn_ratio").fill("0.6");
+  await page.waitForFunction((n) => document.querySelector("#preview-neurons")?.textContent.trim() !== n, beforeNeurons);
+  await page.locator("#plan-head_ratio").fill("0.5");
+  await page.waitForFunction((h) => document.querySelector("#preview-heads")?.textContent.trim() !== h, after.heads);
+  await page.locator("#neuron-bins").selectOption("16");
+  await shot("planner", page.locator("#planner"));
+  await shot("run-page-estimation");
+
+  log("commit: the plan becomes read-only and stage 2 starts");
+  await page.locator("#commit-plan").click();
+  await page.locator("#viewing-plan").waitFor();
+  assert.ok(await page.locator("#plan-head_ratio").isDisabled(), "a committed plan is read-only");
+  assert.equal(await page.locator("#plans li").count(), 1);
+  const finetune = page.locator('.job-card[data-kind="finetune"]');
+  await finetune.waitFor();
+
+  log("stage 2 and the baseline finish");
+  await page.locator('.job-card[data-kind="finetune"][data-status="succeeded"]').waitFor({ timeout: 180000 });
+  await page.locator('.job-card[data-kind="baseline"][data-status="succeeded"]').waitFor({ timeout: 180000 });
+
+  log("the comparison lists Light-PEFT next to the baseline");
+  const compare = page.locator("#compare-table");
+  await compare.locator("th", { hasText: "Light-PEFT" }).waitFor({ timeout: 20000 });
+  await compare.locator("th", { hasText: "baseline" }).first().waitFor();
+  const rows = await compare.locator("tbody tr").count();
+  assert.ok(rows >= 8, `comparison rows: ${rows}`);
+  const body = await compare.textContent();
+  for (const unit of ["%", "params", "ms", "of baseline"]) assert.ok(body.includes(unit), `comparison shows ${unit}`);
+  assert.ok((await page.locator(".downloads a").count()) > 0, "artifacts to download");
+  await page.locator("#training-heading").scrollIntoViewIfNeeded().catch(() => {});
+  await shot("run-page");
+  await shot("compare", page.locator(".compare-box"));
+
+  log("the runs table shows the finished experiment");
+  await page.getByRole("link", { name: "Runs" }).first().click();
+  const row = page.locator("#runs-table tbody tr").first();
+  await row.waitFor();
+  await page.waitForFunction(() => /×/.test(document.querySelector("#runs-table tbody tr")?.textContent ?? ""), null, {
+    timeout: 15000,
+  });
+  await page.locator("#runs-filter").fill("no such run");
+  assert.equal(await page.locator("#runs-table tbody tr").count(), 0, "filter hides rows");
+  await page.locator("#runs-filter").fill("browser");
+  assert.equal(await page.locator("#runs-table tbody tr").count(), 1);
+  await shot("runs");
+
+  log("a lost events connection reconnects");
+  await context.setOffline(true);
+  await page.locator("#link-state", { hasText: "reconnecting" }).waitFor({ timeout: 15000 });
+  await context.setOffline(false);
+  await page.locator("#link-state", { hasText: "live" }).waitFor({ timeout: 20000 });
+
+  assert.deepEqual(consoleErrors.filter((e) => !/Failed to load resource|ERR_INTERNET_DISCONNECTED/.test(e)), []);
+  console.log("browser test passed");
+} catch (err) {
+  console.error(`browser test failed at: ${step}`);
+  console.error(err);
+  await shot("failure").catch(() => {});
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}
