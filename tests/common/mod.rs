@@ -1,0 +1,198 @@
+//! A real `lightpeft serve` process on a free port, with a temporary data directory, for the
+//! end-to-end tests.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// The real data directory `lightpeft assets fetch` filled.
+pub fn real_data_dir() -> PathBuf {
+    lightpeft_assets::default_data_dir()
+}
+
+/// A data directory with the bundled sst2-rt data and a tiny model; `minilm` adds the real
+/// MiniLM (linked, not copied).
+pub fn data_dir(minilm: bool) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let real = real_data_dir();
+    let vader = lightpeft_assets::vader_movie_file(&real);
+    assert!(
+        vader.is_file(),
+        "the bundled data are missing at {}: run `lightpeft assets fetch` first",
+        vader.display()
+    );
+    let dest = lightpeft_assets::vader_movie_file(dir.path());
+    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+    std::fs::copy(&vader, &dest).unwrap();
+    let status = Command::new(env!("CARGO_BIN_EXE_lightpeft"))
+        .args(["--data-dir"])
+        .arg(dir.path())
+        .args(["assets", "tiny", "--name", "tiny-bert"])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    if minilm {
+        let src = lightpeft_assets::bundled_model_dir(&real);
+        assert!(
+            src.join("model.safetensors").is_file(),
+            "MiniLM missing at {}",
+            src.display()
+        );
+        let dst = lightpeft_assets::model_dir(dir.path(), "all-MiniLM-L6-v2");
+        std::fs::create_dir_all(&dst).unwrap();
+        for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+            std::os::unix::fs::symlink(src.join(f), dst.join(f)).unwrap();
+        }
+    }
+    dir
+}
+
+/// A running server; killed on drop.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    pub data_dir: PathBuf,
+    pub client: reqwest::Client,
+    pub token: Option<String>,
+}
+
+impl Server {
+    /// Starts `lightpeft serve` on a free loopback port with `extra` arguments.
+    pub fn start(data_dir: &Path, extra: &[&str], token: Option<&str>) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lightpeft"));
+        cmd.arg("--data-dir")
+            .arg(data_dir)
+            .args(["serve", "--port", "0", "--dashboard-dir"])
+            .arg(data_dir.join("no-dashboard"))
+            .args(extra)
+            .env_remove("LIGHTPEFT_TOKEN")
+            .env("RAYON_NUM_THREADS", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if let Some(t) = token {
+            cmd.env("LIGHTPEFT_TOKEN", t);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        // Keep draining, so a later write to stdout never meets a closed pipe.
+        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+        let base = line
+            .trim()
+            .strip_prefix("lightpeft listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_string();
+        Server {
+            child,
+            base: format!("{base}/api/v1"),
+            data_dir: data_dir.to_path_buf(),
+            client: reqwest::Client::new(),
+            token: token.map(str::to_string),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn auth(&self, r: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .auth(self.client.get(self.url(path)))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .auth(self.client.post(self.url(path)))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn ok(&self, path: &str) -> Value {
+        let (status, body) = self.get(path).await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+
+    /// Creates an experiment on the tiny model and returns its id.
+    pub async fn tiny_experiment(&self, params: Value) -> i64 {
+        let (status, body) = self
+            .post(
+                "/experiments",
+                json!({"task": "sst2-rt", "model": "tiny-bert", "preset": "quick_demo", "params": params}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["id"].as_i64().unwrap()
+    }
+
+    /// Waits until job `id` reaches a final status (or `timeout`), returning the job.
+    pub async fn wait_job(&self, id: i64, timeout: Duration) -> Value {
+        let started = Instant::now();
+        loop {
+            let job = self.ok(&format!("/jobs/{id}")).await;
+            let status = job["status"].as_str().unwrap().to_string();
+            if !["queued", "running"].contains(&status.as_str()) {
+                return job;
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "job {id} still {status}: {job}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until job `id` has taken at least `steps` steps.
+    pub async fn wait_steps(&self, id: i64, steps: i64, timeout: Duration) -> Value {
+        let started = Instant::now();
+        loop {
+            let job = self.ok(&format!("/jobs/{id}")).await;
+            if job["step"].as_i64().unwrap() >= steps {
+                return job;
+            }
+            assert!(started.elapsed() < timeout, "job {id} slow: {job}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits for the process to exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,105 @@
+//! Kill and shutdown: a server killed with SIGKILL mid-estimation keeps every recorded step,
+//! marks the job interrupted, and resumes it from its snapshot without recording a step twice.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Server, data_dir};
+use serde_json::json;
+
+const LONG: Duration = Duration::from_secs(300);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_estimation_then_restart_and_resume() {
+    let dir = data_dir(false);
+    let total = 120;
+    let mut server = Server::start(dir.path(), &["--checkpoint-every", "5"], None);
+    let exp = server
+        .tiny_experiment(json!({"estimation_steps": total, "max_train_examples": 320}))
+        .await;
+    let (_, job) = server
+        .post(&format!("/experiments/{exp}/estimation"), json!({}))
+        .await;
+    let id = job["id"].as_i64().unwrap();
+    server.wait_steps(id, 23, LONG).await;
+    let seen = server.ok(&format!("/jobs/{id}/scalars?max_points=0")).await;
+    let recorded_before = seen["total"].as_i64().unwrap();
+    server.kill();
+    assert!(recorded_before >= 20, "{recorded_before}");
+
+    let server = Server::start(dir.path(), &["--checkpoint-every", "5"], None);
+    let job = server.ok(&format!("/jobs/{id}")).await;
+    assert_eq!(job["status"], "interrupted", "{job}");
+    assert_eq!(job["resumable"], true, "{job}");
+    // Every step the first server reported is still there.
+    let after = server.ok(&format!("/jobs/{id}/scalars?max_points=0")).await;
+    let after_total = after["total"].as_i64().unwrap();
+    assert!(
+        after_total >= recorded_before,
+        "{after_total} < {recorded_before}"
+    );
+    let steps: Vec<i64> = after["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_i64().unwrap())
+        .collect();
+    assert_eq!(steps, (0..after_total).collect::<Vec<_>>());
+    assert!(
+        server.ok(&format!("/jobs/{id}/heatmap?kind=head")).await["step"]
+            .as_i64()
+            .unwrap()
+            >= 0
+    );
+
+    let (status, resumed) = server.post(&format!("/jobs/{id}/resume"), json!({})).await;
+    assert_eq!(status, 202, "{resumed}");
+    let done = server.wait_job(id, LONG).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let all = server.ok(&format!("/jobs/{id}/scalars?max_points=0")).await;
+    let steps: Vec<i64> = all["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        (0..total).collect::<Vec<i64>>(),
+        "each step exactly once"
+    );
+    // The resumed run continued: its first steps' records survived unchanged.
+    assert_eq!(all["loss"][0], after["loss"][0]);
+    let imp = server.ok(&format!("/jobs/{id}/importance")).await;
+    assert_eq!(imp["steps"], total);
+    let (status, _) = server.post(&format!("/jobs/{id}/preview"), json!({})).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_after_the_current_step_and_leaves_a_resumable_job() {
+    let dir = data_dir(false);
+    let mut server = Server::start(dir.path(), &["--checkpoint-every", "50"], None);
+    let exp = server
+        .tiny_experiment(json!({"estimation_steps": 400, "max_train_examples": 320}))
+        .await;
+    let (_, job) = server
+        .post(&format!("/experiments/{exp}/estimation"), json!({}))
+        .await;
+    let id = job["id"].as_i64().unwrap();
+    server.wait_steps(id, 8, LONG).await;
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}");
+
+    let server = Server::start(dir.path(), &[], None);
+    let job = server.ok(&format!("/jobs/{id}")).await;
+    assert_eq!(job["status"], "interrupted", "{job}");
+    assert_eq!(
+        job["resumable"], true,
+        "the stop itself wrote a snapshot: {job}"
+    );
+    let scalars = server.ok(&format!("/jobs/{id}/scalars?max_points=0")).await;
+    // Graceful: the snapshot follows the last recorded step, so nothing is dropped on resume.
+    assert_eq!(scalars["total"], job["step"]);
+}
