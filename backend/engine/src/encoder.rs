@@ -538,6 +538,16 @@ impl LayerCtx<'_, '_> {
     }
 }
 
+impl LayerCtx<'_, '_> {
+    /// [`LayerCtx::linear`] followed by exact GELU; one fused node unless a ratio is recorded.
+    fn linear_gelu(&mut self, linear: &PeftLinear, kind: ModuleKind, x: &Tensor) -> Result<Tensor> {
+        if self.ratios.is_some() && linear.peft.is_some() {
+            return ops::gelu_erf(&self.linear(linear, kind, x)?);
+        }
+        linear.forward_gelu(x, self.rng())
+    }
+}
+
 impl Layer {
     fn forward(&self, x: &Tensor, ctx: &mut LayerCtx<'_, '_>) -> Result<Tensor> {
         let x = self.attention.forward(x, ctx)?;
@@ -596,8 +606,7 @@ impl FeedForward {
         let out = if self.width() == 0 {
             self.output.forward_without_inputs(n, ctx.rng())?
         } else {
-            let mut act =
-                ops::gelu_erf(&ctx.linear(&self.intermediate, ModuleKind::Intermediate, x)?)?;
+            let mut act = ctx.linear_gelu(&self.intermediate, ModuleKind::Intermediate, x)?;
             if let Some(mask) = &self.neuron_mask {
                 act = act.broadcast_mul(mask.as_tensor())?;
             }

@@ -20,29 +20,57 @@ mod attention;
 mod gemm;
 mod linear;
 
-/// `x · Wᵀ + bias` for a frozen `W` (`[out, in]`) and bias, whose backward computes only the
-/// input's gradient.
+/// `act(x · Wᵀ + bias)` for a frozen `W` (`[out, in]`) and bias, whose backward computes only
+/// the input's gradient.
 ///
 /// candle's own matmul backward always computes the gradient of both operands; for a frozen
 /// weight that is a wasted `xᵀ · grad` product per linear layer. The bias is written first and
-/// the product accumulates onto it, saving a pass and a buffer.
-pub(crate) fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+/// the product accumulates onto it, saving a pass and a buffer; the activation, if any, runs in
+/// the same node (its backward too), saving another node's buffers and gradient accumulator.
+pub(crate) fn linear(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    activation: Activation,
+) -> Result<Tensor> {
     if !fusable(x) || weight.track_op() || bias.is_some_and(|b| b.track_op()) {
         let y = x.broadcast_matmul(&weight.t()?)?;
-        return Ok(match bias {
+        let y = match bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,
-        });
+        };
+        return activation.apply(&y);
     }
-    let op = linear::FrozenLinear {
-        weight: weight.contiguous()?,
-        bias: bias.map(Tensor::contiguous).transpose()?,
-    };
+    let op = linear::FrozenLinear::new(
+        weight.contiguous()?,
+        bias.map(Tensor::contiguous).transpose()?,
+        activation,
+    );
     Ok(x.contiguous()?.apply_op1(op)?)
 }
 
-/// A frozen linear layer plus a LoRA branch: `x·Wᵀ + bias + scale·(dropout(x)·Aᵀ)·Bᵀ`, with
-/// `A` `[r, in]` and `B` `[out, r]` trainable. `dropout` (probability and RNG) is for training.
+/// What follows a fused linear layer, inside the same graph node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Activation {
+    /// Nothing.
+    Identity,
+    /// BERT's exact GELU, as [`gelu_erf`].
+    GeluErf,
+}
+
+impl Activation {
+    /// The activation as its own op.
+    fn apply(self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Activation::Identity => Ok(x.clone()),
+            Activation::GeluErf => gelu_erf(x),
+        }
+    }
+}
+
+/// A frozen linear layer plus a LoRA branch: `act(x·Wᵀ + bias + scale·(dropout(x)·Aᵀ)·Bᵀ)`,
+/// with `A` `[r, in]` and `B` `[out, r]` trainable. `dropout` (probability and RNG) is for
+/// training.
 ///
 /// One graph node instead of eight; see `ops/linear.rs`.
 pub(crate) fn lora_linear(
@@ -51,6 +79,7 @@ pub(crate) fn lora_linear(
     (a, b): (&Tensor, &Tensor),
     scale: f64,
     dropout: Option<(f32, &mut StdRng)>,
+    activation: Activation,
 ) -> Result<Tensor> {
     let dropout = dropout.filter(|(p, _)| *p > 0.0);
     if !fusable(x) || !fusable(a) || !fusable(b) {
@@ -59,13 +88,15 @@ pub(crate) fn lora_linear(
             None => x.clone(),
         };
         let delta = xd.broadcast_matmul(&a.t()?)?.broadcast_matmul(&b.t()?)?;
-        return Ok((linear(x, weight, bias)? + (delta * scale)?)?);
+        let y = (linear(x, weight, bias, Activation::Identity)? + (delta * scale)?)?;
+        return activation.apply(&y);
     }
     let op = linear::LoraLinear {
-        base: linear::FrozenLinear {
-            weight: weight.contiguous()?,
-            bias: bias.map(Tensor::contiguous).transpose()?,
-        },
+        base: linear::FrozenLinear::new(
+            weight.contiguous()?,
+            bias.map(Tensor::contiguous).transpose()?,
+            activation,
+        ),
         scale: scale as f32,
         dropout: dropout.map(|(p, rng)| Dropout::new(p, rng)),
     };

@@ -53,7 +53,12 @@ impl FrozenLinear {
 
     /// Applies the layer to `x` of shape `[.., in]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        ops::linear(x, &self.weight, self.bias.as_ref())
+        ops::linear(
+            x,
+            &self.weight,
+            self.bias.as_ref(),
+            ops::Activation::Identity,
+        )
     }
 
     /// Keeps only the given output rows (and their bias entries).
@@ -305,6 +310,25 @@ impl PeftLinear {
         })
     }
 
+    /// Applies the layer, then BERT's exact GELU, in one graph node when the layer is plain or
+    /// has LoRA (an adapter acts between the two, so it takes the separate ops).
+    pub(crate) fn forward_gelu(&self, x: &Tensor, train: Option<&mut StdRng>) -> Result<Tensor> {
+        let gelu = ops::Activation::GeluErf;
+        let base = (&self.base.weight, self.base.bias.as_ref());
+        match &self.peft {
+            None => ops::linear(x, base.0, base.1, gelu),
+            Some(PeftModule::Lora(lora)) => ops::lora_linear(
+                x,
+                base,
+                (lora.a.as_tensor(), lora.b.as_tensor()),
+                lora.scale,
+                train.map(|rng| (lora.dropout, rng)),
+                gelu,
+            ),
+            Some(PeftModule::Adapter(_)) => ops::gelu_erf(&self.forward(x, train, false)?.output),
+        }
+    }
+
     /// Applies the layer. `train` carries the dropout RNG in training mode.
     pub fn forward(
         &self,
@@ -320,6 +344,7 @@ impl PeftLinear {
                 (lora.a.as_tensor(), lora.b.as_tensor()),
                 lora.scale,
                 train.map(|rng| (lora.dropout, rng)),
+                ops::Activation::Identity,
             )?;
             return Ok(LinearOutput {
                 output,

@@ -82,8 +82,8 @@ pub(crate) enum Write {
     Add,
 }
 
-/// `dst (row-major, lhs.rows × rhs.cols) ⟵ scale · lhs · rhs`, spread over `threads` of the
-/// rayon pool (1: on the calling thread).
+/// `dst (row-major, lhs.rows × rhs.cols) ⟵ scale · lhs · rhs`, spread over candle's worker
+/// threads when `threads` > 1 (1: on the calling thread).
 pub(crate) fn matmul(
     dst: &mut [f32],
     lhs: Mat,
@@ -131,14 +131,60 @@ pub(crate) fn matmul_rows(
         }
         return;
     }
-    let parallelism = if threads > 1 {
-        Parallelism::Rayon(threads)
+    // Rows are split into blocks that candle's worker threads take in turn, each a
+    // single-threaded gemm: the same threads as the element-wise ops, rather than a second
+    // (rayon) pool whose threads would compete with candle's spinning ones for the cores.
+    let blocks = if threads > 1 {
+        (threads * 2).min(m / MIN_BLOCK_ROWS).max(1)
     } else {
-        Parallelism::None
+        1
     };
-    // SAFETY: `Mat::strided` checked that every element a view addresses lies inside its slice,
-    // the destination's m rows of n elements fit in `dst` (checked above), and `dst` is
-    // borrowed mutably, so it cannot alias the inputs.
+    if blocks == 1 {
+        gemm_block(dst, dst_row_stride, lhs, rhs, scale, write);
+        return;
+    }
+    let rows_per_block = m.div_ceil(blocks);
+    let parts: Vec<std::sync::Mutex<&mut [f32]>> = dst
+        .chunks_mut(rows_per_block * dst_row_stride)
+        .take(blocks)
+        .map(std::sync::Mutex::new)
+        .collect();
+    candle_core::utils::barrier_pool().execute_chunked(parts.len(), |range| {
+        for index in range {
+            let mut part = parts[index].lock().expect("a block is computed once");
+            let first = index * rows_per_block;
+            let rows = rows_per_block.min(m - first);
+            let lhs_rows = Mat {
+                data: &lhs.data[first * lhs.row_stride..],
+                rows,
+                ..lhs
+            };
+            gemm_block(&mut part, dst_row_stride, lhs_rows, rhs, scale, write);
+        }
+    });
+}
+
+/// Fewest rows worth a block of their own.
+const MIN_BLOCK_ROWS: usize = 32;
+
+/// One single-threaded gemm call; the caller checked the shapes and the destination's extent.
+fn gemm_block(
+    dst: &mut [f32],
+    dst_row_stride: usize,
+    lhs: Mat,
+    rhs: Mat,
+    scale: f32,
+    write: Write,
+) {
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    debug_assert!((m - 1) * dst_row_stride + n <= dst.len());
+    debug_assert!(
+        lhs.rows == 0 || (m - 1) * lhs.row_stride + (k - 1) * lhs.col_stride < lhs.data.len()
+    );
+    // SAFETY: `Mat::strided` checked that every element a view addresses lies inside its slice
+    // (a block of rows is a prefix-trimmed view of the same extent), the destination's m rows
+    // of n elements fit in `dst` (checked by the caller), and `dst` is borrowed mutably, so it
+    // cannot alias the inputs.
     unsafe {
         gemm::gemm(
             m,
@@ -159,7 +205,7 @@ pub(crate) fn matmul_rows(
             false,
             false,
             false,
-            parallelism,
+            Parallelism::None,
         );
     }
 }
@@ -204,6 +250,17 @@ mod tests {
             assert_eq!(row[3..], [7.0, 7.0]);
             assert_eq!(row[..3], small[i * 3..i * 3 + 3]);
         }
+    }
+
+    #[test]
+    fn blocks_of_rows_on_worker_threads_give_the_whole_product() {
+        let a: Vec<f32> = (0..200 * 7).map(|i| (i as f32 * 0.013).sin()).collect();
+        let b: Vec<f32> = (0..7 * 9).map(|i| (i as f32 * 0.7).cos()).collect();
+        let (lhs, rhs) = (Mat::rows(&a, 200, 7), Mat::rows(&b, 7, 9));
+        let want = naive(lhs, rhs);
+        let mut dst = vec![0.0; 200 * 9];
+        matmul(&mut dst, lhs, rhs, 1.0, Write::Set, 3);
+        assert!(dst.iter().zip(&want).all(|(d, w)| (d - w).abs() < 1e-5));
     }
 
     #[test]

@@ -7,15 +7,20 @@
 //! products accumulate onto it; the backward pass produces the input, A and B gradients in one
 //! kernel, and never the frozen weight's.
 
+use std::sync::Mutex;
+
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 
 use super::gemm::{Mat, Write, matmul};
-use super::{Dropout, f32_slice, host_f32, threads};
+use super::{Activation, Dropout, GeluErfGrad, f32_slice, gelu, host_f32, par_blocks, threads};
 
-/// `x·Wᵀ + b` for a frozen `W` `[out, in]` and bias `[out]`.
+/// `act(x·Wᵀ + b)` for a frozen `W` `[out, in]` and bias `[out]`.
 pub(crate) struct FrozenLinear {
     pub(crate) weight: Tensor,
     pub(crate) bias: Option<Tensor>,
+    pub(crate) activation: Activation,
+    /// The pre-activation, kept for the backward pass when there is an activation.
+    pub(crate) pre: Mutex<Option<Vec<f32>>>,
 }
 
 /// The LoRA branch's trainable-free settings; A and B travel as the op's arguments.
@@ -27,6 +32,50 @@ pub(crate) struct LoraLinear {
 }
 
 impl FrozenLinear {
+    /// A layer over `weight` and `bias` followed by `activation`.
+    pub(crate) fn new(weight: Tensor, bias: Option<Tensor>, activation: Activation) -> Self {
+        FrozenLinear {
+            weight,
+            bias,
+            activation,
+            pre: Mutex::new(None),
+        }
+    }
+
+    /// Applies the activation to the finished pre-activation `y`, keeping `y` for the backward
+    /// pass when the activation has one.
+    fn activate(&self, y: Vec<f32>) -> Vec<f32> {
+        match self.activation {
+            Activation::Identity => y,
+            Activation::GeluErf => {
+                let mut act = vec![0.0; y.len()];
+                par_blocks(&mut act, 1, |first, block| {
+                    for (a, &x) in block.iter_mut().zip(&y[first..]) {
+                        *a = gelu(x);
+                    }
+                });
+                *self.pre.lock().expect("not poisoned") = Some(y);
+                act
+            }
+        }
+    }
+
+    /// The gradient with respect to the pre-activation, from the one with respect to the
+    /// output `y`.
+    fn pre_activation_grad(&self, y: &Tensor, grad: &Tensor) -> candle_core::Result<Tensor> {
+        let grad = grad.contiguous()?;
+        match self.activation {
+            Activation::Identity => Ok(grad),
+            Activation::GeluErf => {
+                let Some(pre) = self.pre.lock().expect("not poisoned").take() else {
+                    candle_core::bail!("linear with GELU: backward ran twice")
+                };
+                let pre = Tensor::from_vec(pre, y.shape(), y.device())?;
+                pre.apply_op3_no_bwd(&y.contiguous()?, &grad, &GeluErfGrad)
+            }
+        }
+    }
+
     /// `[rows, out]` filled with the bias (or zeros), ready for the product to accumulate onto.
     fn output(&self, rows: usize) -> candle_core::Result<(Vec<f32>, Write)> {
         let out = self.weight.dims2()?.0;
@@ -79,11 +128,50 @@ impl CustomOp1 for FrozenLinear {
         let (x, shape) = self.input(self.name(), x, layout)?;
         let (mut y, write) = self.output(x.rows_count())?;
         self.accumulate(&mut y, x, write)?;
-        Ok((CpuStorage::F32(y), shape))
+        Ok((CpuStorage::F32(self.activate(y)), shape))
     }
 
-    fn bwd(&self, _x: &Tensor, _y: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(grad.broadcast_matmul(&self.weight)?))
+    fn bwd(&self, _x: &Tensor, y: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let grad = self.pre_activation_grad(y, grad)?;
+        Ok(Some(grad.apply_op1_no_bwd(&FrozenLinearGrad(self))?))
+    }
+}
+
+/// The input gradient `grad·W` of a frozen linear layer.
+struct FrozenLinearGrad<'l>(&'l FrozenLinear);
+
+impl CustomOp1 for FrozenLinearGrad<'_> {
+    fn name(&self) -> &'static str {
+        "frozen-linear-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        grad: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let name = self.name();
+        let (out, inp) = self.0.weight.dims2()?;
+        let dims = layout.dims();
+        if dims.last() != Some(&out) {
+            candle_core::bail!("{name}: gradient {dims:?} does not fit weight [{out}, {inp}]");
+        }
+        let grad = f32_slice(name, "gradient", grad, layout)?;
+        let rows = grad.len() / out;
+        let (storage, w_layout) = self.0.weight.storage_and_layout();
+        let w = host_f32(name, "weight", &storage, w_layout)?;
+        let mut dx = vec![0.0; rows * inp];
+        matmul(
+            &mut dx,
+            Mat::rows(grad, rows, out),
+            Mat::rows(w, out, inp),
+            1.0,
+            Write::Set,
+            threads(),
+        );
+        let mut in_dims = dims.to_vec();
+        *in_dims.last_mut().expect("rank ≥ 1") = inp;
+        Ok((CpuStorage::F32(dx), Shape::from(in_dims)))
     }
 }
 
@@ -115,7 +203,7 @@ impl CustomOp3 for LoraLinear {
         matmul(&mut down, x_in, a.t(), 1.0, Write::Set, threads());
         let down = Mat::rows(&down, rows, a.rows_count());
         matmul(&mut y, down, b.t(), self.scale, Write::Add, threads());
-        Ok((CpuStorage::F32(y), shape))
+        Ok((CpuStorage::F32(self.base.activate(y)), shape))
     }
 
     fn bwd(
@@ -123,11 +211,11 @@ impl CustomOp3 for LoraLinear {
         x: &Tensor,
         a: &Tensor,
         b: &Tensor,
-        _y: &Tensor,
+        y: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let grads = x.apply_op2_no_bwd(
-            &grad.contiguous()?,
+            &self.base.pre_activation_grad(y, grad)?,
             &LoraLinearGrad {
                 layer: self,
                 a: a.detach(),
@@ -291,14 +379,23 @@ mod tests {
         (base + (delta * s).unwrap()).unwrap()
     }
 
+    /// The activation as candle's own op.
+    fn candle_activation(activation: Activation, x: &Tensor) -> Tensor {
+        match activation {
+            Activation::Identity => x.clone(),
+            Activation::GeluErf => x.gelu_erf().unwrap(),
+        }
+    }
+
     #[test]
     fn lora_linear_matches_the_composed_ops_and_their_gradients() {
         let mut rng = StdRng::seed_from_u64(21);
         // The last shape spans several parallel blocks and a 3-d input.
-        for (dims, out, r, p) in [
-            (vec![3, 5], 4, 2, 0.0),
-            (vec![7, 9], 6, 3, 0.3),
-            (vec![4, 50, 96], 80, 8, 0.1),
+        for (dims, out, r, p, activation) in [
+            (vec![3, 5], 4, 2, 0.0, Activation::Identity),
+            (vec![7, 9], 6, 3, 0.3, Activation::GeluErf),
+            (vec![4, 50, 96], 80, 8, 0.1, Activation::Identity),
+            (vec![4, 50, 96], 80, 8, 0.1, Activation::GeluErf),
         ] {
             let inp = *dims.last().unwrap();
             let x = Var::from_tensor(&random(&dims, 0.0, 1.0, &mut rng)).unwrap();
@@ -314,10 +411,7 @@ mod tests {
                 Tensor::from_vec(ones, x.shape(), x.device()).unwrap()
             });
             let op = LoraLinear {
-                base: FrozenLinear {
-                    weight: w.clone(),
-                    bias: Some(bias.clone()),
-                },
+                base: FrozenLinear::new(w.clone(), Some(bias.clone()), activation),
                 scale: 2.5,
                 dropout,
             };
@@ -329,6 +423,7 @@ mod tests {
                 Some((a.as_tensor(), b.as_tensor(), 2.5)),
                 mask.as_ref(),
             );
+            let plain = candle_activation(activation, &plain);
             assert_close("lora linear", &fused, &plain, 1e-5);
             let r_up = random(fused.dims(), 0.0, 1.0, &mut rng);
             let g_fused = (&fused * &r_up)
@@ -356,34 +451,34 @@ mod tests {
     #[test]
     fn frozen_linear_matches_the_composed_ops_and_the_input_gradient() {
         let mut rng = StdRng::seed_from_u64(22);
-        let x = Var::from_tensor(&random(&[2, 30, 40], 0.0, 1.0, &mut rng)).unwrap();
-        let w = random(&[24, 40], 0.0, 0.3, &mut rng);
-        let bias = random(&[24], 0.0, 0.3, &mut rng);
-        let op = FrozenLinear {
-            weight: w.clone(),
-            bias: Some(bias.clone()),
-        };
-        let fused = x.apply_op1(op).unwrap();
-        let plain = composed(x.as_tensor(), &w, &bias, None, None);
-        assert_close("frozen linear", &fused, &plain, 1e-5);
-        let r_up = random(fused.dims(), 0.0, 1.0, &mut rng);
-        let g_fused = (&fused * &r_up)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let g_plain = (&plain * &r_up)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        assert_close(
-            "frozen linear x gradient",
-            g_fused.get(x.as_tensor()).unwrap(),
-            g_plain.get(x.as_tensor()).unwrap(),
-            1e-5,
-        );
+        for activation in [Activation::Identity, Activation::GeluErf] {
+            let x = Var::from_tensor(&random(&[2, 30, 40], 0.0, 1.0, &mut rng)).unwrap();
+            let w = random(&[24, 40], 0.0, 0.3, &mut rng);
+            let bias = random(&[24], 0.0, 0.3, &mut rng);
+            let op = FrozenLinear::new(w.clone(), Some(bias.clone()), activation);
+            let fused = x.apply_op1(op).unwrap();
+            let plain =
+                candle_activation(activation, &composed(x.as_tensor(), &w, &bias, None, None));
+            assert_close("frozen linear", &fused, &plain, 1e-5);
+            let r_up = random(fused.dims(), 0.0, 1.0, &mut rng);
+            let g_fused = (&fused * &r_up)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let g_plain = (&plain * &r_up)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            assert_close(
+                "frozen linear x gradient",
+                g_fused.get(x.as_tensor()).unwrap(),
+                g_plain.get(x.as_tensor()).unwrap(),
+                1e-5,
+            );
+        }
     }
 }
