@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The dashboard's browser test: builds the dashboard and the server, starts the server on a
-# free port with a fresh data directory (a tiny random BERT and the bundled VADER data), and
-# drives Debian's headless Chromium through the whole flow with playwright-core.
+# The dashboard's browser test: builds the dashboard and the server, prepares a fresh data
+# directory (a tiny random BERT and the bundled VADER data), picks a free port, and runs
+# tests/browser/dashboard.test.mjs, which starts the server there and drives Debian's headless
+# Chromium through the whole flow with playwright-core.
 # Screenshots go to target/browser-screenshots/. Exits non-zero on any failure.
 #
 # LIGHTPEFT_TEST_SEED=DIR copies DIR's downloads/manifests into the data directory first, so
@@ -25,17 +26,14 @@ if [ ! -d tests/browser/node_modules/playwright-core ]; then
   (cd tests/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --no-audit --no-fund --silent)
 fi
 
-bash scripts/build-dashboard.sh
+# DASHBOARD_TARGET_DIR: a separate target directory for the wasm build (default: cargo's).
+CARGO_TARGET_DIR="${DASHBOARD_TARGET_DIR:-${CARGO_TARGET_DIR:-$root/target}}" bash scripts/build-dashboard.sh
 cargo build --quiet -p lightpeft
 bin="$target_dir/debug/lightpeft"
 
 data=$(mktemp -d)
 log="$data/server.log"
-server=""
-cleanup() {
-  if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; fi
-  rm -rf "$data"
-}
+cleanup() { rm -rf "$data"; }
 trap cleanup EXIT
 
 if [ -n "${LIGHTPEFT_TEST_SEED:-}" ]; then
@@ -47,20 +45,12 @@ fi
 "$bin" --data-dir "$data" assets fetch vader
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-RAYON_NUM_THREADS=1 "$bin" --data-dir "$data" serve --port "$port" --dashboard-dir frontend/dist >"$log" 2>&1 &
-server=$!
-url="http://127.0.0.1:$port"
-for _ in $(seq 1 120); do
-  if curl -fsS "$url/api/v1/health" >/dev/null 2>&1; then break; fi
-  if ! kill -0 "$server" 2>/dev/null; then cat "$log" >&2; echo "the server exited" >&2; exit 1; fi
-  sleep 0.5
-done
-curl -fsS "$url/api/v1/health" >/dev/null || { cat "$log" >&2; echo "the server did not answer" >&2; exit 1; }
-
 shots="$target_dir/browser-screenshots"
 mkdir -p "$shots"
 status=0
-LIGHTPEFT_URL="$url" CHROMIUM="$chromium" SCREENSHOT_DIR="$shots" MODEL=tiny-bert \
+# The test starts (and once restarts) the server itself.
+LIGHTPEFT_BIN="$bin" LIGHTPEFT_DATA="$data" PORT="$port" SERVER_LOG="$log" DASHBOARD_DIR=frontend/dist \
+  CHROMIUM="$chromium" SCREENSHOT_DIR="$shots" MODEL=tiny-bert \
   node tests/browser/dashboard.test.mjs || status=$?
 if [ "$status" -ne 0 ]; then
   echo "--- server log (last 60 lines) ---" >&2

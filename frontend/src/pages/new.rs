@@ -117,11 +117,14 @@ fn Form(schema: Schema) -> impl IntoView {
         let mut hp = info.params;
         hp.set(name, &text).err().map(|e| e.message)
     };
+    // The server's word on a field holds until the field is edited.
+    let submitted = RwSignal::new(HashMap::<String, String>::new());
     let field_error = move |name: String| {
         move || {
+            let unchanged = values.with(|v| submitted.with(|s| v.get(&name) == s.get(&name)));
             failure
                 .get()
-                .filter(|f| f.is_for(&name))
+                .filter(|f| f.is_for(&name) && unchanged)
                 .map(|f| f.message)
                 .or_else(|| local_error(&name))
         }
@@ -151,6 +154,7 @@ fn Form(schema: Schema) -> impl IntoView {
             dev_file: opt(dev_file),
         };
         let baseline = with_baseline.get_untracked();
+        submitted.set(values.get_untracked());
         let navigate = navigate.clone();
         busy.set(true);
         spawn_local(async move {

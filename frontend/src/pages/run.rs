@@ -176,7 +176,7 @@ fn Loaded(exp: Experiment) -> impl IntoView {
             <span class="unit">{move || shown_job.with(|j| j.as_ref().map(|j| format!("job #{} ({})", j.id, j.kind.as_str())))}</span>
         </h2>
         {move || {
-            shown_key.track();
+            let _ = shown_key.get();
             shown_job.get_untracked().map(|job| view! { <TrainingCharts job=job /> })
         }}
 
@@ -194,7 +194,9 @@ fn Loaded(exp: Experiment) -> impl IntoView {
                     <h2>"PEFT importance"</h2>
                     <ImportancePanel job=job plan=overlay />
                     <h2>"Is estimation done?"</h2>
-                    <ConvergenceChart job=job ratios=ratios />
+                    <div class="chart-narrow">
+                        <ConvergenceChart job=job ratios=ratios />
+                    </div>
                     <h2>"Pruning planner"</h2>
                     <Planner experiment=exp_for_planner.get_value() job=job overlay=overlay ratios=ratios on_commit=select />
                 }

@@ -24,8 +24,8 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
 }
 
-/// Evenly spaced round tick values covering `[lo, hi]`.
-pub fn ticks(lo: f64, hi: f64, target: usize) -> Vec<f64> {
+/// Evenly spaced round tick values covering `[lo, hi]`; `whole` keeps them integers (steps).
+pub fn ticks(lo: f64, hi: f64, target: usize, whole: bool) -> Vec<f64> {
     if hi <= lo || !lo.is_finite() || !hi.is_finite() {
         return vec![lo];
     }
@@ -36,6 +36,7 @@ pub fn ticks(lo: f64, hi: f64, target: usize) -> Vec<f64> {
         .map(|m| m * mag)
         .find(|s| *s >= raw)
         .unwrap_or(10.0 * mag);
+    let step = if whole { step.max(1.0).round() } else { step };
     let first = (lo / step).ceil() as i64;
     let last = (hi / step).floor() as i64;
     (first..=last).map(|i| i as f64 * step).collect()
@@ -61,7 +62,7 @@ fn bounds(series: &[Series], fixed: Option<(f64, f64)>) -> Option<(f64, f64, f64
         (y0, y1) = (lo, hi);
     }
     if x1 <= x0 {
-        x1 = x0 + 1.0;
+        (x0, x1) = (x0 - 1.0, x1 + 1.0);
     }
     if y1 <= y0 {
         let pad = if y0 == 0.0 { 1.0 } else { y0.abs() * 0.1 };
@@ -115,7 +116,7 @@ pub fn LineChart(
         };
         let sx = move |x: f64| LEFT + (x - x0) / (x1 - x0) * (W - LEFT - RIGHT);
         let sy = move |y: f64| TOP + (1.0 - (y - y0) / (y1 - y0)) * (H - TOP - BOTTOM);
-        let y_ticks = ticks(y0, y1, 4)
+        let y_ticks = ticks(y0, y1, 4, false)
             .into_iter()
             .map(|t| {
                 let y = sy(t);
@@ -127,7 +128,7 @@ pub fn LineChart(
                 }
             })
             .collect_view();
-        let x_ticks = ticks(x0, x1, 6)
+        let x_ticks = ticks(x0, x1, 6, true)
             .into_iter()
             .map(|t| {
                 let x = sx(t);

@@ -53,7 +53,7 @@ pub fn ComparePanel(
         })
     });
     Effect::new(move |_| {
-        finished.track();
+        let _ = finished.get();
         spawn_local(async move {
             match api::get::<Comparison>(&format!("/experiments/{experiment}/compare")).await {
                 Ok(c) => {

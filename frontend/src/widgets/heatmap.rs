@@ -6,7 +6,8 @@ use wasm_bindgen::JsCast;
 
 use crate::format;
 
-const W: f64 = 840.0;
+const WIDE: f64 = 840.0;
+const MAX_CELL: f64 = 56.0;
 const RIGHT: f64 = 6.0;
 const TOP: f64 = 4.0;
 const AXIS: f64 = 26.0;
@@ -53,6 +54,12 @@ pub fn colour(t: f64) -> String {
     let f = (t - s0) / (s1 - s0);
     let mix = |k: usize| (c0[k] + (c1[k] - c0[k]) * f).round() as u8;
     format!("#{:02x}{:02x}{:02x}", mix(0), mix(1), mix(2))
+}
+
+/// Cell width and total width: a small grid keeps readable cells instead of stretching.
+fn layout(cols: usize, left: f64) -> (f64, f64) {
+    let cw = ((WIDE - left - RIGHT) / cols.max(1) as f64).min(MAX_CELL);
+    (cw, left + cw * cols.max(1) as f64 + RIGHT)
 }
 
 fn scaled(v: f64, min: f64, max: f64) -> f64 {
@@ -133,15 +140,52 @@ pub fn HeatmapView(
             return;
         };
         let h = TOP + rows as f64 * row_h + AXIS;
-        let fx = (ev.client_x() as f64 - rect.left()) / rect.width() * W;
+        let (cw, w) = layout(cols, left);
+        let fx = (ev.client_x() as f64 - rect.left()) / rect.width() * w;
         let fy = (ev.client_y() as f64 - rect.top()) / rect.height() * h;
-        let cw = (W - left - RIGHT) / cols as f64;
         let (c, r) = ((fx - left) / cw, (fy - TOP) / row_h);
         if c >= 0.0 && r >= 0.0 && (c as usize) < cols && (r as usize) < rows {
             hover.set(Some((r as usize, c as usize)));
         } else {
             hover.set(None);
         }
+    };
+    // Arrow keys move the read-out cell, so the values are reachable without a mouse.
+    let on_key = move |ev: web_sys::KeyboardEvent| {
+        let Some((rows, cols)) =
+            grid.with_untracked(|g| g.as_ref().map(|g| (g.rows.len(), g.columns.len())))
+        else {
+            return;
+        };
+        if rows == 0 || cols == 0 {
+            return;
+        }
+        let (r, c) = hover.get_untracked().unwrap_or((0, 0));
+        let next = match ev.key().as_str() {
+            "ArrowLeft" => (r, c.saturating_sub(1)),
+            "ArrowRight" => (r, (c + 1).min(cols - 1)),
+            "ArrowUp" => (r.saturating_sub(1), c),
+            "ArrowDown" => ((r + 1).min(rows - 1), c),
+            "Home" => (r, 0),
+            "End" => (r, cols - 1),
+            _ => return,
+        };
+        ev.prevent_default();
+        hover.set(Some(next));
+    };
+    let marker = move || {
+        let (r, c) = hover.get()?;
+        let cols = grid.with(|g| g.as_ref().map(|g| g.columns.len().max(1)))?;
+        let (cw, _) = layout(cols, left);
+        Some(view! {
+            <rect
+                class="focus-cell"
+                x=left + c as f64 * cw
+                y=TOP + r as f64 * row_h
+                width=cw.max(2.0)
+                height=row_h - 1.0
+            />
+        })
     };
     let body = move || {
         let Some(g) = grid.get() else {
@@ -150,7 +194,7 @@ pub fn HeatmapView(
         let rows = g.rows.len();
         let cols = g.columns.len().max(1);
         let h = TOP + rows as f64 * row_h + AXIS;
-        let cw = (W - left - RIGHT) / cols as f64;
+        let (cw, w) = layout(cols, left);
         let mut cells = Vec::with_capacity(rows * cols);
         let mut cuts = Vec::new();
         for (r, row) in g.values.iter().enumerate() {
@@ -200,12 +244,19 @@ pub fn HeatmapView(
                 }
             })
             .collect_view();
-        let every = (cols / 8).max(1);
+        // As many column labels as fit without overlapping.
+        let longest = g
+            .columns
+            .iter()
+            .map(|c| c.chars().count())
+            .max()
+            .unwrap_or(1);
+        let every = ((longest as f64 * 6.0 + 8.0) / cw).ceil().max(1.0) as usize;
         let col_labels = g
             .columns
             .iter()
             .enumerate()
-            .filter(|(c, _)| cols <= 16 || c % every == 0)
+            .filter(|(c, _)| c.is_multiple_of(every))
             .map(|(c, label)| {
                 view! {
                     <text
@@ -225,12 +276,16 @@ pub fn HeatmapView(
                 id=format!("heatmap-{id}")
                 data-cells=rows * cols
                 data-removed=removed_cells
-                viewBox=format!("0 0 {W} {h}")
+                viewBox=format!("0 0 {w} {h}")
+                style=format!("max-width:{w}px")
                 role="img"
                 aria-label=format!("{id} heatmap, {rows} rows by {cols} columns")
                 shape-rendering="crispEdges"
+                tabindex="0"
                 on:mousemove=on_move
                 on:mouseleave=move |_| hover.set(None)
+                on:keydown=on_key
+                on:blur=move |_| hover.set(None)
             >
                 <defs>
                     <pattern id=format!("hatch-{id}") width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)">
@@ -242,6 +297,7 @@ pub fn HeatmapView(
                 {cells}
                 {cuts}
                 {col_labels}
+                {marker}
             </svg>
         }
         .into_any()
@@ -274,7 +330,7 @@ pub fn HeatmapView(
         <div class="heatmap-box">
             {body}
             <p class="readout-line" aria-live="polite">
-                {move || readout().unwrap_or_else(|| "point at a cell to read it".into())}
+                {move || readout().unwrap_or_else(|| "point at a cell (or focus the map and use the arrow keys) to read it".into())}
             </p>
         </div>
     }

@@ -127,7 +127,7 @@ pub fn ImportancePanel(
         (j.step / 5, j.status)
     });
     Effect::new(move |_| {
-        bucket.track();
+        let _ = bucket.get();
         fetcher.fetch(format!("/jobs/{id}/importance"));
     });
     let modules = Signal::derive(move || {

@@ -284,7 +284,7 @@ pub fn ConvergenceChart(
     let fetcher = Latest::new(data);
     let progress = Memo::new(move |_| job.get().step);
     Effect::new(move |_| {
-        progress.track();
+        let _ = progress.get();
         let (h, f) = ratios.get();
         fetcher.fetch(format!(
             "/jobs/{id}/convergence?head_ratio={h}&ffn_ratio={f}"

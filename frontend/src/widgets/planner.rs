@@ -179,7 +179,7 @@ pub fn Planner(
     let status = Memo::new(move |_| job.get().status);
     Effect::new(move |_| {
         values.track();
-        status.track();
+        let _ = status.get();
         if let Some(h) = values.with(|v| v.get("head_ratio").and_then(|t| t.parse().ok()))
             && let Some(f) = values.with(|v| v.get("ffn_ratio").and_then(|t| t.parse().ok()))
         {
