@@ -19,17 +19,18 @@ const base = bin ? `http://127.0.0.1:${port}` : (process.env.LIGHTPEFT_URL ?? "h
 mkdirSync(shots, { recursive: true });
 
 let server = null;
-async function startServer() {
+async function startServer(env = {}) {
   const log = openSync(process.env.SERVER_LOG ?? "/dev/null", "a");
   server = spawn(
     bin,
     ["--data-dir", process.env.LIGHTPEFT_DATA, "serve", "--port", port, "--dashboard-dir", process.env.DASHBOARD_DIR ?? "frontend/dist"],
-    { stdio: ["ignore", log, log], env: { ...process.env, RAYON_NUM_THREADS: "1" } },
+    { stdio: ["ignore", log, log], env: { ...process.env, RAYON_NUM_THREADS: "1", ...env } },
   );
   for (let i = 0; i < 240; i++) {
     if (server.exitCode !== null) throw new Error(`the server exited with ${server.exitCode}`);
     try {
-      if ((await fetch(`${base}/api/v1/health`)).ok) return;
+      const r = await fetch(`${base}/api/v1/health`);
+      if (r.ok || r.status === 401) return;
     } catch {}
     await new Promise((r) => setTimeout(r, 250));
   }
@@ -217,12 +218,25 @@ try {
     await startServer();
     await page.locator("#link-state", { hasText: "live" }).waitFor({ timeout: 20000 });
     await page.locator("#runs-table tbody tr").first().waitFor();
+
+    log("a server that asks for a token: the header offers a field, and the token works");
+    const token = "browser-test-token-0123456789";
+    await stopServer();
+    await startServer({ LIGHTPEFT_TOKEN: token });
+    await page.reload();
+    await page.locator("#token").waitFor({ timeout: 15000 });
+    assert.equal(await page.locator("#runs-table tbody tr").count(), 0, "nothing is shown without the token");
+    await page.locator("#token").fill(token);
+    await page.getByRole("button", { name: "Use token" }).click();
+    await page.locator("#runs-table tbody tr").first().waitFor({ timeout: 15000 });
+    await page.locator("#link-state", { hasText: "live" }).waitFor({ timeout: 15000 });
+    assert.equal(await page.locator("#token").count(), 0, "the token field goes once the token works");
   } else {
     console.log("(no LIGHTPEFT_BIN: reconnection not tested)");
   }
 
   // Resources fail while the server is down (the reconnection test): expected.
-  assert.deepEqual(consoleErrors.filter((e) => !/Failed to load resource|ERR_CONNECTION_REFUSED/.test(e)), []);
+  assert.deepEqual(consoleErrors.filter((e) => !/Failed to load resource|ERR_CONNECTION_REFUSED|401/.test(e)), []);
   console.log("browser test passed");
 } catch (err) {
   console.error(`browser test failed at: ${step}`);

@@ -282,7 +282,7 @@ pub fn ComparePanel(
         <div class="compare-box">
             <div class="actions">
                 <button id="run-baseline" on:click=start_baseline disabled=baseline_running>
-                    {move || if baseline_running() { "Baseline running…" } else { "Run vanilla baseline" }}
+                    {move || if baseline_running() { "Baseline queued or running…" } else { "Run vanilla baseline" }}
                 </button>
                 {move || baseline_failure.get().map(|f| view! { <span class="error" role="alert">{f.message}</span> })}
             </div>
