@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# Sets lightpeft up on this machine and runs it: fetches the bundled model and data, then
-# starts the main job. Until the server lands this prints the engine's status.
+# Sets lightpeft up on this machine and runs it: fetches the bundled model and data
+# (sha256-checked, idempotent), builds the dashboard (installing the wasm32 target and the
+# matching wasm-bindgen CLI when missing) and starts the server on http://127.0.0.1:8080.
+# Extra arguments go to `lightpeft serve` (e.g. --port 9000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo run --release --quiet -p lightpeft -- assets fetch
-exec cargo run --release --quiet -p lightpeft -- status "$@"
+cargo build --release --quiet -p lightpeft
+./target/release/lightpeft assets fetch
+bash scripts/build-dashboard.sh
+echo "open http://127.0.0.1:${LIGHTPEFT_PORT:-8080} (Ctrl-C stops; running jobs can be resumed later)" >&2
+exec ./target/release/lightpeft serve --dashboard-dir frontend/dist "$@"

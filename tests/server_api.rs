@@ -304,7 +304,7 @@ async fn bad_requests_get_a_4xx_with_the_error_shape_and_change_nothing() {
     let huge = "x".repeat(200 * 1024);
     // (method, path, body (None = no body; Some(String) raw), expected status, expected code, field)
     let e = "/experiments";
-    let cases: Vec<(&str, String, Option<String>, u16, &str, Option<&str>)> = vec![
+    let cases: Vec<Case> = vec![
         ("POST", e.into(), Some(with(json!({"params": {"lr": "fast"}})).to_string()), 400, "invalid_param", Some("lr")),
         ("POST", e.into(), Some(with(json!({"params": {"lr": 5.0}})).to_string()), 400, "invalid_param", Some("lr")),
         ("POST", e.into(), Some(with(json!({"params": {"head_ratio": 1.5}})).to_string()), 400, "invalid_param", Some("head_ratio")),
@@ -395,6 +395,16 @@ async fn bad_requests_get_a_4xx_with_the_error_shape_and_change_nothing() {
     let json: Value = r.json().await.unwrap();
     assert_eq!(json["error"]["code"], "unsupported_media_type");
 }
+
+/// method, path, raw body, expected status, expected error code, expected field.
+type Case<'a> = (
+    &'a str,
+    String,
+    Option<String>,
+    u16,
+    &'a str,
+    Option<&'a str>,
+);
 
 async fn row_counts(db: &std::path::Path) -> Vec<i64> {
     use sqlx::ConnectOptions;

@@ -91,6 +91,10 @@ struct ServeArgs {
     /// The SQLite file (default: <data>/lightpeft.sqlite).
     #[arg(long, value_name = "FILE")]
     database: Option<PathBuf>,
+    /// Benchmarking only: train without sending step records to the store (jobs then have
+    /// no charts), to measure what recording costs.
+    #[arg(long, hide = true)]
+    discard_records: bool,
 }
 
 #[derive(Args)]
@@ -205,6 +209,18 @@ enum AssetsAction {
         /// Model name.
         #[arg(long, default_value = "tiny-bert")]
         name: String,
+        /// Encoder layers.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=48))]
+        layers: u16,
+        /// Attention heads per layer.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+        heads: u16,
+        /// Width of a head.
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=128))]
+        head_dim: u16,
+        /// FFN neurons per layer.
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=16384))]
+        ffn: u32,
     },
 }
 
@@ -229,8 +245,24 @@ fn main() -> ExitCode {
             action: AssetsAction::Fetch { assets, .. },
         } => fetch_assets(&data_dir, &assets),
         Command::Assets {
-            action: AssetsAction::Tiny { name },
-        } => tiny_model(&data_dir, &name),
+            action:
+                AssetsAction::Tiny {
+                    name,
+                    layers,
+                    heads,
+                    head_dim,
+                    ffn,
+                },
+        } => {
+            let spec = lightpeft_engine::tiny::TinySpec {
+                layers: layers.into(),
+                heads: heads.into(),
+                hidden: (heads * head_dim).into(),
+                ffn: ffn as usize,
+                ..lightpeft_engine::tiny::TinySpec::demo(lightpeft_engine::Architecture::Bert)
+            };
+            tiny_model(&data_dir, &name, &spec)
+        }
         Command::Serve(args) => serve(&data_dir, args),
         Command::Status => status(&data_dir),
         Command::Estimate(args) => estimate(&data_dir, args),
@@ -443,11 +475,14 @@ fn fetch_assets(data_dir: &Path, assets: &[AssetId]) -> Result<(), String> {
     Ok(())
 }
 
-fn tiny_model(data_dir: &Path, name: &str) -> Result<(), String> {
+fn tiny_model(
+    data_dir: &Path,
+    name: &str,
+    spec: &lightpeft_engine::tiny::TinySpec,
+) -> Result<(), String> {
     lightpeft_assets::validate_model_name(name).map_err(|e| e.to_string())?;
     let dir = lightpeft_assets::model_dir(data_dir, name);
-    let spec = lightpeft_engine::tiny::TinySpec::demo(lightpeft_engine::Architecture::Bert);
-    lightpeft_engine::tiny::write_tiny_model(&dir, &spec, 7).map_err(|e| e.to_string())?;
+    lightpeft_engine::tiny::write_tiny_model(&dir, spec, 7).map_err(|e| e.to_string())?;
     println!("{name}: tiny random BERT written to {}", dir.display());
     Ok(())
 }
@@ -469,6 +504,7 @@ fn serve(data_dir: &Path, args: ServeArgs) -> Result<(), String> {
         dashboard_dir: args.dashboard_dir,
         max_snapshots: args.max_snapshots as usize,
         checkpoint_every: args.checkpoint_every as usize,
+        discard_records: args.discard_records,
         database: args
             .database
             .unwrap_or_else(|| data_dir.join("lightpeft.sqlite")),

@@ -671,7 +671,7 @@ fn safetensors_bytes(tensors: &[(String, Vec<usize>, Vec<u8>)]) -> Vec<u8> {
     }
     let mut head = serde_json::to_vec(&header).expect("plain data");
     // Data starts on an 8-byte boundary.
-    while head.len() % 8 != 0 {
+    while !head.len().is_multiple_of(8) {
         head.push(b' ');
     }
     let mut out = (head.len() as u64).to_le_bytes().to_vec();

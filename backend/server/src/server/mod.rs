@@ -54,6 +54,8 @@ pub struct ServeConfig {
     pub checkpoint_every: usize,
     /// The SQLite file.
     pub database: PathBuf,
+    /// Benchmarking only: step records are not sent to the store.
+    pub discard_records: bool,
 }
 
 /// What every handler reaches.
@@ -272,6 +274,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
         config.data_dir.clone(),
         config.concurrent_jobs,
         config.checkpoint_every,
+        config.discard_records,
     );
     let (interrupted, queued) = store.recover().await.map_err(|e| e.error.message)?;
     if !interrupted.is_empty() {

@@ -40,6 +40,7 @@ struct Inner {
     data_dir: PathBuf,
     slots: usize,
     checkpoint_every: usize,
+    discard_records: bool,
     queue: Mutex<VecDeque<(i64, bool)>>,
     running: Mutex<HashMap<i64, CancelToken>>,
     shutting_down: AtomicBool,
@@ -61,6 +62,7 @@ impl Runner {
         data_dir: PathBuf,
         slots: usize,
         checkpoint_every: usize,
+        discard_records: bool,
     ) -> Runner {
         let runner = Runner {
             inner: Arc::new(Inner {
@@ -70,6 +72,7 @@ impl Runner {
                 data_dir,
                 slots: slots.max(1),
                 checkpoint_every,
+                discard_records,
                 queue: Mutex::new(VecDeque::new()),
                 running: Mutex::new(HashMap::new()),
                 shutting_down: AtomicBool::new(false),
@@ -222,6 +225,7 @@ impl Runner {
             recorder: self.inner.recorder.clone(),
             events: self.inner.events.clone(),
             checkpoint_every: self.inner.checkpoint_every,
+            discard_records: self.inner.discard_records,
             cancel,
             handle: tokio::runtime::Handle::current(),
         };
@@ -282,6 +286,7 @@ struct Work {
     recorder: Recorder,
     events: broadcast::Sender<Event>,
     checkpoint_every: usize,
+    discard_records: bool,
     cancel: CancelToken,
     handle: tokio::runtime::Handle,
 }
@@ -377,6 +382,7 @@ impl Work {
             _ => None,
         };
         let mut observer = JobObserver {
+            discard: self.discard_records,
             job_id: self.job.id,
             recorder: self.recorder.clone(),
             events: self.events.clone(),
@@ -467,6 +473,7 @@ fn reset_peak_rss() {
 /// The engine's observer for one job: records to the recorder, progress to the stream, and
 /// resumable snapshots to the job's folder.
 struct JobObserver {
+    discard: bool,
     job_id: i64,
     recorder: Recorder,
     events: broadcast::Sender<Event>,
@@ -483,6 +490,9 @@ impl Observer for JobObserver {
             lr: record.lr,
             snapshot: record.head_masks.is_some() || record.neuron_masks.is_some(),
         });
+        if self.discard {
+            return;
+        }
         self.recorder.send(Record::Step {
             job_id: self.job_id,
             record: Box::new(record.clone()),

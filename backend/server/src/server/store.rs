@@ -411,7 +411,8 @@ impl Store {
         id: i64,
         kind: MaskKind,
     ) -> StoreResult<Vec<(i64, i64, [f64; 6])>> {
-        let rows: Vec<(i64, i64, f64, f64, f64, f64, f64, f64)> = sqlx::query_as(
+        type Row = (i64, i64, f64, f64, f64, f64, f64, f64);
+        let rows: Vec<Row> = sqlx::query_as(
             "SELECT step, layer, q0, q25, q50, q75, q100, mean FROM mask_summaries
              WHERE job_id = ? AND kind = ? ORDER BY step, layer",
         )
