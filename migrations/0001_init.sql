@@ -16,8 +16,9 @@ CREATE TABLE experiments (
 CREATE TABLE jobs (
     id             INTEGER PRIMARY KEY,
     experiment_id  INTEGER NOT NULL REFERENCES experiments(id) ON DELETE CASCADE,
-    kind           TEXT NOT NULL CHECK (kind IN ('estimation', 'finetune', 'baseline')),
+    kind           TEXT NOT NULL CHECK (kind IN ('estimation', 'finetune', 'baseline', 'evaluation')),
     plan_id        INTEGER REFERENCES plans(id) ON DELETE CASCADE,
+    source_job_id  INTEGER REFERENCES jobs(id) ON DELETE CASCADE,  -- the model an evaluation scores
     status         TEXT NOT NULL CHECK (status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled', 'interrupted')),
     step           INTEGER NOT NULL DEFAULT 0,
     total_steps    INTEGER NOT NULL DEFAULT 0,

@@ -204,6 +204,25 @@ async fn create_estimate_watch_plan_commit_finetune_compare_download() {
     assert!(run["train_speedup"].as_f64().unwrap() > 0.0);
     assert!(run["result"]["best_score"].as_f64().unwrap() > 0.0);
 
+    // An evaluation job scores the pruned model again: same predictions, same score.
+    let (status, ev) = server
+        .post(&format!("/jobs/{ft}/evaluate"), json!({}))
+        .await;
+    assert_eq!(status, 202, "{ev}");
+    let ev = ev["id"].as_i64().unwrap();
+    assert_eq!(server.wait_job(ev, LONG).await["status"], "succeeded");
+    let scored = server.ok(&format!("/jobs/{ev}/result")).await;
+    let last_eval = server.ok(&format!("/jobs/{ft}/evals")).await;
+    let last_eval = last_eval.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(scored["best_metrics"], last_eval["metrics"], "{scored}");
+    assert_eq!(
+        server
+            .post(&format!("/jobs/{est}/evaluate"), json!({}))
+            .await
+            .0,
+        409
+    );
+
     // Downloads: the pruned model and the arrays.
     let artifacts = server.ok(&format!("/jobs/{ft}/artifacts")).await;
     let names: Vec<&str> = artifacts

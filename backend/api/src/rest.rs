@@ -206,6 +206,8 @@ pub enum JobKind {
     Finetune,
     /// Vanilla PEFT on the unpruned model.
     Baseline,
+    /// Scores the model another job trained on the dev split (inference only).
+    Evaluation,
 }
 
 impl JobKind {
@@ -215,6 +217,7 @@ impl JobKind {
             JobKind::Estimation => "estimation",
             JobKind::Finetune => "finetune",
             JobKind::Baseline => "baseline",
+            JobKind::Evaluation => "evaluation",
         }
     }
 }
@@ -284,6 +287,9 @@ pub struct Job {
     pub kind: JobKind,
     /// The committed plan it fine-tunes (stage 2).
     pub plan_id: Option<i64>,
+    /// The job whose model an evaluation scores.
+    #[serde(default)]
+    pub source_job_id: Option<i64>,
     /// Status.
     pub status: JobStatus,
     /// Steps done.

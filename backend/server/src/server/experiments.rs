@@ -284,7 +284,7 @@ pub async fn delete(
 
 async fn start(state: &AppState, id: i64, kind: JobKind) -> ApiResult<(StatusCode, Json<Job>)> {
     state.store.experiment(id).await?;
-    let job = state.store.insert_job(id, kind, None).await?;
+    let job = state.store.insert_job(id, kind, None, None).await?;
     state.runner.enqueue(job.id, false);
     state
         .runner

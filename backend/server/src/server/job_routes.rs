@@ -110,6 +110,31 @@ pub async fn resume(State(state): State<AppState>, id: Id) -> ApiResult<(StatusC
     Ok((StatusCode::ACCEPTED, Json(job)))
 }
 
+/// Queues an evaluation of the model a finished fine-tuning or baseline job trained, on its
+/// experiment's dev split (inference time and scores, nothing trained).
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/evaluate", params(("id" = i64, Path)),
+    responses((status = 202, body = Job), (status = 409, body = lightpeft_api::rest::ErrorBody)))]
+pub async fn evaluate(State(state): State<AppState>, id: Id) -> ApiResult<(StatusCode, Json<Job>)> {
+    let UrlPath(id) = id?;
+    let job = state.store.job(id).await?;
+    if !matches!(job.kind, JobKind::Finetune | JobKind::Baseline)
+        || job.status != JobStatus::Succeeded
+    {
+        return Err(ApiFailure::conflict(format!(
+            "job {id} is a {} job that is {}; evaluations score the model of a succeeded finetune or baseline job",
+            job.kind.as_str(),
+            job.status.as_str()
+        )));
+    }
+    let eval = state
+        .store
+        .insert_job(job.experiment_id, JobKind::Evaluation, None, Some(id))
+        .await?;
+    state.runner.enqueue(eval.id, false);
+    state.runner.publish(Event::Job { job: eval.clone() });
+    Ok((StatusCode::ACCEPTED, Json(eval)))
+}
+
 /// Deletes a finished job with its records and files.
 #[utoipa::path(delete, path = "/api/v1/jobs/{id}", params(("id" = i64, Path)),
     responses((status = 204), (status = 409, body = lightpeft_api::rest::ErrorBody)))]

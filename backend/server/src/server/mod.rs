@@ -223,6 +223,7 @@ fn router(state: AppState, dashboard_dir: &std::path::Path) -> Router {
         .route("/jobs/{id}", get(jr::get).delete(jr::delete))
         .route("/jobs/{id}/cancel", post(jr::cancel))
         .route("/jobs/{id}/resume", post(jr::resume))
+        .route("/jobs/{id}/evaluate", post(jr::evaluate))
         .route("/jobs/{id}/events", get(job_events))
         .route("/jobs/{id}/scalars", get(jr::scalars))
         .route("/jobs/{id}/evals", get(jr::evals))

@@ -206,7 +206,7 @@ pub async fn commit(
         .await?;
     let job = state
         .store
-        .insert_job(experiment_id, JobKind::Finetune, Some(plan_id))
+        .insert_job(experiment_id, JobKind::Finetune, Some(plan_id), None)
         .await?;
     state.runner.enqueue(job.id, false);
     state.runner.publish(Event::Job { job: job.clone() });

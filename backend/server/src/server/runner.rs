@@ -317,6 +317,7 @@ impl Work {
             JobKind::Estimation => Stage::Estimation,
             JobKind::Finetune => Stage::Finetune,
             JobKind::Baseline => Stage::Baseline,
+            JobKind::Evaluation => return self.evaluate(&dataset, &splits.dev, &params),
         };
         let model = match (&self.job.kind, &self.plan) {
             (JobKind::Finetune, Some((estimation_id, _, plan))) => {
@@ -451,6 +452,64 @@ impl Work {
             eval_seconds: last_eval.map_or(0.0, |e| e.seconds),
             eval_examples: splits.dev.len(),
             steps: outcome.steps,
+        })))
+    }
+
+    /// Scores the model of the source job on the dev split.
+    fn evaluate(
+        &self,
+        dataset: &lightpeft_engine::data::Dataset,
+        dev: &lightpeft_engine::train::TokenizedSplit,
+        params: &lightpeft_api::Hyperparams,
+    ) -> crate::error::Result<Ending> {
+        let source = self.job.source_job_id.ok_or_else(|| {
+            crate::error::Error::Usage("an evaluation job needs a source job".into())
+        })?;
+        let metric_key = dataset.metric.primary().key();
+        self.block_on_store(self.store.set_job_plan_inputs(
+            self.job.id,
+            0,
+            metric_key,
+            None,
+            None,
+        ))?;
+        let model = load_exported(&job_dir(&self.data_dir, source).join("model"), &Device::Cpu)?;
+        let eval =
+            lightpeft_engine::train::evaluate(&model, dev, params.eval_batch_size, dataset.metric)?;
+        let mut observer = JobObserver {
+            discard: false,
+            job_id: self.job.id,
+            recorder: self.recorder.clone(),
+            events: self.events.clone(),
+            checkpoint: None,
+        };
+        observer.on_eval(&eval);
+        let score = eval
+            .metrics
+            .iter()
+            .find(|(k, _)| k == metric_key)
+            .map_or(0.0, |(_, v)| *v);
+        let majority = baseline_values(&dataset.majority_baseline()?);
+        let counts = jobs::param_counts(&model);
+        Ok(Ending::Done(Some(JobResult {
+            job_id: self.job.id,
+            kind: JobKind::Evaluation,
+            plan_id: None,
+            metric: metric_key.to_string(),
+            best_score: score,
+            best_metrics: eval.metrics.clone(),
+            majority_score: majority
+                .iter()
+                .find(|(k, _)| k == metric_key)
+                .map_or(0.0, |(_, v)| *v),
+            peft_params: counts.peft,
+            trainable_params: counts.trainable,
+            encoder_params: counts.encoder,
+            median_step_seconds: 0.0,
+            peak_rss_mib: jobs::peak_rss_mib(),
+            eval_seconds: eval.seconds,
+            eval_examples: dev.len(),
+            steps: 0,
         })))
     }
 

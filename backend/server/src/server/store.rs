@@ -132,15 +132,17 @@ impl Store {
         experiment_id: i64,
         kind: JobKind,
         plan_id: Option<i64>,
+        source_job_id: Option<i64>,
     ) -> StoreResult<Job> {
         let mut tx = self.pool.begin().await.map_err(db)?;
         let id: i64 = sqlx::query_scalar(audited(format!(
-            "INSERT INTO jobs (experiment_id, kind, plan_id, status, created_at)
-             VALUES (?, ?, ?, 'queued', {NOW}) RETURNING id"
+            "INSERT INTO jobs (experiment_id, kind, plan_id, source_job_id, status, created_at)
+             VALUES (?, ?, ?, ?, 'queued', {NOW}) RETURNING id"
         )))
         .bind(experiment_id)
         .bind(kind.as_str())
         .bind(plan_id)
+        .bind(source_job_id)
         .fetch_one(&mut *tx)
         .await
         .map_err(db)?;
@@ -616,6 +618,7 @@ fn job_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<Job> {
         experiment_id: row.get("experiment_id"),
         kind,
         plan_id: row.get("plan_id"),
+        source_job_id: row.get("source_job_id"),
         status,
         step,
         total_steps,
