@@ -225,7 +225,7 @@ pub fn HeatmapView(
                             width=cw + 0.02
                             height=row_h - 1.0
                             fill=format!("url(#hatch-{id})")
-                            opacity=cut.clamp(0.25, 1.0)
+                            opacity=cut.clamp(0.15, 1.0)
                         />
                     });
                 }
@@ -289,8 +289,8 @@ pub fn HeatmapView(
             >
                 <defs>
                     <pattern id=format!("hatch-{id}") width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)">
-                        <rect width="6" height="6" fill="rgba(255,255,255,0.55)" />
-                        <line x1="0" y1="0" x2="0" y2="6" stroke="#d7263d" stroke-width="3" />
+                        <rect width="6" height="6" fill="rgba(255,255,255,0.25)" />
+                        <line x1="0" y1="0" x2="0" y2="6" stroke="#d7263d" stroke-width="2" />
                     </pattern>
                 </defs>
                 {row_labels}
