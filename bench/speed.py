@@ -34,6 +34,14 @@ def parse_args():
     p.add_argument("--shapes", default="16x64,32x128")
     p.add_argument("--plans", default="full,third,half")
     p.add_argument("--modes", default="train,infer")
+    p.add_argument("--records", help="also write every run's JSON record to this file")
+    p.add_argument(
+        "--stat",
+        choices=["median_s", "min_s"],
+        default="median_s",
+        help="which per-step time the table compares: the median, or the fastest step (the one "
+        "other processes disturbed least, on a shared machine)",
+    )
     return p.parse_args()
 
 
@@ -80,24 +88,29 @@ def main():
                     env,
                 )
                 results[(mode, shape, plan)] = (ours, torch)
-                show = lambda r: f"{r['median_s']:.3f} s" if r else "n/a"  # noqa: E731
+                show = lambda r: f"{r[args.stat]:.3f} s" if r else "n/a"  # noqa: E731
                 print(f"{mode} {shape} {plan}: ours {show(ours)}, PyTorch {show(torch)}",
                       file=sys.stderr)
+    if args.records:
+        with open(args.records, "w") as f:
+            for r in (r for pair in results.values() for r in pair if r):
+                f.write(json.dumps(r) + "\n")
     versions = next((t["versions"] for o, t in results.values() if t), "PyTorch not available")
-    print(f"\n{args.threads} threads, median of {args.steps} steps after one warm-up; {versions}\n")
+    stat = "median" if args.stat == "median_s" else "fastest"
+    print(f"\n{args.threads} threads, {stat} of {args.steps} steps after one warm-up; {versions}\n")
     print("| mode | batch × len | plan | ours s/step | PyTorch s/step | ours / PyTorch "
           "| speed-up vs full: ours | PyTorch | peak RSS MiB: ours | PyTorch |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for (mode, shape, plan), (ours, torch) in results.items():
         base_ours, base_torch = results.get((mode, shape, "full"), (None, None))
 
-        def cell(r, key="median_s", fmt="{:.3f}"):
+        def cell(r, key=args.stat, fmt="{:.3f}"):
             return fmt.format(r[key]) if r else "n/a"
 
         def speedup(base, r):
-            return f"{base['median_s'] / r['median_s']:.2f}×" if base and r else "n/a"
+            return f"{base[args.stat] / r[args.stat]:.2f}×" if base and r else "n/a"
 
-        ratio = f"{ours['median_s'] / torch['median_s']:.2f}" if ours and torch else "n/a"
+        ratio = f"{ours[args.stat] / torch[args.stat]:.2f}" if ours and torch else "n/a"
         print(
             f"| {mode} | {shape.replace('x', ' × ')} | {plan} | {cell(ours)} | {cell(torch)} "
             f"| {ratio} | {speedup(base_ours, ours)} | {speedup(base_torch, torch)} "

@@ -4,6 +4,11 @@
 //! pass over the tensor into a freshly allocated buffer, forwards and again backwards. On the CPU
 //! the ops here make one pass each way over contiguous f32 rows, on candle's own worker threads;
 //! on other devices, and for other dtypes, they fall back to candle's compositions.
+//!
+//! The linear layers (`ops/linear.rs`: frozen weight, bias, optional LoRA branch and GELU) and
+//! multi-head attention (`ops/attention.rs`) are single graph nodes with hand-written backward
+//! passes over `gemm` (`ops/gemm.rs`), so that a training step allocates, zero-fills and
+//! accumulates far fewer full-size buffers than the composed graph would.
 
 use std::sync::Mutex;
 

@@ -220,7 +220,7 @@ impl CustomOp2 for AttentionGrad<'_> {
         let mut packed = vec![0.0; 3 * n];
         let (dq, rest) = packed.split_at_mut(n);
         let (dk, dv) = rest.split_at_mut(n);
-        let units: Vec<Mutex<(&mut [f32], &mut [f32], &mut [f32])>> = dq
+        let units: Vec<Mutex<_>> = dq
             .chunks_mut(l * w)
             .zip(dk.chunks_mut(l * w))
             .zip(dv.chunks_mut(l * w))
