@@ -25,6 +25,9 @@ pub enum Error {
     /// The command line asks for something impossible.
     #[error("{0}")]
     Usage(String),
+    /// The server could not start or stopped on an error.
+    #[error("{0}")]
+    Server(String),
 }
 
 impl Error {

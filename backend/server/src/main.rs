@@ -288,9 +288,9 @@ fn print_json(value: &impl serde::Serialize) {
     );
 }
 
-fn estimate(data_dir: &Path, args: TrainArgs) -> Result<(), String> {
+fn estimate(data_dir: &Path, args: TrainArgs) -> error::Result<()> {
     let preset = args.preset.unwrap_or(Preset::Paper);
-    let params = args.params.resolve(preset).map_err(|e| e.to_string())?;
+    let params = args.params.resolve(preset)?;
     let common = commands::Common {
         data_dir,
         json: args.json,
@@ -302,8 +302,7 @@ fn estimate(data_dir: &Path, args: TrainArgs) -> Result<(), String> {
         preset,
         params,
         &args.run,
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     if args.json {
         print_json(&out);
     } else {
@@ -318,14 +317,14 @@ fn estimate(data_dir: &Path, args: TrainArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn plan(data_dir: &Path, args: RunArgs) -> Result<(), String> {
+fn plan(data_dir: &Path, args: RunArgs) -> error::Result<()> {
     let common = commands::Common {
         data_dir,
         json: args.json,
     };
     let manifest_params = run_params(data_dir, &args.run)?;
     let params = overridden(manifest_params, &args.params)?;
-    let plan = commands::plan(&common, &args.run, &params).map_err(|e| e.to_string())?;
+    let plan = commands::plan(&common, &args.run, &params)?;
     if args.json {
         print_json(&plan);
     } else {
@@ -334,23 +333,21 @@ fn plan(data_dir: &Path, args: RunArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn run_params(data_dir: &Path, run: &str) -> Result<lightpeft_api::Hyperparams, String> {
-    let dir = commands::existing_run_dir(data_dir, run).map_err(|e| e.to_string())?;
+fn run_params(data_dir: &Path, run: &str) -> error::Result<lightpeft_api::Hyperparams> {
+    let dir = commands::existing_run_dir(data_dir, run)?;
     let path = dir.join("run.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(&path).map_err(|e| error::Error::file(&path, e))?;
     let manifest: commands::RunManifest =
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        serde_json::from_str(&text).map_err(|e| error::Error::file(&path, e))?;
     Ok(manifest.params)
 }
 
 fn overridden(
     mut params: lightpeft_api::Hyperparams,
     args: &ParamArgs,
-) -> Result<lightpeft_api::Hyperparams, String> {
+) -> error::Result<lightpeft_api::Hyperparams> {
     for (name, value) in &args.given {
-        params
-            .set(name, value)
-            .map_err(|e| error::Error::Param(e).to_string())?;
+        params.set(name, value).map_err(error::Error::Param)?;
     }
     Ok(params)
 }
@@ -384,19 +381,19 @@ fn report(result: &commands::RunResult, json: bool) {
     );
 }
 
-fn finetune(data_dir: &Path, args: RunArgs) -> Result<(), String> {
+fn finetune(data_dir: &Path, args: RunArgs) -> error::Result<()> {
     let common = commands::Common {
         data_dir,
         json: args.json,
     };
-    let result = commands::finetune(&common, &args.run, &args.params).map_err(|e| e.to_string())?;
+    let result = commands::finetune(&common, &args.run, &args.params)?;
     report(&result, args.json);
     Ok(())
 }
 
-fn baseline(data_dir: &Path, args: TrainArgs) -> Result<(), String> {
+fn baseline(data_dir: &Path, args: TrainArgs) -> error::Result<()> {
     let preset = args.preset.unwrap_or(Preset::VanillaReference);
-    let params = args.params.resolve(preset).map_err(|e| e.to_string())?;
+    let params = args.params.resolve(preset)?;
     let common = commands::Common {
         data_dir,
         json: args.json,
@@ -408,23 +405,18 @@ fn baseline(data_dir: &Path, args: TrainArgs) -> Result<(), String> {
         preset,
         params,
         &args.run,
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     report(&result, args.json);
     Ok(())
 }
 
-fn eval(data_dir: &Path, args: EvalArgs) -> Result<(), String> {
-    let params = args
-        .params
-        .resolve(Preset::Paper)
-        .map_err(|e| e.to_string())?;
+fn eval(data_dir: &Path, args: EvalArgs) -> error::Result<()> {
+    let params = args.params.resolve(Preset::Paper)?;
     let common = commands::Common {
         data_dir,
         json: args.json,
     };
-    let record = commands::eval(&common, &args.export, &args.task.source(), &params)
-        .map_err(|e| e.to_string())?;
+    let record = commands::eval(&common, &args.export, &args.task.source(), &params)?;
     if args.json {
         print_json(&record);
     } else {
@@ -436,28 +428,25 @@ fn eval(data_dir: &Path, args: EvalArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn run_bench(data_dir: &Path, args: BenchArgs) -> Result<(), String> {
+fn run_bench(data_dir: &Path, args: BenchArgs) -> error::Result<()> {
     if args.task.train_file.is_some() || args.task.dev_file.is_some() {
-        return Err("bench runs on the bundled tasks only".into());
+        return Err(error::Error::Usage(
+            "bench runs on the bundled tasks only".into(),
+        ));
     }
-    let params = args
-        .params
-        .resolve(args.preset.unwrap_or(Preset::Paper))
-        .map_err(|e| e.to_string())?;
-    let table = bench::bench(data_dir, &args.task.task, &args.run_prefix, &params)
-        .map_err(|e| e.to_string())?;
+    let params = args.params.resolve(args.preset.unwrap_or(Preset::Paper))?;
+    let table = bench::bench(data_dir, &args.task.task, &args.run_prefix, &params)?;
     print!("{table}");
     Ok(())
 }
 
-fn fetch_assets(data_dir: &Path, assets: &[AssetId]) -> Result<(), String> {
+fn fetch_assets(data_dir: &Path, assets: &[AssetId]) -> error::Result<()> {
     let ids = if assets.is_empty() {
         AssetId::DEFAULT.to_vec()
     } else {
         assets.to_vec()
     };
-    let fetched = lightpeft_assets::fetch(data_dir, &ids, &mut |line| eprintln!("{line}"))
-        .map_err(|e| e.to_string())?;
+    let fetched = lightpeft_assets::fetch(data_dir, &ids, &mut |line| eprintln!("{line}"))?;
     for asset in fetched {
         println!(
             "{}: ready in {} ({} files verified)",
@@ -468,8 +457,7 @@ fn fetch_assets(data_dir: &Path, assets: &[AssetId]) -> Result<(), String> {
     }
     if ids.contains(&AssetId::MiniLm) {
         let summary =
-            lightpeft_engine::inspect_model_dir(&lightpeft_assets::bundled_model_dir(data_dir))
-                .map_err(|e| e.to_string())?;
+            lightpeft_engine::inspect_model_dir(&lightpeft_assets::bundled_model_dir(data_dir))?;
         println!("minilm: loads as {}", describe(&summary));
     }
     Ok(())
@@ -479,23 +467,26 @@ fn tiny_model(
     data_dir: &Path,
     name: &str,
     spec: &lightpeft_engine::tiny::TinySpec,
-) -> Result<(), String> {
-    lightpeft_assets::validate_model_name(name).map_err(|e| e.to_string())?;
+) -> error::Result<()> {
+    lightpeft_assets::validate_model_name(name)?;
     let dir = lightpeft_assets::model_dir(data_dir, name);
-    lightpeft_engine::tiny::write_tiny_model(&dir, spec, 7).map_err(|e| e.to_string())?;
+    lightpeft_engine::tiny::write_tiny_model(&dir, spec, 7)?;
     println!("{name}: tiny random BERT written to {}", dir.display());
     Ok(())
 }
 
-fn serve(data_dir: &Path, args: ServeArgs) -> Result<(), String> {
+fn serve(data_dir: &Path, args: ServeArgs) -> error::Result<()> {
     let secret = match (&args.token_file, std::env::var("LIGHTPEFT_TOKEN")) {
         (Some(file), _) => {
-            Some(std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?)
+            Some(std::fs::read_to_string(file).map_err(|e| error::Error::file(file, e))?)
         }
         (None, Ok(token)) if !token.is_empty() => Some(token),
         _ => None,
     };
-    let token = secret.map(|s| server::Token::new(&s)).transpose()?;
+    let token = secret
+        .map(|s| server::Token::new(&s))
+        .transpose()
+        .map_err(error::Error::Usage)?;
     let config = server::ServeConfig {
         data_dir: data_dir.to_path_buf(),
         addr: std::net::SocketAddr::new(args.host, args.port),
@@ -513,23 +504,23 @@ fn serve(data_dir: &Path, args: ServeArgs) -> Result<(), String> {
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?
+        .map_err(|e| error::Error::Server(format!("cannot start the runtime: {e}")))?
         .block_on(server::serve(config))
+        .map_err(error::Error::Server)
 }
 
-fn import_model(data_dir: &Path, dir: &Path, name: Option<String>) -> Result<(), String> {
+fn import_model(data_dir: &Path, dir: &Path, name: Option<String>) -> error::Result<()> {
     // Check the folder loads before copying anything into the data directory.
-    let summary = lightpeft_engine::inspect_model_dir(dir).map_err(|e| e.to_string())?;
+    let summary = lightpeft_engine::inspect_model_dir(dir)?;
     let name = match name {
         Some(name) => name,
         None => dir
             .canonicalize()
             .ok()
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-            .ok_or_else(|| format!("cannot name {}: pass --name", dir.display()))?,
+            .ok_or_else(|| error::Error::file(dir, "cannot name this folder: pass --name"))?,
     };
-    let dest =
-        lightpeft_assets::import_model_dir(dir, data_dir, &name).map_err(|e| e.to_string())?;
+    let dest = lightpeft_assets::import_model_dir(dir, data_dir, &name)?;
     println!(
         "{name}: imported into {} ({})",
         dest.display(),
@@ -538,7 +529,7 @@ fn import_model(data_dir: &Path, dir: &Path, name: Option<String>) -> Result<(),
     Ok(())
 }
 
-fn status(data_dir: &Path) -> Result<(), String> {
+fn status(data_dir: &Path) -> error::Result<()> {
     println!("lightpeft {}", env!("CARGO_PKG_VERSION"));
     println!("data directory: {}", data_dir.display());
     let models = data_dir.join("models");
