@@ -103,3 +103,42 @@ async fn sigterm_stops_after_the_current_step_and_leaves_a_resumable_job() {
     // Graceful: the snapshot follows the last recorded step, so nothing is dropped on resume.
     assert_eq!(scalars["total"], job["step"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_a_running_job_within_a_step_and_a_queued_one_at_once() {
+    let dir = data_dir(false);
+    let server = Server::start(dir.path(), &[], None);
+    let exp = server
+        .tiny_experiment(json!({"estimation_steps": 400, "max_train_examples": 320}))
+        .await;
+    let (_, first) = server
+        .post(&format!("/experiments/{exp}/estimation"), json!({}))
+        .await;
+    let (_, second) = server
+        .post(&format!("/experiments/{exp}/estimation"), json!({}))
+        .await;
+    let (a, b) = (
+        first["id"].as_i64().unwrap(),
+        second["id"].as_i64().unwrap(),
+    );
+    server.wait_steps(a, 5, LONG).await;
+    // One slot: the second job waits in the queue and is cancelled without ever running.
+    let (status, queued) = server.post(&format!("/jobs/{b}/cancel"), json!({})).await;
+    assert_eq!(status, 202);
+    assert_eq!(queued["status"], "cancelled", "{queued}");
+    assert!(queued["started_at"].is_null());
+    let (status, _) = server.post(&format!("/jobs/{a}/cancel"), json!({})).await;
+    assert_eq!(status, 202);
+    let job = server.wait_job(a, LONG).await;
+    let stopped_at = job["step"].as_i64().unwrap();
+    assert_eq!(job["status"], "cancelled", "{job}");
+    assert!(stopped_at < 400, "{job}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let later = server.ok(&format!("/jobs/{a}/scalars?max_points=0")).await;
+    assert_eq!(
+        later["total"].as_i64().unwrap(),
+        stopped_at,
+        "no step after the stop"
+    );
+    assert_eq!(job["resumable"], true);
+}
