@@ -212,6 +212,7 @@ pub fn RunsPage() -> impl IntoView {
                 </label>
                 <span class="muted">{move || format!("{} experiments", rows.with(|r| r.len()))}</span>
             </div>
+            <div class="table-scroll">
             <table class="runs" id="runs-table">
                 <thead>
                     <tr>
@@ -232,6 +233,7 @@ pub fn RunsPage() -> impl IntoView {
                     </For>
                 </tbody>
             </table>
+            </div>
             <Show when=move || store.experiments.with(|e| e.is_empty())>
                 <p class="muted">"No experiments yet. Start one with New experiment."</p>
             </Show>
@@ -266,28 +268,26 @@ fn RunRow(row: Row) -> impl IntoView {
         .as_ref()
         .map(|j| j.kind.as_str())
         .unwrap_or("not started");
-    let best = row
+    let (best, metric) = row
         .best
         .as_ref()
-        .map(|(v, m)| format!("{} {m}", format::pct(*v)))
-        .unwrap_or_else(|| "—".into());
-    let kept = row
+        .map(|(v, m)| (format::pct(*v), format!("dev {m}")))
+        .unwrap_or_else(|| ("—".into(), String::new()));
+    let (kept, kept_note) = row
         .outcome
         .kept
         .map(|(a, b)| {
-            format!(
-                "{} ({} of {})",
+            (
                 format::pct(a as f64 / b.max(1) as f64),
-                format::count(a),
-                format::params(b)
+                format!("{} of {}", format::count(a), format::params(b)),
             )
         })
-        .unwrap_or_else(|| "—".into());
-    let speedup = row
+        .unwrap_or_else(|| ("—".into(), String::new()));
+    let (speedup, speedup_note) = row
         .outcome
         .speedup
-        .map(|s| format!("{} vs baseline", format::times(s)))
-        .unwrap_or_else(|| "— (needs a baseline)".into());
+        .map(|s| (format::times(s), "step time vs baseline".to_string()))
+        .unwrap_or_else(|| ("—".into(), "needs a baseline".into()));
     view! {
         <tr data-experiment=row.exp.id>
             <td>
@@ -297,15 +297,14 @@ fn RunRow(row: Row) -> impl IntoView {
             <td>{row.exp.model.clone()}</td>
             <td>
                 <span class=format!("status status-{status}")>{status}</span>
-                " "
-                <span class="muted">{stage}</span>
+                <span class="note">{stage}</span>
             </td>
             <td class="progress-cell">
                 {row.current.map(|job| view! { <Progress job=job /> })}
             </td>
-            <td class="num">{best}</td>
-            <td class="num">{kept}</td>
-            <td class="num">{speedup}</td>
+            <td class="num">{best}<span class="note">{metric}</span></td>
+            <td class="num">{kept}<span class="note">{kept_note}</span></td>
+            <td class="num">{speedup}<span class="note">{speedup_note}</span></td>
             <td class="muted">{format::when(&row.exp.created_at)}</td>
         </tr>
     }
