@@ -90,6 +90,9 @@ try {
   await page.locator("#f-model").selectOption(model);
   await page.locator("#f-task").selectOption("sst2-rt");
   await page.locator("#f-name").fill("browser test");
+  // The tiny model runs the preset's 40 estimation steps in about a second; 200 give the page
+  // a few seconds of a running job to show live (still well under a minute of training).
+  await page.locator("#p-estimation_steps").fill("200");
 
   log("a bad value is explained next to its field, before and after submitting");
   await page.locator("#p-lr").fill("2");
