@@ -100,6 +100,16 @@ pub struct TrainConfig {
     pub estimation: Option<EstimationExtras>,
 }
 
+impl TrainConfig {
+    /// Optimiser steps of a run over `examples` training examples.
+    pub fn total_steps(&self, examples: usize) -> usize {
+        match self.length {
+            Length::Steps(n) => n,
+            Length::Epochs(e) => e * examples.div_ceil(self.batch_size.max(1)),
+        }
+    }
+}
+
 /// What stage 1 adds to plain training (spec §3.4–§3.6).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EstimationExtras {
@@ -165,10 +175,7 @@ pub fn train_from(
         return Err(invalid("training data", "no examples or a zero batch size"));
     }
     let steps_per_epoch = train.len().div_ceil(config.batch_size);
-    let total_steps = match config.length {
-        Length::Steps(n) => n,
-        Length::Epochs(e) => e * steps_per_epoch,
-    };
+    let total_steps = config.total_steps(train.len());
     let schedule = LinearSchedule::with_warmup_ratio(config.lr, config.warmup_ratio, total_steps);
     let mut optimizer = AdamW::new(param_groups(model, config))?;
     let device = model.encoder.device().clone();

@@ -80,9 +80,9 @@ pub struct Retention {
 }
 
 impl Retention {
-    /// Decides about `step` (the newest): returns whether to store it, and the steps to
-    /// delete. The first and the newest snapshot are always kept; `pinned` steps never go.
-    pub fn admit(&mut self, step: i64, cap: usize, pinned: &[i64]) -> (bool, Vec<i64>) {
+    /// Takes `step` (the newest, always stored) and returns the stored steps to delete. The
+    /// first and the newest snapshot are always kept; `pinned` steps never go.
+    pub fn admit(&mut self, step: i64, cap: usize, pinned: &[i64]) -> Vec<i64> {
         if self.stride == 0 {
             self.stride = 1;
         }
@@ -111,7 +111,7 @@ impl Retention {
             delete.extend(gone);
             self.kept = keep;
         }
-        (true, delete)
+        delete
     }
 
     /// Starts from the steps already stored (a resumed job).
@@ -277,7 +277,7 @@ async fn write_step(
                 .bind(job_id)
                 .fetch_all(&mut **tx)
                 .await?;
-        let (keep, delete) = state.admit(step, cap, &pinned);
+        let delete = state.admit(step, cap, &pinned);
         for gone in delete {
             sqlx::query("DELETE FROM mask_snapshots WHERE job_id = ? AND step = ?")
                 .bind(job_id)
@@ -296,16 +296,14 @@ async fn write_step(
             .filter_map(|(kind, m)| m.as_ref().map(|m| (*kind, m)))
             .flat_map(|(kind, layers)| layers.iter().enumerate().map(move |(l, v)| (kind, l, v)))
             .collect();
-        if keep {
-            snapshots.push_values(&rows, |mut b, (kind, layer, values)| {
-                b.push_bind(job_id)
-                    .push_bind(step)
-                    .push_bind(*kind)
-                    .push_bind(*layer as i64)
-                    .push_bind(f32_bytes(values));
-            });
-            snapshots.build().execute(&mut **tx).await?;
-        }
+        snapshots.push_values(&rows, |mut b, (kind, layer, values)| {
+            b.push_bind(job_id)
+                .push_bind(step)
+                .push_bind(*kind)
+                .push_bind(*layer as i64)
+                .push_bind(f32_bytes(values));
+        });
+        snapshots.build().execute(&mut **tx).await?;
         summaries.push_values(&rows, |mut b, (kind, layer, values)| {
             let s = summarize(values);
             b.push_bind(job_id)
@@ -365,10 +363,8 @@ mod tests {
         let mut r = Retention::default();
         let mut stored = std::collections::BTreeSet::new();
         for step in 0..800 {
-            let (keep, delete) = r.admit(step, 16, &[123]);
-            if keep {
-                stored.insert(step);
-            }
+            let delete = r.admit(step, 16, &[123]);
+            stored.insert(step);
             for d in delete {
                 assert!(stored.remove(&d), "deleted {d} twice");
             }
@@ -392,7 +388,7 @@ mod tests {
         let mut r = Retention::default();
         let mut stored = std::collections::BTreeSet::new();
         for step in 0..100 {
-            let (_, delete) = r.admit(step, 8, &[37]);
+            let delete = r.admit(step, 8, &[37]);
             stored.insert(step);
             for d in delete {
                 stored.remove(&d);

@@ -339,12 +339,7 @@ impl Work {
             )?,
         };
         let config = jobs::train_config(&params, stage);
-        let total = match config.length {
-            lightpeft_engine::train::Length::Steps(n) => n,
-            lightpeft_engine::train::Length::Epochs(e) => {
-                e * splits.train.len().div_ceil(config.batch_size)
-            }
-        };
+        let total = config.total_steps(splits.train.len());
         let metric_key = dataset.metric.primary().key();
         let (modules, shape) = if stage == Stage::Estimation {
             let shape = model_shape(&model)?;
@@ -429,21 +424,17 @@ impl Work {
         let best = best_eval(&outcome.evals, &dataset);
         let majority = baseline_values(&dataset.majority_baseline()?);
         let counts = jobs::param_counts(&model);
-        let find = |values: &[(String, f64)]| {
-            values
-                .iter()
-                .find(|(k, _)| k == metric_key)
-                .map_or(0.0, |(_, v)| *v)
-        };
         let last_eval = outcome.evals.last();
         Ok(Ending::Done(Some(JobResult {
             job_id: self.job.id,
             kind: self.job.kind,
             plan_id: self.job.plan_id,
             metric: metric_key.to_string(),
-            best_score: best.as_ref().map_or(0.0, |b| find(&b.metrics)),
+            best_score: best
+                .as_ref()
+                .map_or(0.0, |b| measure(&b.metrics, metric_key)),
             best_metrics: best.map(|b| b.metrics).unwrap_or_default(),
-            majority_score: find(&majority),
+            majority_score: measure(&majority, metric_key),
             peft_params: counts.peft,
             trainable_params: counts.trainable,
             encoder_params: counts.encoder,
@@ -484,11 +475,6 @@ impl Work {
             checkpoint: None,
         };
         observer.on_eval(&eval);
-        let score = eval
-            .metrics
-            .iter()
-            .find(|(k, _)| k == metric_key)
-            .map_or(0.0, |(_, v)| *v);
         let majority = baseline_values(&dataset.majority_baseline()?);
         let counts = jobs::param_counts(&model);
         Ok(Ending::Done(Some(JobResult {
@@ -496,12 +482,9 @@ impl Work {
             kind: JobKind::Evaluation,
             plan_id: None,
             metric: metric_key.to_string(),
-            best_score: score,
+            best_score: measure(&eval.metrics, metric_key),
             best_metrics: eval.metrics.clone(),
-            majority_score: majority
-                .iter()
-                .find(|(k, _)| k == metric_key)
-                .map_or(0.0, |(_, v)| *v),
+            majority_score: measure(&majority, metric_key),
             peft_params: counts.peft,
             trainable_params: counts.trainable,
             encoder_params: counts.encoder,
@@ -521,6 +504,14 @@ impl Work {
             .block_on(fut)
             .map_err(|e| crate::error::Error::Usage(e.error.message))
     }
+}
+
+/// The value of measure `key` among `(name, value)` pairs (0 when absent).
+fn measure(values: &[(String, f64)], key: &str) -> f64 {
+    values
+        .iter()
+        .find(|(k, _)| k == key)
+        .map_or(0.0, |(_, v)| *v)
 }
 
 /// Resets the kernel's peak-RSS counter, so a job's peak is its own (Linux; ignored
