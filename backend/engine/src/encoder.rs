@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Architecture, LayerShape, ModelConfig};
 use crate::error::{Result, TensorContext, invalid};
 use crate::ops;
-use crate::peft::{FrozenLinear, PeftLinear, index_tensor};
+use crate::peft::{self, FrozenLinear, PeftLinear, index_tensor};
 use crate::tokenize::Batch;
 use crate::weights::Checkpoint;
 
@@ -588,7 +588,7 @@ impl Attention {
         Ok(match &self.head_mask {
             Some(mask) => context
                 .reshape((b * l, h, dh))?
-                .broadcast_mul(&mask.as_tensor().reshape((1, h, 1))?)?
+                .broadcast_mul(&peft::value(mask, ctx.training.is_some()).reshape((1, h, 1))?)?
                 .reshape((b * l, h * dh))?,
             None => context,
         })
@@ -608,7 +608,7 @@ impl FeedForward {
         } else {
             let mut act = ctx.linear_gelu(&self.intermediate, ModuleKind::Intermediate, x)?;
             if let Some(mask) = &self.neuron_mask {
-                act = act.broadcast_mul(mask.as_tensor())?;
+                act = act.broadcast_mul(&peft::value(mask, ctx.training.is_some()))?;
             }
             ctx.linear(&self.output, ModuleKind::Output, &act)?
         };

@@ -11,7 +11,7 @@ use crate::config::{Architecture, ModelConfig, ModelFiles};
 use crate::encoder::{Encoder, ModuleId, Training};
 use crate::error::{Result, invalid};
 use crate::ops;
-use crate::peft::{Adapter, AdapterConfig, FrozenLinear, Lora, LoraConfig, PeftModule};
+use crate::peft::{self, Adapter, AdapterConfig, FrozenLinear, Lora, LoraConfig, PeftModule};
 use crate::tokenize::Batch;
 use crate::weights::Checkpoint;
 
@@ -184,6 +184,7 @@ impl Model {
         )?;
         let first = out.hidden.i((.., 0, ..))?.contiguous()?;
         let p = self.encoder.config.classifier_dropout;
+        let grad = training.is_some();
         let mut drop = |x: Tensor| -> Result<Tensor> {
             match training.as_mut() {
                 Some(t) => ops::dropout(&x, p, t.rng),
@@ -197,7 +198,7 @@ impl Model {
                 bias,
             } => {
                 let pooled = drop(pooler.forward(&first)?.tanh()?)?;
-                linear(&pooled, weight, bias)?
+                linear(&pooled, (weight, bias), grad)?
             }
             ClassifierHead::Roberta {
                 dense_weight,
@@ -206,8 +207,8 @@ impl Model {
                 out_bias,
             } => {
                 let x = drop(first)?;
-                let x = drop(linear(&x, dense_weight, dense_bias)?.tanh()?)?;
-                linear(&x, out_weight, out_bias)?
+                let x = drop(linear(&x, (dense_weight, dense_bias), grad)?.tanh()?)?;
+                linear(&x, (out_weight, out_bias), grad)?
             }
         };
         Ok(ModelOutput {
@@ -301,9 +302,9 @@ impl Model {
     }
 }
 
-fn linear(x: &Tensor, weight: &Var, bias: &Var) -> Result<Tensor> {
-    Ok(x.matmul(&weight.as_tensor().t()?)?
-        .broadcast_add(bias.as_tensor())?)
+fn linear(x: &Tensor, (weight, bias): (&Var, &Var), training: bool) -> Result<Tensor> {
+    Ok(x.matmul(&peft::value(weight, training).t()?)?
+        .broadcast_add(&peft::value(bias, training))?)
 }
 
 fn attach_peft(encoder: &mut Encoder, method: &PeftMethod, rng: &mut StdRng) -> Result<()> {

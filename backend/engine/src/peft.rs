@@ -82,6 +82,17 @@ impl FrozenLinear {
     }
 }
 
+/// A trainable value as a forward pass uses it: tracked in training; detached in inference,
+/// where no gradient is asked for and a tracked input would keep every activation of the pass
+/// alive (as part of the graph) until its output is dropped.
+pub(crate) fn value(var: &Var, training: bool) -> Tensor {
+    if training {
+        var.as_tensor().clone()
+    } else {
+        var.as_tensor().detach()
+    }
+}
+
 /// A LoRA branch `s·B·A·dropout(x)` with `A: [r, in]`, `B: [out, r]`.
 pub struct Lora {
     /// `[r, in]`, Kaiming-uniform at creation.
@@ -124,12 +135,13 @@ impl Lora {
     }
 
     fn delta(&self, x: &Tensor, train: Option<&mut StdRng>) -> Result<Tensor> {
+        let training = train.is_some();
         let x = match train {
             Some(rng) => ops::dropout(x, self.dropout, rng)?,
             None => x.clone(),
         };
-        let down = x.broadcast_matmul(&self.a.as_tensor().t()?)?;
-        let up = down.broadcast_matmul(&self.b.as_tensor().t()?)?;
+        let down = x.broadcast_matmul(&value(&self.a, training).t()?)?;
+        let up = down.broadcast_matmul(&value(&self.b, training).t()?)?;
         Ok((up * self.scale)?)
     }
 
@@ -194,12 +206,15 @@ impl Adapter {
     }
 
     fn delta(&self, h: &Tensor, train: Option<&mut StdRng>) -> Result<Tensor> {
+        let training = train.is_some();
         let h = match train {
             Some(rng) => ops::dropout(h, self.dropout, rng)?,
             None => h.clone(),
         };
-        let down = h.broadcast_matmul(&self.down.as_tensor().t()?)?.relu()?;
-        let up = down.broadcast_matmul(&self.up.as_tensor().t()?)?;
+        let down = h
+            .broadcast_matmul(&value(&self.down, training).t()?)?
+            .relu()?;
+        let up = down.broadcast_matmul(&value(&self.up, training).t()?)?;
         Ok((up * self.scale)?)
     }
 }
@@ -314,13 +329,14 @@ impl PeftLinear {
     /// has LoRA (an adapter acts between the two, so it takes the separate ops).
     pub(crate) fn forward_gelu(&self, x: &Tensor, train: Option<&mut StdRng>) -> Result<Tensor> {
         let gelu = ops::Activation::GeluErf;
+        let training = train.is_some();
         let base = (&self.base.weight, self.base.bias.as_ref());
         match &self.peft {
             None => ops::linear(x, base.0, base.1, gelu),
             Some(PeftModule::Lora(lora)) => ops::lora_linear(
                 x,
                 base,
-                (lora.a.as_tensor(), lora.b.as_tensor()),
+                (&value(&lora.a, training), &value(&lora.b, training)),
                 lora.scale,
                 train.map(|rng| (lora.dropout, rng)),
                 gelu,
@@ -336,12 +352,13 @@ impl PeftLinear {
         train: Option<&mut StdRng>,
         want_ratio: bool,
     ) -> Result<LinearOutput> {
+        let training = train.is_some();
         if let (Some(PeftModule::Lora(lora)), false) = (&self.peft, want_ratio) {
             // Without the ratio, base and branch need not exist apart: one fused node.
             let output = ops::lora_linear(
                 x,
                 (&self.base.weight, self.base.bias.as_ref()),
-                (lora.a.as_tensor(), lora.b.as_tensor()),
+                (&value(&lora.a, training), &value(&lora.b, training)),
                 lora.scale,
                 train.map(|rng| (lora.dropout, rng)),
                 ops::Activation::Identity,
