@@ -320,9 +320,9 @@ async fn bad_requests_get_a_4xx_with_the_error_shape_and_change_nothing() {
         }
         b
     };
-    // Just over the 64 KiB limit: small enough to sit in the loopback socket buffers, so the
-    // server's early 413 never races the client still writing (a reset, not an answer).
-    let huge = "x".repeat(80 * 1024);
+    // Three times the 64 KiB limit: more than the loopback socket buffers hold, so the client is
+    // still writing when the server decides; the server drains it and answers 413, not a reset.
+    let huge = "x".repeat(200 * 1024);
     // (method, path, body (None = no body; Some(String) raw), expected status, expected code, field)
     let e = "/experiments";
     let cases: Vec<Case> = vec![

@@ -60,6 +60,14 @@ impl ApiFailure {
     }
 
     /// 500: our fault; the message is logged and returned.
+    pub fn payload_too_large() -> Self {
+        ApiFailure::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "the request body is larger than the server accepts",
+        )
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         let message = message.into();
         eprintln!("internal error: {message}");
@@ -82,11 +90,7 @@ impl From<JsonRejection> for ApiFailure {
                 "send the body as JSON with `Content-Type: application/json`",
             ),
             JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                ApiFailure::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    "the request body is larger than the server accepts",
-                )
+                ApiFailure::payload_too_large()
             }
             JsonRejection::JsonSyntaxError(e) => ApiFailure::invalid(
                 "bad_json",

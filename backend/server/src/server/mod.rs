@@ -22,7 +22,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path as UrlPath, State};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use axum::response::{Html, IntoResponse};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::stream::{self, Stream};
 use lightpeft_api::rest::{Event, Health};
@@ -35,6 +35,14 @@ use http_error::ApiFailure;
 
 /// Largest request body accepted (JSON requests are small).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The most of a refused body the server reads (and discards) before answering 413.
+///
+/// Answering while the client is still writing and then closing the connection makes the
+/// client's kernel see a reset, and many clients report that instead of the answer. Reading a
+/// bounded remainder first lets ordinary oversized requests get their 413; beyond this size the
+/// server answers at once and lets the connection drop.
+const DRAIN_BYTES: usize = 1024 * 1024;
 
 /// How the server runs.
 pub struct ServeConfig {
@@ -244,6 +252,7 @@ fn router(state: AppState, dashboard_dir: &std::path::Path) -> Router {
             auth::require_token,
         ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(refuse_oversized))
         .with_state(state);
     let app = Router::new().nest("/api/v1", api);
     let index = dashboard_dir.join("index.html");
@@ -251,6 +260,29 @@ fn router(state: AppState, dashboard_dir: &std::path::Path) -> Router {
         app.fallback_service(ServeDir::new(dashboard_dir).fallback(ServeFile::new(index)))
     } else {
         app.fallback(dashboard_missing)
+    }
+}
+
+/// Refuses a body whose declared length is over [`MAX_BODY_BYTES`] before any handler (or the
+/// token check) runs, after draining up to [`DRAIN_BYTES`] of it. Bodies without a declared
+/// length are bounded by `DefaultBodyLimit` as they are read.
+async fn refuse_oversized(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    match declared {
+        Some(len) if len > MAX_BODY_BYTES as u64 => {
+            if len <= DRAIN_BYTES as u64 {
+                // The result does not matter: the answer is 413 either way.
+                let _ = axum::body::to_bytes(request.into_body(), DRAIN_BYTES).await;
+            }
+            ApiFailure::payload_too_large().into_response()
+        }
+        _ => next.run(request).await,
     }
 }
 
