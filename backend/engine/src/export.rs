@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Architecture, ModelConfig};
 use crate::encoder::ModuleId;
 use crate::error::{Error, Result, invalid};
-use crate::model::{ClassifierHead, Model};
+use crate::model::{BERT_HEAD_NAMES, ClassifierHead, Model, POOLER_NAMES, ROBERTA_HEAD_NAMES};
 use crate::peft::{Adapter, FrozenLinear, Lora, PeftModule};
 use crate::weights::Checkpoint;
 
@@ -238,33 +238,18 @@ fn head_tensors(model: &Model, prefix: &str, tensors: &mut HashMap<String, Tenso
     let mut put = |name: &str, t: &Tensor| {
         tensors.insert(format!("{prefix}{name}"), t.clone());
     };
-    match &model.head {
-        ClassifierHead::Bert {
-            pooler,
-            weight,
-            bias,
-        } => {
-            put("pooler.dense.weight", &pooler.weight);
-            if let Some(b) = &pooler.bias {
-                put("pooler.dense.bias", b);
-            }
-            put("classifier.weight", weight.as_tensor());
-            put("classifier.bias", bias.as_tensor());
-            weight.dims()[0]
-        }
-        ClassifierHead::Roberta {
-            dense_weight,
-            dense_bias,
-            out_weight,
-            out_bias,
-        } => {
-            put("classifier.dense.weight", dense_weight.as_tensor());
-            put("classifier.dense.bias", dense_bias.as_tensor());
-            put("classifier.out_proj.weight", out_weight.as_tensor());
-            put("classifier.out_proj.bias", out_bias.as_tensor());
-            out_weight.dims()[0]
+    if let ClassifierHead::Bert { pooler, .. } = &model.head {
+        let [weight, bias] = POOLER_NAMES;
+        put(weight, &pooler.weight);
+        if let Some(b) = &pooler.bias {
+            put(bias, b);
         }
     }
+    let trainable = model.head.named_trainable();
+    for (name, _, var) in &trainable {
+        put(name, var.as_tensor());
+    }
+    model.num_labels()
 }
 
 fn load_head(config: &ModelConfig, ckpt: &Checkpoint, labels: usize) -> Result<ClassifierHead> {
@@ -273,20 +258,27 @@ fn load_head(config: &ModelConfig, ckpt: &Checkpoint, labels: usize) -> Result<C
         Ok(Var::from_tensor(&ckpt.get(name, shape)?)?)
     };
     Ok(match config.architecture {
-        Architecture::Bert => ClassifierHead::Bert {
-            pooler: FrozenLinear {
-                weight: ckpt.get("pooler.dense.weight", &[d, d])?,
-                bias: Some(ckpt.get("pooler.dense.bias", &[d])?),
-            },
-            weight: var("classifier.weight", &[labels, d])?,
-            bias: var("classifier.bias", &[labels])?,
-        },
-        Architecture::Roberta => ClassifierHead::Roberta {
-            dense_weight: var("classifier.dense.weight", &[d, d])?,
-            dense_bias: var("classifier.dense.bias", &[d])?,
-            out_weight: var("classifier.out_proj.weight", &[labels, d])?,
-            out_bias: var("classifier.out_proj.bias", &[labels])?,
-        },
+        Architecture::Bert => {
+            let [pooler_weight, pooler_bias] = POOLER_NAMES;
+            let [weight, bias] = BERT_HEAD_NAMES;
+            ClassifierHead::Bert {
+                pooler: FrozenLinear {
+                    weight: ckpt.get(pooler_weight, &[d, d])?,
+                    bias: Some(ckpt.get(pooler_bias, &[d])?),
+                },
+                weight: var(weight, &[labels, d])?,
+                bias: var(bias, &[labels])?,
+            }
+        }
+        Architecture::Roberta => {
+            let [dense_weight, dense_bias, out_weight, out_bias] = ROBERTA_HEAD_NAMES;
+            ClassifierHead::Roberta {
+                dense_weight: var(dense_weight, &[d, d])?,
+                dense_bias: var(dense_bias, &[d])?,
+                out_weight: var(out_weight, &[labels, d])?,
+                out_bias: var(out_bias, &[labels])?,
+            }
+        }
     })
 }
 

@@ -96,6 +96,46 @@ pub enum ClassifierHead {
     },
 }
 
+/// The BERT pooler's Hugging Face tensor names (weight, bias): frozen, kept from the checkpoint.
+pub(crate) const POOLER_NAMES: [&str; 2] = ["pooler.dense.weight", "pooler.dense.bias"];
+/// The BERT head's trainable tensors' names (weight, bias).
+pub(crate) const BERT_HEAD_NAMES: [&str; 2] = ["classifier.weight", "classifier.bias"];
+/// The RoBERTa head's trainable tensors' names (dense weight and bias, out_proj weight and bias).
+pub(crate) const ROBERTA_HEAD_NAMES: [&str; 4] = [
+    "classifier.dense.weight",
+    "classifier.dense.bias",
+    "classifier.out_proj.weight",
+    "classifier.out_proj.bias",
+];
+
+impl ClassifierHead {
+    /// The trainable tensors under their Hugging Face names, with what an optimiser treats each
+    /// as: the one list that training, saving and exporting share.
+    pub fn named_trainable(&self) -> Vec<(&'static str, ParamKind, &Var)> {
+        use ParamKind::{HeadBias, HeadWeight};
+        match self {
+            ClassifierHead::Bert { weight, bias, .. } => {
+                let [w, b] = BERT_HEAD_NAMES;
+                vec![(w, HeadWeight, weight), (b, HeadBias, bias)]
+            }
+            ClassifierHead::Roberta {
+                dense_weight,
+                dense_bias,
+                out_weight,
+                out_bias,
+            } => {
+                let [dw, db, ow, ob] = ROBERTA_HEAD_NAMES;
+                vec![
+                    (dw, HeadWeight, dense_weight),
+                    (db, HeadBias, dense_bias),
+                    (ow, HeadWeight, out_weight),
+                    (ob, HeadBias, out_bias),
+                ]
+            }
+        }
+    }
+}
+
 /// What an optimiser treats a trainable tensor as (the reference's parameter groups, §3.5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -265,38 +305,8 @@ impl Model {
                 None => {}
             }
         }
-        match &self.head {
-            ClassifierHead::Bert { weight, bias, .. } => {
-                push("classifier.weight".into(), ParamKind::HeadWeight, weight);
-                push("classifier.bias".into(), ParamKind::HeadBias, bias);
-            }
-            ClassifierHead::Roberta {
-                dense_weight,
-                dense_bias,
-                out_weight,
-                out_bias,
-            } => {
-                push(
-                    "classifier.dense.weight".into(),
-                    ParamKind::HeadWeight,
-                    dense_weight,
-                );
-                push(
-                    "classifier.dense.bias".into(),
-                    ParamKind::HeadBias,
-                    dense_bias,
-                );
-                push(
-                    "classifier.out_proj.weight".into(),
-                    ParamKind::HeadWeight,
-                    out_weight,
-                );
-                push(
-                    "classifier.out_proj.bias".into(),
-                    ParamKind::HeadBias,
-                    out_bias,
-                );
-            }
+        for (name, kind, var) in self.head.named_trainable() {
+            push(name.into(), kind, var);
         }
         vars
     }
@@ -357,10 +367,11 @@ fn build_head(
     };
     Ok(match config.architecture {
         Architecture::Bert => {
-            let (pooler, initialised) = if ckpt.contains("pooler.dense.weight") {
+            let [pooler_weight, pooler_bias] = POOLER_NAMES;
+            let (pooler, initialised) = if ckpt.contains(pooler_weight) {
                 let pooler = FrozenLinear {
-                    weight: ckpt.get("pooler.dense.weight", &[d, d])?,
-                    bias: Some(ckpt.get("pooler.dense.bias", &[d])?),
+                    weight: ckpt.get(pooler_weight, &[d, d])?,
+                    bias: Some(ckpt.get(pooler_bias, &[d])?),
                 };
                 (pooler, false)
             } else {
@@ -432,6 +443,6 @@ pub fn inspect_model_dir(dir: &Path) -> Result<ModelSummary> {
         hidden_size: config.hidden_size,
         vocab_size: config.vocab_size,
         encoder_parameters: encoder.parameter_count(),
-        has_pooler: ckpt.contains("pooler.dense.weight"),
+        has_pooler: ckpt.contains(POOLER_NAMES[0]),
     })
 }

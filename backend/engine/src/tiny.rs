@@ -10,6 +10,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::config::Architecture;
 use crate::error::{Error, Result};
+use crate::model::POOLER_NAMES;
 
 /// Sizes of a tiny checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,8 +188,8 @@ fn tiny_tensors(
         }
     }
     if spec.arch == Architecture::Bert {
-        add("pooler.dense.weight".into(), &[d, d], None)?;
-        add("pooler.dense.bias".into(), &[d], Some(0.0))?;
+        add(POOLER_NAMES[0].into(), &[d, d], None)?;
+        add(POOLER_NAMES[1].into(), &[d], Some(0.0))?;
     }
     Ok(out)
 }
