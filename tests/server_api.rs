@@ -139,6 +139,14 @@ async fn create_estimate_watch_plan_commit_finetune_compare_download() {
     assert_eq!(imp["rank_importance"][0].as_array().unwrap().len(), 8);
     let conv = server.ok(&format!("/jobs/{est}/convergence")).await;
     assert_eq!(conv["steps"].as_array().unwrap().len(), 39);
+    // The second answer comes from the server's cache of pruned sets, and must not differ.
+    let again = server.ok(&format!("/jobs/{est}/convergence")).await;
+    assert_eq!(again, conv);
+    let other = server
+        .ok(&format!("/jobs/{est}/convergence?head_ratio=0.5&ffn_ratio=0.1"))
+        .await;
+    assert_eq!(other["steps"], conv["steps"]);
+    assert_eq!(other["head_ratio"], 0.5);
     let summary = server
         .ok(&format!("/jobs/{est}/mask-summary?kind=head&max_points=5"))
         .await;

@@ -2,6 +2,7 @@
 //! signal and the step-time estimate of a plan.
 
 use lightpeft_engine::plan::{ModelShape, PruningPlan};
+use std::collections::BTreeMap;
 
 /// Indices of at most `max` points spread evenly over `len`, always keeping the last.
 pub fn downsample(len: usize, max: usize) -> Vec<usize> {
@@ -58,13 +59,66 @@ pub fn pruned_set(layers: &[Vec<f32>], ratio: f64, layerwise: bool) -> Vec<bool>
 
 fn lowest(values: &[f32], ratio: f64) -> Vec<bool> {
     let n = ((values.len() as f64) * ratio).round() as usize;
-    let mut order: Vec<usize> = (0..values.len()).collect();
-    order.sort_by(|&a, &b| values[a].total_cmp(&values[b]).then(a.cmp(&b)));
     let mut pruned = vec![false; values.len()];
-    for &i in order.iter().take(n) {
+    if n == 0 {
+        return pruned;
+    }
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    // Ties go to the lower index: a total order, so selecting the n lowest (linear time)
+    // gives the same set as sorting everything.
+    let n = n.min(values.len());
+    order.select_nth_unstable_by(n - 1, |&a, &b| {
+        values[a].total_cmp(&values[b]).then(a.cmp(&b))
+    });
+    for &i in &order[..n] {
         pruned[i] = true;
     }
     pruned
+}
+
+/// What decides a pruned set: the job, the mask kind, the ratio and whether it applies per
+/// layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SetKey {
+    pub job: i64,
+    pub kind: lightpeft_api::rest::MaskKind,
+    pub ratio_bits: u64,
+    pub layerwise: bool,
+}
+
+/// Pruned sets per snapshot step, kept between requests so that a live run's convergence
+/// chart costs only its new steps. Snapshots never change once written (retention only
+/// deletes them), so a cached set stays right for as long as its step exists. Holds the few
+/// most recently used keys.
+#[derive(Default)]
+pub struct SetCache {
+    entries: std::collections::VecDeque<(SetKey, BTreeMap<i64, Vec<bool>>)>,
+}
+
+impl SetCache {
+    /// Keys kept; each holds one set per kept snapshot (a few MiB at MiniLM's 9,216 neurons).
+    const KEYS: usize = 8;
+
+    /// Takes the sets of `key` out of the cache (empty if absent), to be filled and put back.
+    pub fn take(&mut self, key: SetKey) -> BTreeMap<i64, Vec<bool>> {
+        match self.entries.iter().position(|(k, _)| *k == key) {
+            Some(i) => self.entries.remove(i).expect("present").1,
+            None => BTreeMap::new(),
+        }
+    }
+
+    /// Puts sets back as the most recently used, dropping the least recently used beyond
+    /// [`SetCache::KEYS`].
+    pub fn put(&mut self, key: SetKey, sets: BTreeMap<i64, Vec<bool>>) {
+        self.entries.retain(|(k, _)| *k != key);
+        self.entries.push_front((key, sets));
+        self.entries.truncate(Self::KEYS);
+    }
+
+    /// Forgets every set of a deleted job.
+    pub fn forget_job(&mut self, job: i64) {
+        self.entries.retain(|(k, _)| k.job != job);
+    }
 }
 
 /// Jaccard distance of two pruned sets (0: the same units; 1: disjoint).
@@ -132,6 +186,45 @@ pub fn step_time_ratio(shape: &ModelShape, plan: &PruningPlan, seq: usize) -> f6
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn selecting_the_lowest_equals_sorting_them_ties_included() {
+        let values: Vec<f32> = (0..500).map(|i| ((i * 37) % 101) as f32 / 10.0).collect();
+        for ratio in [0.0, 0.01, 0.33, 0.5, 0.999, 1.0] {
+            let n = (values.len() as f64 * ratio).round() as usize;
+            let mut order: Vec<usize> = (0..values.len()).collect();
+            order.sort_by(|&a, &b| values[a].total_cmp(&values[b]).then(a.cmp(&b)));
+            let mut want = vec![false; values.len()];
+            order[..n].iter().for_each(|&i| want[i] = true);
+            assert_eq!(lowest(&values, ratio), want, "ratio {ratio}");
+        }
+    }
+
+    #[test]
+    fn the_set_cache_keeps_the_most_recent_keys_and_forgets_deleted_jobs() {
+        let key = |job, ratio: f64| SetKey {
+            job,
+            kind: lightpeft_api::rest::MaskKind::Head,
+            ratio_bits: ratio.to_bits(),
+            layerwise: false,
+        };
+        let mut cache = SetCache::default();
+        let sets = |step| BTreeMap::from([(step, vec![true, false])]);
+        for job in 0..SetCache::KEYS as i64 + 2 {
+            cache.put(key(job, 0.5), sets(job));
+        }
+        // The two oldest fell out; the others come back as they were put.
+        assert!(cache.take(key(0, 0.5)).is_empty());
+        assert!(cache.take(key(1, 0.5)).is_empty());
+        assert_eq!(cache.take(key(2, 0.5)), sets(2));
+        // A different ratio is a different key.
+        assert!(cache.take(key(3, 0.25)).is_empty());
+        cache.put(key(3, 0.25), sets(9));
+        cache.forget_job(3);
+        assert!(cache.take(key(3, 0.25)).is_empty());
+        assert!(cache.take(key(3, 0.5)).is_empty());
+        assert_eq!(cache.take(key(4, 0.5)), sets(4));
+    }
 
     #[test]
     fn downsampling_spreads_and_keeps_the_last_point() {

@@ -14,7 +14,7 @@ use lightpeft_api::rest::{
 use serde::Deserialize;
 
 use super::AppState;
-use super::analysis::{bin_row, downsample, pruned_set, set_distance};
+use super::analysis::{SetKey, bin_row, downsample, pruned_set, set_distance};
 use super::http_error::ApiFailure;
 use super::runner::job_dir;
 
@@ -149,6 +149,11 @@ pub async fn delete(State(state): State<AppState>, id: Id) -> ApiResult<StatusCo
     }
     state.store.delete_job(id).await?;
     state.planners.lock().expect("planners").remove(&id);
+    state
+        .pruned_sets
+        .lock()
+        .expect("pruned sets")
+        .forget_job(id);
     let _ = std::fs::remove_dir_all(job_dir(&state.data_dir, id));
     Ok(StatusCode::NO_CONTENT)
 }
@@ -444,20 +449,46 @@ pub async fn convergence(
         ffn_ratio,
     };
     let steps = state.store.snapshot_steps(id, MaskKind::Head).await?;
-    let mut previous: Option<(Vec<bool>, Vec<bool>)> = None;
-    for step in steps {
-        let heads = state.store.snapshot(id, MaskKind::Head, step).await?;
-        let neurons = state.store.snapshot(id, MaskKind::Neuron, step).await?;
-        let sets = (
-            pruned_set(&heads, head_ratio, params.head_method == "layerwise"),
-            pruned_set(&neurons, ffn_ratio, params.ffn_method == "layerwise"),
-        );
-        if let Some((h, n)) = &previous {
-            out.steps.push(step);
-            out.head_change.push(set_distance(h, &sets.0));
-            out.neuron_change.push(set_distance(n, &sets.1));
+    let key = |kind, ratio: f64, method: &str| SetKey {
+        job: id,
+        kind,
+        ratio_bits: ratio.to_bits(),
+        layerwise: method == "layerwise",
+    };
+    let keys = [
+        key(MaskKind::Head, head_ratio, &params.head_method),
+        key(MaskKind::Neuron, ffn_ratio, &params.ffn_method),
+    ];
+    let mut sets = {
+        let mut cache = state.pruned_sets.lock().expect("pruned sets");
+        keys.map(|k| cache.take(k))
+    };
+    for (key, sets) in keys.iter().zip(&mut sets) {
+        // Steps that retention deleted leave; new steps are computed once.
+        sets.retain(|step, _| steps.binary_search(step).is_ok());
+        for &step in &steps {
+            if let std::collections::btree_map::Entry::Vacant(slot) = sets.entry(step) {
+                let masks = state.store.snapshot(id, key.kind, step).await?;
+                let ratio = f64::from_bits(key.ratio_bits);
+                slot.insert(pruned_set(&masks, ratio, key.layerwise));
+            }
         }
-        previous = Some(sets);
+    }
+    // Both kinds are snapshotted at the same steps.
+    let heads: Vec<(&i64, &Vec<bool>)> = sets[0].iter().collect();
+    let neurons: Vec<&Vec<bool>> = sets[1].values().collect();
+    for i in 1..heads.len().min(neurons.len()) {
+        out.steps.push(*heads[i].0);
+        out.head_change
+            .push(set_distance(heads[i - 1].1, heads[i].1));
+        out.neuron_change
+            .push(set_distance(neurons[i - 1], neurons[i]));
+    }
+    {
+        let mut cache = state.pruned_sets.lock().expect("pruned sets");
+        for (key, sets) in keys.into_iter().zip(sets) {
+            cache.put(key, sets);
+        }
     }
     Ok(Json(out))
 }

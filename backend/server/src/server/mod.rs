@@ -75,6 +75,8 @@ pub struct AppState {
     data_dir: PathBuf,
     token: Option<Token>,
     planners: Arc<Mutex<HashMap<i64, Arc<plans::CachedPlanner>>>>,
+    /// Pruned sets per snapshot, for the convergence signal.
+    pruned_sets: Arc<Mutex<analysis::SetCache>>,
     /// Turns true at shutdown, ending the event streams (which would otherwise hold the
     /// graceful shutdown open forever).
     closing: tokio::sync::watch::Receiver<bool>,
@@ -327,6 +329,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
         data_dir: config.data_dir.clone(),
         token: config.token.clone(),
         planners: Arc::default(),
+        pruned_sets: Arc::default(),
     };
     let app = router(state, &config.dashboard_dir);
     let listener = tokio::net::TcpListener::bind(config.addr)
