@@ -316,6 +316,8 @@ hyperparams! {
         max_dev_examples: usize = 0, int(0, 100_000_000);
         /// Seed of data order, dropout and new weights.
         seed: u64 = 42, int(0, u64::MAX);
+        /// Batch training examples of similar length together: less padding, faster steps, a different data order (lightpeft extension; the reference batches at random).
+        group_by_length: bool = false, ParamKind::Bool;
     }
     "optimiser" {
         /// Peak learning rate of AdamW, reached after warm-up, then decayed linearly to 0.

@@ -87,6 +87,7 @@ fn estimate_plan_prune_and_finetune_on_real_data() {
         warmup_ratio: 0.0,
         max_grad_norm: 1.0,
         seed: 42,
+        group_by_length: false,
         estimation: Some(EstimationExtras {
             l1_coef: 1e-4,
             head_mask_lr_coef: 1.0,

@@ -54,6 +54,7 @@ fn stage1(length: Length) -> TrainConfig {
         warmup_ratio: 0.0,
         max_grad_norm: 1.0,
         seed: 42,
+        group_by_length: false,
         estimation: Some(EstimationExtras {
             l1_coef: 1e-4,
             head_mask_lr_coef: 1.0,

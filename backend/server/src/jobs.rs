@@ -154,6 +154,7 @@ pub fn train_config(params: &Hyperparams, stage: Stage) -> TrainConfig {
         warmup_ratio: params.warmup_ratio,
         max_grad_norm: params.max_grad_norm,
         seed: params.seed,
+        group_by_length: params.group_by_length,
         estimation,
     }
 }

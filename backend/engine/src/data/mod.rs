@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result, invalid};
 
-pub use batches::batches;
+pub use batches::{batches, batches_by_length};
 pub use metric::{Baseline, Measure, Metric, MetricValues, score};
 pub use tasks::{AssetFile, TASKS, TaskFiles, TaskId, TaskInputs, TaskSpec};
 

@@ -13,7 +13,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
-use crate::data::{Metric, batches, score};
+use crate::data::{Metric, batches, batches_by_length, score};
 use crate::encoder::{ModuleId, Training};
 use crate::error::{Result, TensorContext, invalid};
 use crate::model::{Model, ParamKind, cross_entropy};
@@ -96,6 +96,8 @@ pub struct TrainConfig {
     pub max_grad_norm: f64,
     /// Seed of data order and dropout.
     pub seed: u64,
+    /// Batch examples of similar length together (less padding; a different data order).
+    pub group_by_length: bool,
     /// Stage-1 extras; `None` trains without L1 and without recording importances.
     pub estimation: Option<EstimationExtras>,
 }
@@ -210,7 +212,12 @@ pub fn train_from(
         let epoch = step / steps_per_epoch;
         let in_epoch = step % steps_per_epoch;
         if in_epoch == 0 || step == first {
-            order = batches(train.len(), config.batch_size, config.seed, epoch as u64)?;
+            order = if config.group_by_length {
+                let lengths: Vec<usize> = train.encoded.iter().map(|e| e.ids.len()).collect();
+                batches_by_length(&lengths, config.batch_size, config.seed, epoch as u64)?
+            } else {
+                batches(train.len(), config.batch_size, config.seed, epoch as u64)?
+            };
         }
         let indices = &order[in_epoch];
         let started = Instant::now();
@@ -407,16 +414,20 @@ pub fn evaluate(
     let started = Instant::now();
     let device = model.encoder.device().clone();
     let pad = model.encoder.config.pad_token_id;
-    let mut predictions = Vec::with_capacity(split.len());
+    let mut predictions = vec![0; split.len()];
     let mut loss_sum = 0.0;
-    let indices: Vec<usize> = (0..split.len()).collect();
+    // Batches of similar lengths carry little padding; scores do not depend on the order.
+    let mut indices: Vec<usize> = (0..split.len()).collect();
+    indices.sort_by_key(|&i| split.encoded[i].ids.len());
     for chunk in indices.chunks(batch_size.max(1)) {
         let (batch, labels) = split.batch(chunk, pad, &device)?;
         let logits = model.forward(&batch, None, false)?.logits;
         loss_sum +=
             cross_entropy(&logits, &labels)?.to_scalar::<f32>()? as f64 * chunk.len() as f64;
         let argmax: Vec<u32> = logits.argmax(D::Minus1)?.to_vec1()?;
-        predictions.extend(argmax.into_iter().map(|p| p as usize));
+        for (&i, p) in chunk.iter().zip(argmax) {
+            predictions[i] = p as usize;
+        }
     }
     let gold: Vec<usize> = split.labels.iter().map(|&l| l as usize).collect();
     Ok(EvalRecord {
