@@ -137,6 +137,12 @@ try {
 
   log("FFN neurons binned, then every single neuron");
   const layers = headCells / (await page.locator("#heatmap-head").getAttribute("aria-label")).match(/by (\d+) columns/)[1];
+  // Mask values over steps: one line per layer for heads and for neurons.
+  for (const name of ["Head masks: median per layer", "FFN-neuron masks: median per layer"]) {
+    const lines = page.locator(`svg.chart[aria-label="${name}"] polyline.line`);
+    await lines.first().waitFor();
+    assert.equal(await lines.count(), layers, `${name}: a line per layer`);
+  }
   const cellsAre = (n) =>
     page.waitForFunction((n) => Number(document.querySelector("#heatmap-neuron")?.dataset.cells ?? 0) === n, n);
   await page.locator("#neuron-bins").selectOption("16");

@@ -3,7 +3,7 @@
 
 use leptos::{prelude::*, task::spawn_local};
 use leptos_router::{hooks::use_navigate, hooks::use_params_map};
-use lightpeft_api::rest::{Experiment, Job, JobKind, JobStatus, PlanPreview};
+use lightpeft_api::rest::{Experiment, Job, JobKind, JobStatus, MaskKind, PlanPreview};
 
 use crate::{
     api::{self, Failure},
@@ -13,7 +13,7 @@ use crate::{
         compare::ComparePanel,
         importance::ImportancePanel,
         jobs::JobCard,
-        masks::{ConvergenceChart, MaskPanel},
+        masks::{ConvergenceChart, MaskPanel, MaskTrendChart},
         planner::Planner,
         training::TrainingCharts,
     },
@@ -191,6 +191,10 @@ fn Loaded(exp: Experiment) -> impl IntoView {
                 view! {
                     <h2>"Masks"</h2>
                     <MaskPanel job=job plan=overlay />
+                    <div class="chart-grid">
+                        <MaskTrendChart job=job kind=MaskKind::Head />
+                        <MaskTrendChart job=job kind=MaskKind::Neuron />
+                    </div>
                     <h2>"PEFT importance"</h2>
                     <ImportancePanel job=job plan=overlay />
                     <h2>"Is estimation done?"</h2>

@@ -2,7 +2,9 @@
 //! plan would remove marked, and the estimation-convergence chart.
 
 use leptos::prelude::*;
-use lightpeft_api::rest::{Convergence, Heatmap, Job, NeuronOrder, PlanPreview};
+use lightpeft_api::rest::{
+    Convergence, Heatmap, Job, MaskKind, MaskSummary, NeuronOrder, PlanPreview,
+};
 
 use crate::{
     api::Latest,
@@ -336,5 +338,67 @@ pub fn ConvergenceChart(
             empty="needs two snapshots"
         />
         <p class="muted small" id="convergence-verdict">{verdict}</p>
+    }
+}
+
+/// Colours of layer lines, cycled for models deeper than the list.
+const LAYER_COLOURS: [&str; 12] = [
+    "#1f5fbf", "#e07b00", "#2a9d55", "#c23b3b", "#7a4fbf", "#8c6d31", "#d4589e", "#5f6b7a",
+    "#17a3b8", "#a3a300", "#3b3bc2", "#c2803b",
+];
+
+/// The median mask value of every layer against the step, for one mask family: the L1 penalty
+/// pulls masks down from 1, and layers whose masks sink fastest lose the most units at pruning.
+/// Drawn from per-step summaries, which are kept for every step (full snapshots are thinned).
+#[component]
+pub fn MaskTrendChart(
+    /// The estimation job (its `step` drives live updates).
+    #[prop(into)]
+    job: Signal<Job>,
+    /// Heads or neurons.
+    kind: MaskKind,
+) -> impl IntoView {
+    let id = job.get_untracked().id;
+    let data = RwSignal::new(None::<Vec<MaskSummary>>);
+    let fetcher = Latest::new(data);
+    let progress = Memo::new(move |_| job.get().step);
+    let kind_name = match kind {
+        MaskKind::Head => "head",
+        MaskKind::Neuron => "neuron",
+    };
+    Effect::new(move |_| {
+        let _ = progress.get();
+        fetcher.fetch(format!(
+            "/jobs/{id}/mask-summary?kind={kind_name}&max_points=200"
+        ));
+    });
+    let series = Signal::derive(move || {
+        data.with(|rows| {
+            let Some(rows) = rows else { return vec![] };
+            let layers = rows.iter().map(|r| r.layer + 1).max().unwrap_or(0);
+            (0..layers)
+                .map(|layer| Series {
+                    name: format!("layer {layer}"),
+                    colour: LAYER_COLOURS[layer as usize % LAYER_COLOURS.len()],
+                    points: rows
+                        .iter()
+                        .filter(|r| r.layer == layer)
+                        .filter_map(|r| Some((r.step as f64, *r.quantiles.get(2)? as f64)))
+                        .collect(),
+                })
+                .collect()
+        })
+    });
+    let title = match kind {
+        MaskKind::Head => "Head masks: median per layer",
+        MaskKind::Neuron => "FFN-neuron masks: median per layer",
+    };
+    view! {
+        <LineChart
+            title=title
+            unit="mask value (1 = untouched)"
+            series=series
+            empty="no steps recorded yet"
+        />
     }
 }
