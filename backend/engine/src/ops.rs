@@ -9,6 +9,10 @@
 //! multi-head attention (`ops/attention.rs`) are single graph nodes with hand-written backward
 //! passes over `gemm` (`ops/gemm.rs`), so that a training step allocates, zero-fills and
 //! accumulates far fewer full-size buffers than the composed graph would.
+//!
+//! The loops over elements and rows (softmax, LayerNorm, GELU, the dropout mask) live in
+//! `ops/kernels.rs`, compiled both for the baseline target and for AVX2 with FMA, chosen at
+//! run time.
 
 use std::sync::Mutex;
 
@@ -23,6 +27,7 @@ use crate::error::Result;
 
 mod attention;
 mod gemm;
+mod kernels;
 mod linear;
 
 /// `act(x · Wᵀ + bias)` for a frozen `W` (`[out, in]`) and bias, whose backward computes only
@@ -284,13 +289,8 @@ impl CustomOp3 for FusedLayerNorm {
         let beta = f32_vector(name, "beta", beta, beta_layout, d)?;
         let mut y = vec![0.0; x.len()];
         par_blocks(&mut y, d, |first_row, block| {
-            let x = x[first_row * d..].chunks_exact(d);
-            for (x, y) in x.zip(block.chunks_exact_mut(d)) {
-                let (mean, rstd) = moments(x, self.eps);
-                for (((y, &x), &g), &b) in y.iter_mut().zip(x).zip(gamma).zip(beta) {
-                    *y = (x - mean) * rstd * g + b;
-                }
-            }
+            let x = &x[first_row * d..][..block.len()];
+            kernels::layer_norm_rows(block, x, gamma, beta, self.eps);
         });
         Ok((CpuStorage::F32(y), x_layout.shape().clone()))
     }
@@ -337,41 +337,11 @@ impl CustomOp3 for LayerNormGrad {
         same_len(name, x, grad)?;
         let mut dx = vec![0.0; x.len()];
         par_blocks(&mut dx, d, |first_row, block| {
-            let start = first_row * d;
-            let rows = x[start..]
-                .chunks_exact(d)
-                .zip(grad[start..].chunks_exact(d));
-            for ((x, g), dx) in rows.zip(block.chunks_exact_mut(d)) {
-                let (mean, rstd) = moments(x, self.eps);
-                // With x̂ = (x − mean)·rstd and ĝ = g·gamma, the gradient of x is
-                // rstd · (ĝ − mean(ĝ) − x̂ · mean(ĝ·x̂)).
-                let (mut sum_g, mut sum_gx) = (0.0f64, 0.0f64);
-                for ((&x, &g), &w) in x.iter().zip(g).zip(gamma) {
-                    let g_hat = g * w;
-                    sum_g += g_hat as f64;
-                    sum_gx += (g_hat * (x - mean) * rstd) as f64;
-                }
-                let mean_g = (sum_g / d as f64) as f32;
-                let mean_gx = (sum_gx / d as f64) as f32;
-                for (((dx, &x), &g), &w) in dx.iter_mut().zip(x).zip(g).zip(gamma) {
-                    *dx = rstd * (g * w - mean_g - (x - mean) * rstd * mean_gx);
-                }
-            }
+            let rows = first_row * d..first_row * d + block.len();
+            kernels::layer_norm_grad_rows(block, &x[rows.clone()], &grad[rows], gamma, self.eps);
         });
         Ok((CpuStorage::F32(dx), x_layout.shape().clone()))
     }
-}
-
-/// A row's mean and 1/√(var + eps), summed in f64 so that long rows lose no precision.
-fn moments(x: &[f32], eps: f32) -> (f32, f32) {
-    let n = x.len() as f64;
-    let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
-    let var = x
-        .iter()
-        .map(|&v| (v as f64 - mean) * (v as f64 - mean))
-        .sum::<f64>()
-        / n;
-    (mean as f32, (1.0 / (var + eps as f64).sqrt()) as f32)
 }
 
 struct MaskedSoftmax {
@@ -408,20 +378,7 @@ impl CustomOp2 for MaskedSoftmax {
             for (row, (s, p)) in (first_row..).zip(rows.zip(block.chunks_exact_mut(keys))) {
                 let b = row / (heads * queries);
                 let mask = &mask[b * keys..(b + 1) * keys];
-                // The same steps as candle's softmax: subtract the row maximum, exponentiate,
-                // normalise.
-                let mut max = f32::NEG_INFINITY;
-                for ((p, &s), &m) in p.iter_mut().zip(s).zip(mask) {
-                    *p = s * self.scale + m;
-                    max = max.max(*p);
-                }
-                let mut sum = 0.0;
-                for p in p.iter_mut() {
-                    *p = exp_nonpositive(*p - max);
-                    sum += *p;
-                }
-                let inv = 1.0 / sum;
-                p.iter_mut().for_each(|p| *p *= inv);
+                kernels::scaled_softmax_row(p, s, mask, self.scale);
             }
         });
         Ok((CpuStorage::F32(probs), scores_layout.shape().clone()))
@@ -471,10 +428,7 @@ impl CustomOp2 for SoftmaxGrad {
                 .chunks_exact(keys)
                 .zip(grad[start..].chunks_exact(keys));
             for ((p, g), ds) in rows.zip(block.chunks_exact_mut(keys)) {
-                let dot: f32 = p.iter().zip(g).map(|(p, g)| p * g).sum();
-                for ((ds, &p), &g) in ds.iter_mut().zip(p).zip(g) {
-                    *ds = self.scale * p * (g - dot);
-                }
+                kernels::softmax_grad_row(ds, p, g, self.scale);
             }
         });
         Ok((CpuStorage::F32(ds), probs_layout.shape().clone()))
@@ -496,9 +450,7 @@ impl CustomOp1 for GeluErf {
         let x = f32_slice(self.name(), "input", storage, layout)?;
         let mut y = vec![0.0; x.len()];
         par_blocks(&mut y, 1, |first, block| {
-            for (y, &x) in block.iter_mut().zip(&x[first..]) {
-                *y = gelu(x);
-            }
+            kernels::gelu_forward(block, &x[first..][..block.len()]);
         });
         Ok((CpuStorage::F32(y), layout.shape().clone()))
     }
@@ -537,10 +489,13 @@ impl CustomOp3 for GeluErfGrad {
         same_len(name, x, grad)?;
         let mut dx = vec![0.0; x.len()];
         par_blocks(&mut dx, 1, |first, block| {
-            let inputs = x[first..].iter().zip(&y[first..]).zip(&grad[first..]);
-            for (dx, ((&x, &y), &g)) in block.iter_mut().zip(inputs) {
-                *dx = g * gelu_derivative(x, y);
-            }
+            let elements = first..first + block.len();
+            kernels::gelu_backward(
+                block,
+                &x[elements.clone()],
+                &y[elements.clone()],
+                &grad[elements],
+            );
         });
         Ok((CpuStorage::F32(dx), x_layout.shape().clone()))
     }
@@ -571,12 +526,19 @@ impl Dropout {
             for (i, chunk) in block.chunks_mut(factors.len()).enumerate() {
                 let factors = &mut factors[..chunk.len()];
                 self.write_mask(first + i * 256, factors);
-                chunk
-                    .iter_mut()
-                    .zip(factors.iter())
-                    .for_each(|(x, f)| *x *= f);
+                kernels::scale_by(chunk, factors);
             }
         });
+    }
+
+    /// `x`, elements `0..`, times their factors, in parallel.
+    fn apply(&self, x: &[f32]) -> Vec<f32> {
+        let mut y = vec![0.0; x.len()];
+        par_blocks(&mut y, 1, |first, block| {
+            self.write_mask(first, block);
+            kernels::scale_by(block, &x[first..][..block.len()]);
+        });
+        y
     }
 
     /// Writes the factors (0 or `keep_scale`) of elements `first..first + out.len()`.
@@ -587,37 +549,28 @@ impl Dropout {
         for m in head {
             *m = self.factor((self.pair_bits(first / 2) >> 32) as u32);
         }
-        let mut pairs = rest.chunks_exact_mut(2);
-        let mut pair_index = first.div_ceil(2);
-        for pair in &mut pairs {
-            let bits = self.pair_bits(pair_index);
-            pair[0] = self.factor(bits as u32);
-            pair[1] = self.factor((bits >> 32) as u32);
-            pair_index += 1;
-        }
-        if let [last] = pairs.into_remainder() {
-            *last = self.factor(self.pair_bits(pair_index) as u32);
+        let (pairs, last) = rest.split_at_mut(rest.len() / 2 * 2);
+        let first_pair = first.div_ceil(2);
+        kernels::dropout_pairs(
+            pairs,
+            self.seed,
+            first_pair as u64,
+            self.threshold,
+            self.keep_scale,
+        );
+        if let [last] = last {
+            *last = self.factor(self.pair_bits(first_pair + pairs.len() / 2) as u32);
         }
     }
 
-    /// `keep_scale` or 0, chosen by masking bits rather than branching: a coin flip is
-    /// mispredicted too often for a branch to pay.
-    #[inline(always)]
+    /// The factor for one 32-bit draw.
     fn factor(&self, draw: u32) -> f32 {
-        let keep = ((draw > self.threshold) as u32).wrapping_neg();
-        f32::from_bits(self.keep_scale.to_bits() & keep)
+        kernels::dropout_factor(draw, self.threshold, self.keep_scale)
     }
 
-    /// SplitMix64's output function applied to a Weyl sequence indexed by `pair_index`: a
-    /// counter-based generator whose stream is the same however the work is split.
-    #[inline(always)]
+    /// The 64 random bits of pair `pair_index`.
     fn pair_bits(&self, pair_index: usize) -> u64 {
-        let mut z = self
-            .seed
-            .wrapping_add((pair_index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        kernels::pair_bits(self.seed, pair_index as u64)
     }
 }
 
@@ -632,14 +585,7 @@ impl CustomOp1 for Dropout {
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = f32_slice(self.name(), "input", storage, layout)?;
-        let mut y = vec![0.0; x.len()];
-        par_blocks(&mut y, 1, |first, block| {
-            self.write_mask(first, block);
-            for (y, &x) in block.iter_mut().zip(&x[first..]) {
-                *y *= x;
-            }
-        });
-        Ok((CpuStorage::F32(y), layout.shape().clone()))
+        Ok((CpuStorage::F32(self.apply(x)), layout.shape().clone()))
     }
 
     /// Dropout is linear and diagonal: its gradient is the incoming one through the same mask.
@@ -737,101 +683,6 @@ fn same_len(op: &str, input: &[f32], grad: &[f32]) -> candle_core::Result<()> {
         );
     }
     Ok(())
-}
-
-// Scalar maths for the kernels above, without libm calls so that every element costs a handful
-// of multiply-adds. Coefficients are minimax fits made for this file (weighted least squares with
-// Lawson reweighting on a dense grid, then rounded to f32); the tests measure their accuracy.
-
-/// x/2 · (1 + erf(x/√2)).
-fn gelu(x: f32) -> f32 {
-    0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
-}
-
-/// d/dx GELU = Φ(x) + x·φ(x), given `y` = GELU(x) = x·Φ(x) from the forward pass: reading Φ off
-/// `y / x` saves evaluating erf a second time. (Only where x is too close to 0 for `y` to keep
-/// its digits is Φ taken as its limit, 1/2.)
-fn gelu_derivative(x: f32, y: f32) -> f32 {
-    let cdf = if x.abs() < 1e-30 { 0.5 } else { y / x };
-    cdf + x * FRAC_1_SQRT_2PI * exp_nonpositive(-0.5 * x * x)
-}
-
-/// 1/√(2π), the standard normal density at 0.
-const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
-
-/// erf(t), within about 1.2e-7 (two f32 ulps of values near 1).
-///
-/// For |t| ≤ 1, erf(t) = t·P(t²); beyond, erf(|t|) = 1 − e^(−t²)·R(1/(1 + |t|/2)), with R fitted
-/// to the scaled complement e^(t²)·erfc(t) on [1, 4]. Past 4, e^(−t²)·R < 2e-8 and erf rounds
-/// to ±1.
-fn erf(t: f32) -> f32 {
-    let a = t.abs();
-    let magnitude = if a <= 1.0 {
-        a * horner(a * a, &ERF_CORE)
-    } else {
-        1.0 - exp_nonpositive(-a * a) * horner(1.0 / (1.0 + 0.5 * a), &ERF_TAIL)
-    };
-    magnitude.copysign(t)
-}
-
-/// erf(t)/t as a polynomial in t² on |t| ≤ 1 (fit error 4e-8 relative).
-// The leading coefficient is a fitted value one f32 ulp below 2/√π, not that constant
-// misspelt: pinning it to 2/√π raises the worst error from 1.2e-7 to 2.2e-7.
-#[allow(clippy::approx_constant)]
-const ERF_CORE: [f32; 6] = [
-    1.128_379_1,
-    -0.376_123_25,
-    0.112_801_8,
-    -0.026_711_311,
-    0.004_917_551,
-    -0.000_563_141_95,
-];
-
-/// e^(t²)·erfc(t) as a polynomial in 1/(1 + t/2) on 1 ≤ t ≤ 4 (fit error 3e-8 relative).
-const ERF_TAIL: [f32; 7] = [
-    0.000_536_602_63,
-    0.274_512_62,
-    0.326_122_55,
-    0.114_382_32,
-    0.383_577_14,
-    -0.040_836_625,
-    -0.059_077_855,
-];
-
-/// e^x for x ≤ 0 within about two f32 ulps: 2ⁿ·e^r with n = round(x·log₂e), r = x − n·ln2 in
-/// two parts (so r keeps its low bits), and e^r = 1 + r + r²·S(r) on |r| ≤ ln2/2. Results
-/// below f32's smallest normal flush to 0.
-fn exp_nonpositive(x: f32) -> f32 {
-    debug_assert!(x <= 0.0 || x.is_nan(), "exp_nonpositive({x})");
-    if x < -87.3 {
-        return 0.0;
-    }
-    // Adding and removing 1.5·2²³ rounds to the nearest integer (x86-64's baseline has no
-    // rounding instruction, so `f32::round` would be a libm call).
-    const ROUNDER: f32 = 12_582_912.0;
-    // ln2 = LN2_HI + LN2_LO, where LN2_HI = 355/512 has so few bits that n·LN2_HI is exact.
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    let n = (x * std::f32::consts::LOG2_E + ROUNDER) - ROUNDER;
-    let r = (x - n * LN2_HI) - n * LN2_LO;
-    let e_r = 1.0 + r + r * r * horner(r, &EXP_REMAINDER);
-    // n ∈ [−126, 0], so 2ⁿ is a normal float built from its exponent bits.
-    e_r * f32::from_bits(((n as i32 + 127) as u32) << 23)
-}
-
-/// S(r) = (e^r − 1 − r)/r² on |r| ≤ ln2/2 (fit error 3e-9 relative to e^r).
-const EXP_REMAINDER: [f32; 5] = [
-    0.499_999_94,
-    0.166_665_21,
-    0.041_668_39,
-    0.008_368_71,
-    0.001_381_46,
-];
-
-/// Σ coeffs[k]·x^k.
-fn horner<const N: usize>(x: f32, coeffs: &[f32; N]) -> f32 {
-    let (&last, rest) = coeffs.split_last().expect("at least one coefficient");
-    rest.iter().rev().fold(last, |acc, &c| acc * x + c)
 }
 
 #[cfg(test)]
@@ -989,31 +840,6 @@ mod tests {
             let (g_fused, g_composed) = (gradient(&fused, &r, &x), gradient(&composed, &r, &x));
             assert_close("gelu gradient", &g_fused, &g_composed, 1e-5);
         }
-    }
-
-    #[test]
-    fn erf_is_within_1_5e_7_of_libm_on_a_dense_grid() {
-        let worst = (-700_000..=700_000)
-            .map(|i| i as f32 * 1e-5)
-            .chain([20.0, -20.0, f32::INFINITY, f32::NEG_INFINITY])
-            .map(|t| (erf(t) as f64 - candle_core::cpu::erf::erf_f64(t as f64)).abs())
-            .fold(0.0, f64::max);
-        assert!(worst <= 1.5e-7, "erf is off by {worst:e}");
-    }
-
-    #[test]
-    fn exp_is_within_2_ulp_and_flushes_below_the_normal_range() {
-        let worst = (0..=873_000)
-            .map(|i| i as f32 * -1e-4)
-            .map(|x| (exp_nonpositive(x) as f64 / (x as f64).exp() - 1.0).abs())
-            .fold(0.0, f64::max);
-        assert!(
-            worst <= 2.0 * f32::EPSILON as f64,
-            "exp is off by {worst:e} relative"
-        );
-        assert_eq!(exp_nonpositive(-87.4), 0.0);
-        assert_eq!(exp_nonpositive(-1e9), 0.0);
-        assert_eq!(exp_nonpositive(f32::NEG_INFINITY), 0.0);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 
 use super::gemm::{Mat, Write, matmul, matmul_rows};
-use super::{Dropout, exp_nonpositive, f32_slice, host_f32};
+use super::{Dropout, f32_slice, host_f32, kernels};
 
 /// `softmax(Q·Kᵀ·scale + mask)` (then dropout) times V, per head, for `[batch·seq, heads·dim]`
 /// projections and an additive `[batch, 1, 1, seq]` padding mask.
@@ -55,12 +55,21 @@ impl Attention {
         Ok(())
     }
 
-    /// The dropout factors of probability row `row` (global row index over all heads).
-    fn dropout_row(&self, row: usize, factors: &mut [f32]) {
-        match &self.dropout {
-            Some(d) => d.write_mask(row * self.seq, factors),
-            None => factors.fill(1.0),
-        }
+    /// `dropped = P ⊙ dropout factors` for the probabilities `p` of the head whose first row
+    /// is `first_row` (global row index over all heads), using `factors` (`seq²` long) as
+    /// scratch; `None` without dropout, where `P` itself is what multiplies V.
+    fn drop_out<'a>(
+        &self,
+        first_row: usize,
+        p: &[f32],
+        factors: &'a mut [f32],
+        dropped: &'a mut [f32],
+    ) -> Option<(&'a [f32], &'a [f32])> {
+        let d = self.dropout.as_ref()?;
+        // A head's rows are consecutive, so its factors are one run of the mask.
+        d.write_mask(first_row * self.seq, factors);
+        kernels::product(dropped, p, factors);
+        Some((factors, dropped))
     }
 }
 
@@ -106,31 +115,17 @@ impl CustomOp3 for Attention {
             let mut unit = units[b].lock().expect("one worker per sequence");
             let (context, probs) = &mut *unit;
             let mask = &mask[b * l..(b + 1) * l];
-            let mut dropped = vec![0.0; l * l];
-            let mut factors = vec![0.0; l];
+            let scratch = if self.dropout.is_some() { l * l } else { 0 };
+            let (mut factors, mut dropped) = (vec![0.0; scratch], vec![0.0; scratch]);
             for h in 0..self.heads {
                 let p = &mut probs[h * l * l..(h + 1) * l * l];
                 let (qh, kh) = (self.head(q, b, h), self.head(k, b, h));
                 matmul(p, qh, kh.t(), self.scale, Write::Set, 1);
-                for row in p.chunks_exact_mut(l) {
-                    softmax_row(row, mask);
-                }
-                let values = if self.dropout.is_some() {
-                    let first_row = (b * self.heads + h) * l;
-                    for (i, (d, p)) in dropped
-                        .chunks_exact_mut(l)
-                        .zip(p.chunks_exact(l))
-                        .enumerate()
-                    {
-                        self.dropout_row(first_row + i, &mut factors);
-                        d.iter_mut()
-                            .zip(p)
-                            .zip(&factors)
-                            .for_each(|((d, p), f)| *d = p * f);
-                    }
-                    &dropped[..]
-                } else {
-                    &p[..]
+                kernels::softmax_rows(p, mask);
+                let first_row = (b * self.heads + h) * l;
+                let values = match self.drop_out(first_row, p, &mut factors, &mut dropped) {
+                    Some((_, dropped)) => dropped,
+                    None => &p[..],
                 };
                 let ctx = &mut context[h * self.head_dim..];
                 matmul_rows(
@@ -229,35 +224,25 @@ impl CustomOp2 for AttentionGrad<'_> {
         per_sequence(units.len(), |b| {
             let mut unit = units[b].lock().expect("one worker per sequence");
             let (dq, dk, dv) = &mut *unit;
-            let mut dropped = vec![0.0; l * l];
+            let scratch = if a.dropout.is_some() { l * l } else { 0 };
+            let (mut factors, mut dropped) = (vec![0.0; scratch], vec![0.0; scratch]);
             let mut ds = vec![0.0; l * l];
-            let mut factors = vec![0.0; l];
             for h in 0..a.heads {
                 let first_row = (b * a.heads + h) * l;
                 let p = &self.probs[first_row * l..(first_row + l) * l];
                 let dc = a.head(grad, b, h);
-                // dP̃ = dC·Vᵀ, then back through dropout and the softmax, row by row.
+                // dP̃ = dC·Vᵀ, then back through dropout and the softmax.
                 matmul(&mut ds, dc, a.head(v, b, h).t(), 1.0, Write::Set, 1);
-                for (i, ((ds, p), d)) in ds
-                    .chunks_exact_mut(l)
-                    .zip(p.chunks_exact(l))
-                    .zip(dropped.chunks_exact_mut(l))
-                    .enumerate()
-                {
-                    a.dropout_row(first_row + i, &mut factors);
-                    let mut dot = 0.0;
-                    for ((ds, &p), (d, &f)) in ds.iter_mut().zip(p).zip(d.iter_mut().zip(&factors))
-                    {
-                        *d = p * f;
-                        *ds *= f;
-                        dot += *ds * p;
+                let dropped = match a.drop_out(first_row, p, &mut factors, &mut dropped) {
+                    Some((factors, dropped)) => {
+                        kernels::scale_by(&mut ds, factors);
+                        dropped
                     }
-                    for (ds, &p) in ds.iter_mut().zip(p) {
-                        *ds = a.scale * p * (*ds - dot);
-                    }
-                }
+                    None => p,
+                };
+                kernels::softmax_grad_rows(&mut ds, p, l, a.scale);
                 let cols = h * a.head_dim;
-                let dropped = Mat::rows(&dropped, l, l);
+                let dropped = Mat::rows(dropped, l, l);
                 matmul_rows(&mut dv[cols..], w, dropped.t(), dc, 1.0, Write::Set, 1);
                 let ds = Mat::rows(&ds, l, l);
                 matmul_rows(&mut dq[cols..], w, ds, a.head(k, b, h), 1.0, Write::Set, 1);
@@ -275,23 +260,6 @@ impl CustomOp2 for AttentionGrad<'_> {
         drop(units);
         Ok((CpuStorage::F32(packed), Shape::from(3 * n)))
     }
-}
-
-/// Softmax of `row + mask` in place: the same steps as candle's (subtract the maximum,
-/// exponentiate, normalise). The scores arrive already scaled.
-fn softmax_row(row: &mut [f32], mask: &[f32]) {
-    let mut max = f32::NEG_INFINITY;
-    for (p, &m) in row.iter_mut().zip(mask) {
-        *p += m;
-        max = max.max(*p);
-    }
-    let mut sum = 0.0;
-    for p in row.iter_mut() {
-        *p = exp_nonpositive(*p - max);
-        sum += *p;
-    }
-    let inv = 1.0 / sum;
-    row.iter_mut().for_each(|p| *p *= inv);
 }
 
 /// Runs `work(b)` for every sequence `b < count` on candle's worker threads.

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 
 use super::gemm::{Mat, Write, matmul};
-use super::{Activation, Dropout, GeluErfGrad, f32_slice, gelu, host_f32, par_blocks, threads};
+use super::{Activation, Dropout, GeluErfGrad, f32_slice, host_f32, kernels, par_blocks, threads};
 
 /// `act(x·Wᵀ + b)` for a frozen `W` `[out, in]` and bias `[out]`.
 pub(crate) struct FrozenLinear {
@@ -50,9 +50,7 @@ impl FrozenLinear {
             Activation::GeluErf => {
                 let mut act = vec![0.0; y.len()];
                 par_blocks(&mut act, 1, |first, block| {
-                    for (a, &x) in block.iter_mut().zip(&y[first..]) {
-                        *a = gelu(x);
-                    }
+                    kernels::gelu_forward(block, &y[first..][..block.len()]);
                 });
                 *self.pre.lock().expect("not poisoned") = Some(y);
                 act
@@ -259,11 +257,7 @@ impl LoraLinear {
 
     /// The branch's dropped-out input, or `None` without dropout.
     fn dropped(&self, x: Mat) -> candle_core::Result<Option<Vec<f32>>> {
-        Ok(self.dropout.as_ref().map(|d| {
-            let mut copy = x.contiguous_data().to_vec();
-            d.scale_in_place(&mut copy);
-            copy
-        }))
+        Ok(self.dropout.as_ref().map(|d| d.apply(x.contiguous_data())))
     }
 }
 
