@@ -115,6 +115,16 @@ impl LayerNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         ops::layer_norm(x, &self.weight, &self.bias, self.eps)
     }
+
+    /// `LayerNorm(dropout(y) + x)`: a sublayer's output `y` added to its input `x`.
+    fn forward_residual(
+        &self,
+        y: &Tensor,
+        x: &Tensor,
+        dropout: Option<(f32, &mut StdRng)>,
+    ) -> Result<Tensor> {
+        ops::residual_layer_norm(y, x, (&self.weight, &self.bias), self.eps, dropout)
+    }
 }
 
 /// Word, position and token-type embeddings.
@@ -516,13 +526,6 @@ impl LayerCtx<'_, '_> {
         self.training.as_mut().map(|t| &mut *t.rng)
     }
 
-    fn dropout(&mut self, x: &Tensor, p: f32) -> Result<Tensor> {
-        match self.rng() {
-            Some(rng) => ops::dropout(x, p, rng),
-            None => Ok(x.clone()),
-        }
-    }
-
     /// Runs a linear layer and keeps its importance ratio when asked to.
     fn linear(&mut self, linear: &PeftLinear, kind: ModuleKind, x: &Tensor) -> Result<Tensor> {
         let want = self.ratios.is_some() && linear.peft.is_some();
@@ -564,8 +567,9 @@ impl Attention {
             let context = self.context(x, ctx)?;
             ctx.linear(&self.output, ModuleKind::AttentionOutput, &context)?
         };
-        let projected = ctx.dropout(&projected, ctx.config.hidden_dropout_prob)?;
-        self.norm.forward(&(projected + x)?)
+        let p = ctx.config.hidden_dropout_prob;
+        self.norm
+            .forward_residual(&projected, x, ctx.rng().map(|rng| (p, rng)))
     }
 
     /// Per-head attention, masked per head, merged back to `[n, heads·head_dim]`.
@@ -612,8 +616,9 @@ impl FeedForward {
             }
             ctx.linear(&self.output, ModuleKind::Output, &act)?
         };
-        let out = ctx.dropout(&out, ctx.config.hidden_dropout_prob)?;
-        self.norm.forward(&(out + x)?)
+        let p = ctx.config.hidden_dropout_prob;
+        self.norm
+            .forward_residual(&out, x, ctx.rng().map(|rng| (p, rng)))
     }
 }
 

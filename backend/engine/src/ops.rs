@@ -29,6 +29,7 @@ mod attention;
 mod gemm;
 mod kernels;
 mod linear;
+mod residual;
 
 /// `act(x · Wᵀ + bias)` for a frozen `W` (`[out, in]`) and bias, whose backward computes only
 /// the input's gradient.
@@ -125,6 +126,33 @@ pub(crate) fn layer_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f32) ->
     }
     Ok(x.contiguous()?
         .apply_op3(gamma, beta, FusedLayerNorm { eps })?)
+}
+
+/// `LayerNorm(dropout(y) + x)`, the end of every BERT sublayer: `y` is the sublayer's output,
+/// `x` its input, `gamma` and `beta` frozen. One graph node on the CPU (`ops/residual.rs`),
+/// drawing the same dropout mask from `rng` as [`dropout`] would.
+pub(crate) fn residual_layer_norm(
+    y: &Tensor,
+    x: &Tensor,
+    (gamma, beta): (&Tensor, &Tensor),
+    eps: f32,
+    dropout: Option<(f32, &mut StdRng)>,
+) -> Result<Tensor> {
+    let dropout = dropout.filter(|(p, _)| *p > 0.0);
+    if !fusable(y) || !fusable(x) || !fusable(gamma) || gamma.track_op() || beta.track_op() {
+        let y = match dropout {
+            Some((p, rng)) => self::dropout(y, p, rng)?,
+            None => y.clone(),
+        };
+        return layer_norm(&(y + x)?, gamma, beta, eps);
+    }
+    let op = residual::ResidualNorm {
+        gamma: gamma.contiguous()?,
+        beta: beta.contiguous()?,
+        eps,
+        dropout: dropout.map(|(p, rng)| Dropout::new(p, rng)),
+    };
+    Ok(y.contiguous()?.apply_op2(&x.contiguous()?, op)?)
 }
 
 /// `softmax(scores · scale + mask)` over the last dimension of `[batch, heads, queries, keys]`
