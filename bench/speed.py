@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """lightpeft's trainer against PyTorch + transformers + peft, side by side in one run.
 
-    python3 bench/speed.py [--model DIR] [--threads 2] [--steps 10] [--python PYTHON]
-        [--shapes 16x64,32x128] [--plans full,third,half] [--modes train,infer]
+    python3 bench/speed.py [--model DIR] [--threads 2] [--steps 10] [--rounds 1]
+        [--python PYTHON] [--shapes 16x64,32x128] [--plans full,third,half] [--modes train,infer]
 
 Builds `step_bench` (release), then for every configuration runs ours and
 `bench/torch_reference.py` one after the other, each in a fresh process (so that peak memory is
@@ -35,6 +35,13 @@ def parse_args():
     p.add_argument("--plans", default="full,third,half")
     p.add_argument("--modes", default="train,infer")
     p.add_argument("--records", help="also write every run's JSON record to this file")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run the whole matrix this many times and report medians over rounds, with the "
+        "range of each ratio (a shared machine's speed drifts by tens of percent over minutes)",
+    )
     p.add_argument(
         "--stat",
         choices=["median_s", "min_s"],
@@ -75,48 +82,95 @@ def main():
     env["OMP_NUM_THREADS"] = str(args.threads)
     binary = build(env)
     results = {}
-    for mode in args.modes.split(","):
-        for shape in args.shapes.split(","):
-            batch, length = shape.split("x")
-            for plan in args.plans.split(","):
-                common = ["--batch", batch, "--len", length, "--steps", str(args.steps)]
-                common += ["--plan", plan, "--mode", mode, "--model", args.model]
-                ours = run_json([str(binary), *common, "--json"], env)
-                torch = run_json(
-                    [args.python, str(ROOT / "bench" / "torch_reference.py"), *common,
-                     "--threads", str(args.threads)],
-                    env,
-                )
-                results[(mode, shape, plan)] = (ours, torch)
-                show = lambda r: f"{r[args.stat]:.3f} s" if r else "n/a"  # noqa: E731
-                print(f"{mode} {shape} {plan}: ours {show(ours)}, PyTorch {show(torch)}",
-                      file=sys.stderr)
+    # Rounds run the whole matrix again, so every configuration is measured at several times of
+    # a shared machine's load; ours and PyTorch always run back to back within a round.
+    for round_index in range(args.rounds):
+        for mode in args.modes.split(","):
+            for shape in args.shapes.split(","):
+                batch, length = shape.split("x")
+                for plan in args.plans.split(","):
+                    common = ["--batch", batch, "--len", length, "--steps", str(args.steps)]
+                    common += ["--plan", plan, "--mode", mode, "--model", args.model]
+                    ours = run_json([str(binary), *common, "--json"], env)
+                    torch = run_json(
+                        [args.python, str(ROOT / "bench" / "torch_reference.py"), *common,
+                         "--threads", str(args.threads)],
+                        env,
+                    )
+                    results.setdefault((mode, shape, plan), []).append((ours, torch))
+                    show = lambda r: f"{r[args.stat]:.3f} s" if r else "n/a"  # noqa: E731
+                    print(f"round {round_index + 1}: {mode} {shape} {plan}: ours {show(ours)}, "
+                          f"PyTorch {show(torch)}", file=sys.stderr)
     if args.records:
         with open(args.records, "w") as f:
-            for r in (r for pair in results.values() for r in pair if r):
-                f.write(json.dumps(r) + "\n")
-    versions = next((t["versions"] for o, t in results.values() if t), "PyTorch not available")
+            for key, rounds in results.items():
+                for round_index, pair in enumerate(rounds):
+                    for r in (r for r in pair if r):
+                        f.write(json.dumps({**r, "round": round_index + 1}) + "\n")
+    versions = next(
+        (t["versions"] for rounds in results.values() for _, t in rounds if t),
+        "PyTorch not available",
+    )
     stat = "median" if args.stat == "median_s" else "fastest"
-    print(f"\n{args.threads} threads, {stat} of {args.steps} steps after one warm-up; {versions}\n")
+    print(f"\n{args.threads} threads, {stat} of {args.steps} steps after one warm-up, "
+          f"{args.rounds} round(s); {versions}\n")
+    if args.rounds > 1:
+        print("Each cell: the median over rounds; ratios and speed-ups are taken within a round "
+              "(runs minutes apart at most) and their range over rounds follows in brackets.\n")
     print("| mode | batch × len | plan | ours s/step | PyTorch s/step | ours / PyTorch "
           "| speed-up vs full: ours | PyTorch | peak RSS MiB: ours | PyTorch |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for (mode, shape, plan), (ours, torch) in results.items():
-        base_ours, base_torch = results.get((mode, shape, "full"), (None, None))
+    for (mode, shape, plan), rounds in results.items():
+        base = results.get((mode, shape, "full"), [])
 
-        def cell(r, key=args.stat, fmt="{:.3f}"):
-            return fmt.format(r[key]) if r else "n/a"
+        def times(side):
+            return [pair[side][args.stat] for pair in rounds if pair[side]]
 
-        def speedup(base, r):
-            return f"{base[args.stat] / r[args.stat]:.2f}×" if base and r else "n/a"
+        def ratios(num, den):
+            """Per-round num/den for the rounds where both ran."""
+            return [n / d for n, d in zip(num, den) if n is not None and d is not None]
 
-        ratio = f"{ours[args.stat] / torch[args.stat]:.2f}" if ours and torch else "n/a"
+        def per_round(side, rows):
+            return [pair[side][args.stat] if pair[side] else None for pair in rows]
+
+        ratio = summary(ratios(per_round(0, rounds), per_round(1, rounds)), args.rounds)
+        speedups = [
+            summary(ratios(per_round(side, base), per_round(side, rounds)), args.rounds, "×")
+            for side in (0, 1)
+        ]
+        rss = [
+            max((pair[side]["peak_rss_mib"] for pair in rounds if pair[side]), default=None)
+            for side in (0, 1)
+        ]
         print(
-            f"| {mode} | {shape.replace('x', ' × ')} | {plan} | {cell(ours)} | {cell(torch)} "
-            f"| {ratio} | {speedup(base_ours, ours)} | {speedup(base_torch, torch)} "
-            f"| {cell(ours, 'peak_rss_mib', '{:.0f}')} | {cell(torch, 'peak_rss_mib', '{:.0f}')} |"
+            f"| {mode} | {shape.replace('x', ' × ')} | {plan} | {median_cell(times(0))} "
+            f"| {median_cell(times(1))} | {ratio} | {speedups[0]} | {speedups[1]} "
+            f"| {fmt_rss(rss[0])} | {fmt_rss(rss[1])} |"
         )
 
+
+def median(values):
+    values = sorted(values)
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def median_cell(values):
+    return f"{median(values):.3f}" if values else "n/a"
+
+
+def summary(values, rounds, unit=""):
+    """The median, with the range over rounds in brackets when there were several."""
+    if not values:
+        return "n/a"
+    text = f"{median(values):.2f}{unit}"
+    if rounds > 1:
+        text += f" ({min(values):.2f}–{max(values):.2f})"
+    return text
+
+
+def fmt_rss(value):
+    return f"{value:.0f}" if value is not None else "n/a"
 
 if __name__ == "__main__":
     main()
