@@ -143,7 +143,9 @@ async fn create_estimate_watch_plan_commit_finetune_compare_download() {
     let again = server.ok(&format!("/jobs/{est}/convergence")).await;
     assert_eq!(again, conv);
     let other = server
-        .ok(&format!("/jobs/{est}/convergence?head_ratio=0.5&ffn_ratio=0.1"))
+        .ok(&format!(
+            "/jobs/{est}/convergence?head_ratio=0.5&ffn_ratio=0.1"
+        ))
         .await;
     assert_eq!(other["steps"], conv["steps"]);
     assert_eq!(other["head_ratio"], 0.5);

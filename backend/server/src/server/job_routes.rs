@@ -106,7 +106,11 @@ pub async fn resume(State(state): State<AppState>, id: Id) -> ApiResult<(StatusC
     }
     let job = state.store.set_status(id, JobStatus::Queued, None).await?;
     // The resumed run records its later steps again: cached sets of those steps go.
-    state.pruned_sets.lock().expect("pruned sets").forget_job(id);
+    state
+        .pruned_sets
+        .lock()
+        .expect("pruned sets")
+        .forget_job(id);
     state.runner.enqueue(id, from_snapshot);
     state.runner.publish(Event::Job { job: job.clone() });
     Ok((StatusCode::ACCEPTED, Json(job)))
