@@ -476,11 +476,7 @@ impl CustomOp1 for GeluErf {
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = f32_slice(self.name(), "input", storage, layout)?;
-        let mut y = vec![0.0; x.len()];
-        par_blocks(&mut y, 1, |first, block| {
-            kernels::gelu_forward(block, &x[first..][..block.len()]);
-        });
-        Ok((CpuStorage::F32(y), layout.shape().clone()))
+        Ok((CpuStorage::F32(gelu_all(x)), layout.shape().clone()))
     }
 
     fn bwd(&self, x: &Tensor, y: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
@@ -562,11 +558,17 @@ impl Dropout {
     /// `x`, elements `0..`, times their factors, in parallel.
     fn apply(&self, x: &[f32]) -> Vec<f32> {
         let mut y = vec![0.0; x.len()];
-        par_blocks(&mut y, 1, |first, block| {
+        self.apply_into(x, &mut y);
+        y
+    }
+
+    /// [`Dropout::apply`] into `y` (as long as `x`).
+    fn apply_into(&self, x: &[f32], y: &mut [f32]) {
+        assert_eq!(x.len(), y.len(), "dropout: input and output lengths differ");
+        par_blocks(y, 1, |first, block| {
             self.write_mask(first, block);
             kernels::scale_by(block, &x[first..][..block.len()]);
         });
-        y
     }
 
     /// Writes the factors (0 or `keep_scale`) of elements `first..first + out.len()`.
@@ -620,6 +622,15 @@ impl CustomOp1 for Dropout {
     fn bwd(&self, _x: &Tensor, _y: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
         Ok(Some(grad.contiguous()?.apply_op1_no_bwd(self)?))
     }
+}
+
+/// GELU of every element of `x`, in parallel.
+fn gelu_all(x: &[f32]) -> Vec<f32> {
+    let mut y = vec![0.0; x.len()];
+    par_blocks(&mut y, 1, |first, block| {
+        kernels::gelu_forward(block, &x[first..][..block.len()]);
+    });
+    y
 }
 
 /// Elements per unit of parallel work: enough to amortise the hand-off to another thread, few

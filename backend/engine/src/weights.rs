@@ -241,6 +241,14 @@ mod tests {
         file
     }
 
+    /// A safetensors file with a hand-written `header` and `data` zero bytes after it.
+    fn raw_file(header: &[u8], data: usize) -> tempfile::NamedTempFile {
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header);
+        bytes.resize(bytes.len() + data, 0);
+        write_file(&bytes)
+    }
+
     #[test]
     fn reads_what_candle_writes_in_every_dtype() {
         let device = Device::Cpu;
@@ -299,19 +307,19 @@ mod tests {
         assert_eq!(tensor, "*");
         assert!(message.contains("header of"), "{message}");
 
-        let header = br#"{"w":{"dtype":"F32","shape":[4,4],"data_offsets":[8,72]}}"#;
-        let mut shifted = (header.len() as u64).to_le_bytes().to_vec();
-        shifted.extend_from_slice(header);
-        shifted.extend_from_slice(&[0u8; 64]);
-        let (tensor, message) = read_safetensors(write_file(&shifted).path(), &device).unwrap_err();
+        let shifted = raw_file(
+            br#"{"w":{"dtype":"F32","shape":[4,4],"data_offsets":[8,72]}}"#,
+            64,
+        );
+        let (tensor, message) = read_safetensors(shifted.path(), &device).unwrap_err();
         assert_eq!(tensor, "w");
         assert!(message.contains("8..72"), "{message}");
 
-        let odd = br#"{"w":{"dtype":"C64","shape":[1],"data_offsets":[0,8]}}"#;
-        let mut complex = (odd.len() as u64).to_le_bytes().to_vec();
-        complex.extend_from_slice(odd);
-        complex.extend_from_slice(&[0u8; 8]);
-        let (_, message) = read_safetensors(write_file(&complex).path(), &device).unwrap_err();
+        let complex = raw_file(
+            br#"{"w":{"dtype":"C64","shape":[1],"data_offsets":[0,8]}}"#,
+            8,
+        );
+        let (_, message) = read_safetensors(complex.path(), &device).unwrap_err();
         assert!(message.contains("unsupported dtype C64"), "{message}");
 
         let (_, message) = read_safetensors(write_file(b"{}").path(), &device).unwrap_err();

@@ -194,6 +194,45 @@ fn plain_training_keeps_masks_out_and_learns_the_toy_task() {
     );
 }
 
+#[test]
+fn length_grouped_batches_train_in_their_own_order_and_still_learn() {
+    let (_dir, mut model, train_split, dev) = setup();
+    model.encoder.disable_masks();
+    let run = |group_by_length: bool| {
+        let config = TrainConfig {
+            estimation: None,
+            lr: 2e-2,
+            group_by_length,
+            ..stage1(Length::Epochs(8))
+        };
+        let mut seen = Collect::default();
+        let out = train(
+            &model,
+            &train_split,
+            &dev,
+            &config,
+            Stage::Finetune,
+            Metric::Accuracy,
+            &mut seen,
+            &CancelToken::new(),
+        )
+        .unwrap();
+        (
+            out.steps,
+            seen.steps.iter().map(|s| s.ce_loss).collect::<Vec<_>>(),
+        )
+    };
+    let (steps, grouped) = run(true);
+    // Every example once per epoch: as many steps as the random order.
+    assert_eq!(steps, 48);
+    let first: f32 = grouped[..6].iter().sum();
+    let last: f32 = grouped[42..].iter().sum();
+    assert!(last < first, "loss falls: {first} -> {last}");
+    // The option reaches the loop: the first step's batch already differs.
+    let (_, random) = run(false);
+    assert_ne!(grouped[0], random[0]);
+}
+
 /// Keeps a snapshot every `every` steps and cancels after step `stop_after`.
 struct Interrupting {
     inner: Collect,

@@ -362,10 +362,7 @@ pub fn MaskTrendChart(
     let data = RwSignal::new(None::<Vec<MaskSummary>>);
     let fetcher = Latest::new(data);
     let progress = Memo::new(move |_| job.get().step);
-    let kind_name = match kind {
-        MaskKind::Head => "head",
-        MaskKind::Neuron => "neuron",
-    };
+    let kind_name = kind.as_str();
     Effect::new(move |_| {
         let _ = progress.get();
         fetcher.fetch(format!(

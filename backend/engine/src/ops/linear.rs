@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 
 use super::gemm::{Mat, Write, matmul};
-use super::{Activation, Dropout, GeluErfGrad, f32_slice, host_f32, kernels, par_blocks, threads};
+use super::{Activation, Dropout, GeluErfGrad, f32_slice, gelu_all, host_f32, threads};
 
 /// `act(x·Wᵀ + b)` for a frozen `W` `[out, in]` and bias `[out]`.
 pub(crate) struct FrozenLinear {
@@ -48,10 +48,7 @@ impl FrozenLinear {
         match self.activation {
             Activation::Identity => y,
             Activation::GeluErf => {
-                let mut act = vec![0.0; y.len()];
-                par_blocks(&mut act, 1, |first, block| {
-                    kernels::gelu_forward(block, &y[first..][..block.len()]);
-                });
+                let act = gelu_all(&y);
                 *self.pre.lock().expect("not poisoned") = Some(y);
                 act
             }

@@ -162,11 +162,7 @@ impl CustomOp2 for ResidualNormGrad<'_> {
             kernels::layer_norm_grad_rows(block, &sum, &grad[elems], &gamma, self.fwd.eps);
         });
         if let Some(dropout) = dropout {
-            let ds = &*ds;
-            par_blocks(dy, 1, |first, block| {
-                dropout.write_mask(first, block);
-                kernels::scale_by(block, &ds[first..][..block.len()]);
-            });
+            dropout.apply_into(ds, dy);
         }
         let len = out.len();
         Ok((CpuStorage::F32(out), Shape::from(len)))

@@ -207,14 +207,16 @@ pub fn train_from(
         first = state.next_step;
     }
     let checkpoint_every = observer.checkpoint_every().filter(|&n| n > 0);
+    let lengths: Option<Vec<usize>> = config
+        .group_by_length
+        .then(|| train.encoded.iter().map(|e| e.ids.len()).collect());
     let mut order = Vec::new();
     for step in first..total_steps {
         let epoch = step / steps_per_epoch;
         let in_epoch = step % steps_per_epoch;
         if in_epoch == 0 || step == first {
-            order = if config.group_by_length {
-                let lengths: Vec<usize> = train.encoded.iter().map(|e| e.ids.len()).collect();
-                batches_by_length(&lengths, config.batch_size, config.seed, epoch as u64)?
+            order = if let Some(lengths) = &lengths {
+                batches_by_length(lengths, config.batch_size, config.seed, epoch as u64)?
             } else {
                 batches(train.len(), config.batch_size, config.seed, epoch as u64)?
             };

@@ -59,7 +59,7 @@ impl ApiFailure {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
     }
 
-    /// 500: our fault; the message is logged and returned.
+    /// 413: the body is over the server's limit.
     pub fn payload_too_large() -> Self {
         ApiFailure::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -68,6 +68,7 @@ impl ApiFailure {
         )
     }
 
+    /// 500: our fault; the message is logged and returned.
     pub fn internal(message: impl Into<String>) -> Self {
         let message = message.into();
         eprintln!("internal error: {message}");
