@@ -11,7 +11,7 @@ use lightpeft_engine::export::{export_model, load_exported};
 use lightpeft_engine::pipeline::{apply_plan, model_shape, summarize_estimation};
 use lightpeft_engine::plan::{PlanRequest, Planner};
 use lightpeft_engine::train::{
-    CancelToken, Collect, EstimationExtras, Length, Stage, TokenizedSplit, TrainConfig, train,
+    Collect, EstimationExtras, Length, Stage, TokenizedSplit, TrainConfig, TrainRun,
 };
 use lightpeft_engine::{Batch, Model, ModelOptions, PeftMethod, REFERENCE_TARGETS, TextEncoder};
 
@@ -95,16 +95,16 @@ fn estimate_plan_prune_and_finetune_on_real_data() {
         }),
     };
     let mut records = Collect::default();
-    let outcome = train(
-        &stage1,
-        &train_split,
-        &dev,
-        &config,
-        Stage::Estimation,
-        Metric::Accuracy,
-        &mut records,
-        &CancelToken::new(),
-    )
+    let outcome = TrainRun {
+        model: &stage1,
+        train: &train_split,
+        dev: &dev,
+        config: &config,
+        stage: Stage::Estimation,
+        metric: Metric::Accuracy,
+    }
+    .observer(&mut records)
+    .run()
     .unwrap();
     assert_eq!(records.steps.len(), 40);
 
@@ -192,16 +192,16 @@ fn estimate_plan_prune_and_finetune_on_real_data() {
         ..config
     };
     let mut records = Collect::default();
-    train(
-        &pruned,
-        &train_split,
-        &dev,
-        &stage2,
-        Stage::Finetune,
-        Metric::Accuracy,
-        &mut records,
-        &CancelToken::new(),
-    )
+    TrainRun {
+        model: &pruned,
+        train: &train_split,
+        dev: &dev,
+        config: &stage2,
+        stage: Stage::Finetune,
+        metric: Metric::Accuracy,
+    }
+    .observer(&mut records)
+    .run()
     .unwrap();
     let acc = records.evals.last().unwrap().metrics[0].1;
     assert!(

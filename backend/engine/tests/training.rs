@@ -7,7 +7,7 @@ use common::Tiny;
 use lightpeft_engine::data::Metric;
 use lightpeft_engine::train::{
     CancelToken, Collect, EstimationExtras, EvalRecord, Length, Observer, Stage, StepRecord,
-    TokenizedSplit, TrainConfig, train,
+    TokenizedSplit, TrainConfig, TrainRun,
 };
 use lightpeft_engine::{
     Architecture, Model, ModelOptions, PeftMethod, REFERENCE_TARGETS, TextEncoder,
@@ -68,16 +68,16 @@ fn estimation_records_every_step_and_evaluates_at_epoch_ends() {
     let (_dir, model, train_split, dev) = setup();
     let mut seen = Collect::default();
     // 21 examples in batches of 4: 6 steps per epoch; 14 steps cross two epoch ends.
-    let out = train(
-        &model,
-        &train_split,
-        &dev,
-        &stage1(Length::Steps(14)),
-        Stage::Estimation,
-        Metric::Accuracy,
-        &mut seen,
-        &CancelToken::new(),
-    )
+    let out = TrainRun {
+        model: &model,
+        train: &train_split,
+        dev: &dev,
+        config: &stage1(Length::Steps(14)),
+        stage: Stage::Estimation,
+        metric: Metric::Accuracy,
+    }
+    .observer(&mut seen)
+    .run()
     .unwrap();
     assert_eq!((out.steps, out.cancelled), (14, false));
     assert_eq!(seen.steps.len(), 14);
@@ -143,16 +143,17 @@ fn cancel_stops_within_one_step() {
     let (_dir, model, train_split, dev) = setup();
     let token = CancelToken::new();
     let mut observer = CancelAfter(3, token.clone(), Collect::default());
-    let out = train(
-        &model,
-        &train_split,
-        &dev,
-        &stage1(Length::Epochs(5)),
-        Stage::Estimation,
-        Metric::Accuracy,
-        &mut observer,
-        &token,
-    )
+    let out = TrainRun {
+        model: &model,
+        train: &train_split,
+        dev: &dev,
+        config: &stage1(Length::Epochs(5)),
+        stage: Stage::Estimation,
+        metric: Metric::Accuracy,
+    }
+    .observer(&mut observer)
+    .cancel(&token)
+    .run()
     .unwrap();
     assert!(out.cancelled);
     assert_eq!(out.steps, 3);
@@ -169,16 +170,16 @@ fn plain_training_keeps_masks_out_and_learns_the_toy_task() {
         ..stage1(Length::Epochs(8))
     };
     let mut seen = Collect::default();
-    let out = train(
-        &model,
-        &train_split,
-        &dev,
-        &config,
-        Stage::Finetune,
-        Metric::Accuracy,
-        &mut seen,
-        &CancelToken::new(),
-    )
+    let out = TrainRun {
+        model: &model,
+        train: &train_split,
+        dev: &dev,
+        config: &config,
+        stage: Stage::Finetune,
+        metric: Metric::Accuracy,
+    }
+    .observer(&mut seen)
+    .run()
     .unwrap();
     assert_eq!(out.steps, 48);
     assert!(
@@ -206,16 +207,16 @@ fn length_grouped_batches_train_in_their_own_order_and_still_learn() {
             ..stage1(Length::Epochs(8))
         };
         let mut seen = Collect::default();
-        let out = train(
-            &model,
-            &train_split,
-            &dev,
-            &config,
-            Stage::Finetune,
-            Metric::Accuracy,
-            &mut seen,
-            &CancelToken::new(),
-        )
+        let out = TrainRun {
+            model: &model,
+            train: &train_split,
+            dev: &dev,
+            config: &config,
+            stage: Stage::Finetune,
+            metric: Metric::Accuracy,
+        }
+        .observer(&mut seen)
+        .run()
         .unwrap();
         (
             out.steps,
@@ -262,20 +263,20 @@ impl Observer for Interrupting {
 
 #[test]
 fn a_resumed_run_ends_where_an_uninterrupted_one_does() {
-    use lightpeft_engine::train::{TrainState, train_from};
+    use lightpeft_engine::train::TrainState;
     let config = stage1(Length::Steps(14));
     let (_d1, whole, train_split, dev) = setup();
     let mut all = Collect::default();
-    let expected = train(
-        &whole,
-        &train_split,
-        &dev,
-        &config,
-        Stage::Estimation,
-        Metric::Accuracy,
-        &mut all,
-        &CancelToken::new(),
-    )
+    let expected = TrainRun {
+        model: &whole,
+        train: &train_split,
+        dev: &dev,
+        config: &config,
+        stage: Stage::Estimation,
+        metric: Metric::Accuracy,
+    }
+    .observer(&mut all)
+    .run()
     .unwrap();
 
     // Interrupted after step 8 (0-based 7), with snapshots every 3 steps: the last one
@@ -289,16 +290,17 @@ fn a_resumed_run_ends_where_an_uninterrupted_one_does() {
         cancel: cancel.clone(),
         saved: None,
     };
-    train(
-        &first,
-        &train_split,
-        &dev,
-        &config,
-        Stage::Estimation,
-        Metric::Accuracy,
-        &mut interrupted,
-        &cancel,
-    )
+    TrainRun {
+        model: &first,
+        train: &train_split,
+        dev: &dev,
+        config: &config,
+        stage: Stage::Estimation,
+        metric: Metric::Accuracy,
+    }
+    .observer(&mut interrupted)
+    .cancel(&cancel)
+    .run()
     .unwrap();
     let saved = interrupted.saved.expect("a snapshot was taken");
     // The cancel itself snapshots, so the last one follows the 8th step.
@@ -311,17 +313,17 @@ fn a_resumed_run_ends_where_an_uninterrupted_one_does() {
     // A fresh process: a new model from the same files, then the snapshot.
     let (_d3, second, _, _) = setup();
     let mut rest = Collect::default();
-    let resumed = train_from(
-        &second,
-        &train_split,
-        &dev,
-        &config,
-        Stage::Estimation,
-        Metric::Accuracy,
-        &mut rest,
-        &CancelToken::new(),
-        Some(&loaded),
-    )
+    let resumed = TrainRun {
+        model: &second,
+        train: &train_split,
+        dev: &dev,
+        config: &config,
+        stage: Stage::Estimation,
+        metric: Metric::Accuracy,
+    }
+    .observer(&mut rest)
+    .resume(&loaded)
+    .run()
     .unwrap();
     assert_eq!(rest.steps.first().map(|s| s.step), Some(8));
     assert_eq!(resumed.steps, expected.steps);
@@ -364,16 +366,17 @@ fn a_snapshot_cut_between_its_files_is_refused() {
         cancel: cancel.clone(),
         saved: None,
     };
-    train(
-        &model,
-        &train_split,
-        &dev,
-        &stage1(Length::Steps(10)),
-        Stage::Estimation,
-        Metric::Accuracy,
-        &mut obs,
-        &cancel,
-    )
+    TrainRun {
+        model: &model,
+        train: &train_split,
+        dev: &dev,
+        config: &stage1(Length::Steps(10)),
+        stage: Stage::Estimation,
+        metric: Metric::Accuracy,
+    }
+    .observer(&mut obs)
+    .cancel(&cancel)
+    .run()
     .unwrap();
     let mut state = obs.saved.unwrap();
     let dir = tempfile::tempdir().unwrap();

@@ -140,39 +140,127 @@ pub struct TrainOutcome {
     pub rank_importance: Vec<Vec<(ModuleId, Vec<f64>)>>,
 }
 
-/// Trains `model` on `train`, evaluating on `dev` at each epoch end and after the last step.
-/// Evaluations report every measure of `metric`.
-#[allow(clippy::too_many_arguments)]
-pub fn train(
-    model: &Model,
-    train: &TokenizedSplit,
-    dev: &TokenizedSplit,
-    config: &TrainConfig,
-    stage: Stage,
-    metric: Metric,
-    observer: &mut dyn Observer,
-    cancel: &CancelToken,
-) -> Result<TrainOutcome> {
-    train_from(
-        model, train, dev, config, stage, metric, observer, cancel, None,
-    )
+/// One training run: what to train on what, with its recipe. Reporting, interruption and
+/// resumption are optional and named ([`TrainRun::observer`], [`TrainRun::cancel`],
+/// [`TrainRun::resume`]), so a call site says which it uses instead of passing them by
+/// position.
+///
+/// ```ignore
+/// let outcome = TrainRun { model: &model, train: &train, dev: &dev, config: &config,
+///     stage: Stage::Estimation, metric: Metric::Accuracy }
+///     .observer(&mut records)
+///     .cancel(&token)
+///     .run()?;
+/// ```
+#[derive(Clone, Copy)]
+pub struct TrainRun<'a> {
+    /// The model whose trainable variables the run updates.
+    pub model: &'a Model,
+    /// The examples of the optimiser steps.
+    pub train: &'a TokenizedSplit,
+    /// The examples scored at each epoch end and after the last step.
+    pub dev: &'a TokenizedSplit,
+    /// Length, batch sizes, learning rate and the stage-1 extras.
+    pub config: &'a TrainConfig,
+    /// The stage its records are labelled with.
+    pub stage: Stage,
+    /// Evaluations report every measure of it.
+    pub metric: Metric,
 }
 
-/// [`train`], continuing from `resume` when given: the model's variables and the optimiser's
-/// moments are set from it and the run goes on at its next step, reporting only the steps
-/// that follow. The result equals that of a run that was never interrupted.
-#[allow(clippy::too_many_arguments)]
-pub fn train_from(
-    model: &Model,
-    train: &TokenizedSplit,
-    dev: &TokenizedSplit,
-    config: &TrainConfig,
-    stage: Stage,
-    metric: Metric,
+/// A [`TrainRun`] with its options chosen; built by the option methods of either type.
+pub struct ConfiguredRun<'a> {
+    run: TrainRun<'a>,
+    observer: Option<&'a mut dyn Observer>,
+    cancel: Option<&'a CancelToken>,
+    resume: Option<&'a TrainState>,
+}
+
+impl<'a> From<TrainRun<'a>> for ConfiguredRun<'a> {
+    fn from(run: TrainRun<'a>) -> Self {
+        ConfiguredRun {
+            run,
+            observer: None,
+            cancel: None,
+            resume: None,
+        }
+    }
+}
+
+impl<'a> TrainRun<'a> {
+    /// Sends every step, evaluation and snapshot to `observer` (without one, they are dropped).
+    pub fn observer(self, observer: &'a mut dyn Observer) -> ConfiguredRun<'a> {
+        ConfiguredRun::from(self).observer(observer)
+    }
+
+    /// Stops after the step during which `token` was cancelled.
+    pub fn cancel(self, token: &'a CancelToken) -> ConfiguredRun<'a> {
+        ConfiguredRun::from(self).cancel(token)
+    }
+
+    /// Continues from a snapshot; see [`ConfiguredRun::resume`].
+    pub fn resume(self, state: &'a TrainState) -> ConfiguredRun<'a> {
+        ConfiguredRun::from(self).resume(state)
+    }
+
+    /// Trains to the end, reporting nowhere and never cancelled.
+    pub fn run(self) -> Result<TrainOutcome> {
+        ConfiguredRun::from(self).run()
+    }
+}
+
+impl<'a> ConfiguredRun<'a> {
+    /// Sends every step, evaluation and snapshot to `observer`.
+    pub fn observer(mut self, observer: &'a mut dyn Observer) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// Stops after the step during which `token` was cancelled.
+    pub fn cancel(mut self, token: &'a CancelToken) -> Self {
+        self.cancel = Some(token);
+        self
+    }
+
+    /// Continues from `state`: the model's variables and the optimiser's moments are set from
+    /// it and the run goes on at its next step, reporting only the steps that follow. The
+    /// result equals that of a run that was never interrupted.
+    pub fn resume(mut self, state: &'a TrainState) -> Self {
+        self.resume = Some(state);
+        self
+    }
+
+    /// Trains, evaluating on the dev split at each epoch end and after the last step.
+    pub fn run(self) -> Result<TrainOutcome> {
+        let never = CancelToken::new();
+        let mut discard = Discard;
+        let observer: &mut dyn Observer = match self.observer {
+            Some(o) => o,
+            None => &mut discard,
+        };
+        run_training(
+            &self.run,
+            observer,
+            self.cancel.unwrap_or(&never),
+            self.resume,
+        )
+    }
+}
+
+fn run_training(
+    run: &TrainRun,
     observer: &mut dyn Observer,
     cancel: &CancelToken,
     resume: Option<&TrainState>,
 ) -> Result<TrainOutcome> {
+    let TrainRun {
+        model,
+        train,
+        dev,
+        config,
+        stage,
+        metric,
+    } = *run;
     if train.is_empty() || config.batch_size == 0 {
         return Err(invalid("training data", "no examples or a zero batch size"));
     }
