@@ -6,6 +6,7 @@ use std::path::Path;
 use std::process::Command;
 
 use lightpeft_api::{ALL_TARGETS, Hyperparams, PARAMS};
+use lightpeft_pipeline::DeviceChoice;
 
 use crate::commands::RunResult;
 use crate::error::{Error, Result};
@@ -106,8 +107,19 @@ fn parse_result(json: &str) -> Result<RunResult> {
 }
 
 /// Runs every configuration and returns the table (markdown).
-pub fn bench(data_dir: &Path, task: &str, prefix: &str, params: &Hyperparams) -> Result<String> {
-    let base: Vec<String> = vec!["--task".into(), task.into()];
+pub fn bench(
+    data_dir: &Path,
+    task: &str,
+    prefix: &str,
+    params: &Hyperparams,
+    device: DeviceChoice,
+) -> Result<String> {
+    let base: Vec<String> = vec![
+        "--task".into(),
+        task.into(),
+        "--device".into(),
+        device.to_string(),
+    ];
     let mut estimate = vec![
         "estimate".into(),
         "--run".into(),
@@ -137,6 +149,8 @@ pub fn bench(data_dir: &Path, task: &str, prefix: &str, params: &Hyperparams) ->
                     "finetune".into(),
                     "--run".into(),
                     format!("{prefix}-estimate"),
+                    "--device".into(),
+                    device.to_string(),
                 ]
             }
         };

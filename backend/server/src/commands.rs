@@ -1,19 +1,21 @@
-//! The training commands: estimate, plan, finetune, baseline, eval. Each run keeps its files
-//! in `<data>/runs/<name>/`.
+//! The training commands: estimate, plan, finetune, baseline, eval, as callers of the
+//! pipeline. Each run keeps its files in `<data>/runs/<name>/`: the pipeline's artifacts, the
+//! CLI's manifest (`run.json`), records (`steps.jsonl`, `evals.jsonl`) and `results.json`.
 
 use std::path::{Path, PathBuf};
 
+use lightpeft_api::rest::JobKind;
 use lightpeft_api::{Hyperparams, Preset};
-use lightpeft_engine::data::{Baseline, Dataset};
-use lightpeft_engine::export::{export_hf_peft, export_model, load_exported};
-use lightpeft_engine::pipeline::{apply_plan, model_shape, summarize_estimation};
-use lightpeft_engine::plan::{EstimationSummary, ModelShape, Planner, PruningPlan};
-use lightpeft_engine::train::{CancelToken, EvalRecord, Stage, TrainOutcome, evaluate};
-use lightpeft_engine::{Device, Model};
+use lightpeft_engine::plan::{Planner, PruningPlan};
+use lightpeft_engine::train::{CancelToken, Discard, EvalRecord, Stage};
+use lightpeft_pipeline::store::{self, ArtifactStore};
+use lightpeft_pipeline::{
+    DataSource, DeviceChoice, EstimationFile, JobSpec, Loaded, Nowhere, ParamCounts, RunFolder,
+    RunOutcome, Work, plan_request,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::jobs::{self, DataSource, ParamCounts};
 use crate::progress::CliObserver;
 
 /// What `run.json` records about a run; immutable once written.
@@ -31,20 +33,12 @@ pub struct RunManifest {
     pub params: Hyperparams,
 }
 
-/// `estimation.json`: what the planner needs.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EstimationFile {
-    /// Shapes of the unpruned model.
-    pub shape: ModelShape,
-    /// Final masks and averaged importances.
-    pub summary: EstimationSummary,
-}
-
-/// `results.json` of a fine-tuning or baseline run.
+/// `results.json` of a run, and what `--json` prints: the pipeline's outcome in the CLI's
+/// words.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunResult {
-    /// Which stage.
-    pub stage: Stage,
+    /// What ran (`estimation`, `finetune` or `baseline`).
+    pub stage: JobKind,
     /// Task name.
     pub task: String,
     /// Every evaluation.
@@ -65,12 +59,43 @@ pub struct RunResult {
     pub plan: Option<PruningPlan>,
 }
 
+impl From<RunOutcome> for RunResult {
+    fn from(o: RunOutcome) -> Self {
+        RunResult {
+            stage: o.kind,
+            task: o.task,
+            evals: o.evals,
+            best: o.best,
+            majority_baseline: o.majority_baseline,
+            params: o.params,
+            median_step_seconds: o.median_step_seconds,
+            peak_rss_mib: o.peak_rss_mib,
+            steps: o.steps,
+            plan: o.plan,
+        }
+    }
+}
+
+/// What `estimate --json` prints: the run's name and folder with its result.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EstimateReport {
+    /// The run's name.
+    pub run: String,
+    /// Its folder.
+    pub dir: PathBuf,
+    /// How stage 1 went.
+    #[serde(flatten)]
+    pub result: RunResult,
+}
+
 /// Options every training command shares.
 pub struct Common<'a> {
     /// Data directory.
     pub data_dir: &'a Path,
     /// Print JSON only (progress bars hidden).
     pub json: bool,
+    /// Where models are loaded and trained.
+    pub device: DeviceChoice,
 }
 
 fn runs_dir(data_dir: &Path) -> PathBuf {
@@ -96,9 +121,8 @@ pub fn existing_run_dir(data_dir: &Path, name: &str) -> Result<PathBuf> {
     Ok(dir)
 }
 
-fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
-    let text = serde_json::to_string_pretty(value).expect("plain data serialises");
-    std::fs::write(path, text).map_err(|e| Error::file(path, e))
+fn to_json(value: &impl Serialize) -> Vec<u8> {
+    serde_json::to_vec_pretty(value).expect("plain data serialises")
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
@@ -118,58 +142,75 @@ fn new_run_dir(data_dir: &Path, name: &str) -> Result<PathBuf> {
     Ok(dir)
 }
 
-pub(crate) fn baseline_values(b: &Baseline) -> Vec<(String, f64)> {
-    b.values
-        .values()
-        .iter()
-        .map(|(m, v)| (m.key().to_string(), *v))
-        .collect()
+/// A new run of the pipeline: what to do, on which data, from which preset.
+pub struct NewRun<'a> {
+    /// Estimation or baseline.
+    pub work: Work,
+    /// Task and files.
+    pub source: DataSource,
+    /// A model name or folder.
+    pub model: &'a str,
+    /// The preset `params` started from.
+    pub preset: Preset,
+    /// Every hyper-parameter.
+    pub params: Hyperparams,
+    /// The run's name.
+    pub name: &'a str,
 }
 
-pub(crate) fn best_eval(evals: &[EvalRecord], dataset: &Dataset) -> Option<EvalRecord> {
-    let key = dataset.metric.primary().key();
-    let value = |e: &EvalRecord| {
-        e.metrics
-            .iter()
-            .find(|(k, _)| k == key)
-            .map_or(f64::NEG_INFINITY, |(_, v)| *v)
+/// Checks the model and data of a new run, then creates its folder with `run.json` and runs
+/// it there.
+fn start_run(common: &Common, run: NewRun) -> Result<(PathBuf, RunOutcome)> {
+    let kind = match run.work {
+        Work::Estimation => Stage::Estimation,
+        _ => Stage::Baseline,
     };
-    // The first of equal scores wins, as the reference's strict `>` tracking does.
-    evals
-        .iter()
-        .fold(None::<&EvalRecord>, |best, e| match best {
-            Some(b) if value(b) >= value(e) => Some(b),
-            _ => Some(e),
-        })
-        .cloned()
-}
-
-/// Checks the model and data of a new run, then creates its folder with `run.json`.
-fn start_run(
-    common: &Common,
-    kind: Stage,
-    source: DataSource,
-    model: &str,
-    preset: Preset,
-    params: &Hyperparams,
-    name: &str,
-) -> Result<(PathBuf, RunManifest, Dataset)> {
-    let model_dir = jobs::resolve_model(model, common.data_dir)?;
-    let dataset = jobs::limit_examples(jobs::load_dataset(&source, common.data_dir)?, params);
+    let loaded = Loaded::load(JobSpec {
+        work: run.work,
+        model: run.model.to_string(),
+        source: run.source,
+        params: run.params,
+        device: common.device,
+        resume: None,
+        data_dir: common.data_dir.to_path_buf(),
+    })?;
+    let dataset = loaded.dataset();
     if dataset.skipped.total() > 0 {
         // Rows left out on purpose are counted and said, never dropped silently.
         eprintln!("{}", dataset.skipped);
     }
-    let dir = new_run_dir(common.data_dir, name)?;
+    let dir = new_run_dir(common.data_dir, run.name)?;
+    let spec = loaded.spec();
     let manifest = RunManifest {
         kind,
-        source,
-        model_dir,
-        preset,
-        params: params.clone(),
+        source: spec.source.clone(),
+        model_dir: loaded.model_dir().to_path_buf(),
+        preset: run.preset,
+        params: spec.params.clone(),
     };
-    write_json(&dir.join("run.json"), &manifest)?;
-    Ok((dir, manifest, dataset))
+    let store = RunFolder::new(&dir);
+    store.put("run.json", &to_json(&manifest))?;
+    let outcome = run_in(common, &loaded, &store)?;
+    Ok((dir, outcome))
+}
+
+/// Runs `loaded` with its records and artifacts in `store`'s folder; writes `results.json`.
+fn run_in(common: &Common, loaded: &Loaded, store: &RunFolder) -> Result<RunOutcome> {
+    let label = match loaded.spec().work.kind() {
+        JobKind::Estimation => "estimate",
+        JobKind::Baseline => "baseline",
+        _ => "finetune",
+    };
+    let mut observer = CliObserver::new(store.root(), label, common.json)?;
+    let outcome = loaded.run(store, &mut observer, &CancelToken::new())?;
+    observer.finish()?;
+    for warning in &outcome.warnings {
+        eprintln!("{warning}");
+    }
+    if loaded.spec().work != Work::Estimation {
+        store.put("results.json", &to_json(&RunResult::from(outcome.clone())))?;
+    }
+    Ok(outcome)
 }
 
 /// Stage 1: trains masks, PEFT and head; writes the summary and the stage-1 model.
@@ -180,55 +221,28 @@ pub fn estimate(
     preset: Preset,
     params: Hyperparams,
     name: &str,
-) -> Result<serde_json::Value> {
-    let (dir, manifest, dataset) = start_run(
-        common,
-        Stage::Estimation,
+) -> Result<EstimateReport> {
+    let run = NewRun {
+        work: Work::Estimation,
         source,
         model,
         preset,
-        &params,
+        params,
         name,
-    )?;
-    let model_dir = manifest.model_dir.clone();
-    let splits = jobs::tokenize(&dataset, &model_dir, &params)?;
-    let model = jobs::fresh_model(&model_dir, &params, dataset.labels.len(), true)?;
-    let mut observer = CliObserver::new(&dir, "estimate", common.json)?;
-    let outcome = jobs::run_training(
-        &model,
-        &splits,
-        &dataset,
-        &params,
-        Stage::Estimation,
-        &mut observer,
-        &CancelToken::new(),
-    )?;
-    observer.finish()?;
-    let file = EstimationFile {
-        shape: model_shape(&model)?,
-        summary: summarize_estimation(&model, &outcome)?,
     };
-    write_json(&dir.join("estimation.json"), &file)?;
-    export_model(
-        &model,
-        &model_dir.join("tokenizer.json"),
-        &dir.join("stage1"),
-    )?;
-    Ok(serde_json::json!({
-        "run": name,
-        "dir": dir,
-        "steps": outcome.steps,
-        "median_step_seconds": jobs::median(&outcome.step_seconds),
-        "evals": outcome.evals,
-        "majority_baseline": baseline_values(&dataset.majority_baseline()?),
-    }))
+    let (dir, outcome) = start_run(common, run)?;
+    Ok(EstimateReport {
+        run: name.to_string(),
+        dir,
+        result: outcome.into(),
+    })
 }
 
 /// Plans from a finished estimation.
 pub fn plan(common: &Common, name: &str, params: &Hyperparams) -> Result<PruningPlan> {
     let dir = existing_run_dir(common.data_dir, name)?;
-    let file: EstimationFile = read_json(&dir.join("estimation.json"))?;
-    Ok(Planner::new(file.shape, &file.summary)?.plan(&jobs::plan_request(params))?)
+    let file: EstimationFile = read_json(&dir.join(store::ESTIMATION))?;
+    Ok(Planner::new(file.shape, &file.summary)?.plan(&plan_request(params))?)
 }
 
 /// Stage 2: prunes the stage-1 model by the plan and fine-tunes it.
@@ -244,30 +258,24 @@ pub fn finetune(
         params.set(key, value).map_err(Error::Param)?;
     }
     let plan = plan(common, name, &params)?;
-    let dataset = jobs::limit_examples(
-        jobs::load_dataset(&manifest.source, common.data_dir)?,
-        &params,
-    );
-    let mut model = load_exported(&dir.join("stage1"), &Device::Cpu)?;
-    apply_plan(&mut model, &plan)?;
-    let out = dir.join(format!("finetune-{}", plan_label(&params)));
-    std::fs::create_dir_all(&out).map_err(|e| Error::file(&out, e))?;
-    write_json(&out.join("params.json"), &params)?;
-    let result = train_and_report(
-        common,
-        &manifest.source.task,
-        &model,
-        &manifest.model_dir,
-        &dataset,
-        &params,
-        Stage::Finetune,
-        &out,
-        Some(plan),
-    )?;
-    Ok(result)
+    let out = RunFolder::new(dir.join(format!("finetune-{}", plan_label(&params))));
+    out.put("params.json", &to_json(&params))?;
+    let loaded = Loaded::load(JobSpec {
+        work: Work::Finetune {
+            plan: Box::new(plan),
+            stage1: dir.join(store::STAGE1),
+        },
+        model: manifest.model_dir.to_string_lossy().into_owned(),
+        source: manifest.source,
+        params,
+        device: common.device,
+        resume: None,
+        data_dir: common.data_dir.to_path_buf(),
+    })?;
+    Ok(run_in(common, &loaded, &out)?.into())
 }
 
-/// The vanilla PEFT baseline on the unpruned model.
+/// The vanilla PEFT baseline on the unpruned model (see [`Work::Baseline`] for its recipe).
 pub fn baseline(
     common: &Common,
     source: DataSource,
@@ -276,83 +284,15 @@ pub fn baseline(
     params: Hyperparams,
     name: &str,
 ) -> Result<RunResult> {
-    let (dir, manifest, dataset) = start_run(
-        common,
-        Stage::Baseline,
+    let run = NewRun {
+        work: Work::Baseline,
         source,
         model,
         preset,
-        &params,
-        name,
-    )?;
-    let model_dir = manifest.model_dir.clone();
-    let model = jobs::fresh_model(&model_dir, &params, dataset.labels.len(), false)?;
-    train_and_report(
-        common,
-        &manifest.source.task,
-        &model,
-        &model_dir,
-        &dataset,
-        &params,
-        Stage::Baseline,
-        &dir,
-        None,
-    )
-}
-
-#[allow(clippy::too_many_arguments)]
-fn train_and_report(
-    common: &Common,
-    task: &str,
-    model: &Model,
-    model_dir: &Path,
-    dataset: &Dataset,
-    params: &Hyperparams,
-    stage: Stage,
-    out: &Path,
-    plan: Option<PruningPlan>,
-) -> Result<RunResult> {
-    let splits = jobs::tokenize(dataset, model_dir, params)?;
-    let label = if stage == Stage::Baseline {
-        "baseline"
-    } else {
-        "finetune"
-    };
-    let mut observer = CliObserver::new(out, label, common.json)?;
-    let outcome: TrainOutcome = jobs::run_training(
-        model,
-        &splits,
-        dataset,
         params,
-        stage,
-        &mut observer,
-        &CancelToken::new(),
-    )?;
-    observer.finish()?;
-    export_model(model, &model_dir.join("tokenizer.json"), &out.join("model"))?;
-    if plan.is_none() {
-        // An unpruned LoRA model also loads in Hugging Face PEFT; adapters have no such layout.
-        let base = model_dir
-            .file_name()
-            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-        if let Err(e) = export_hf_peft(model, &base, &out.join("hf-peft")) {
-            eprintln!("no Hugging Face PEFT export: {e}");
-        }
-    }
-    let result = RunResult {
-        stage,
-        task: task.to_string(),
-        best: best_eval(&outcome.evals, dataset),
-        evals: outcome.evals.clone(),
-        majority_baseline: baseline_values(&dataset.majority_baseline()?),
-        params: jobs::param_counts(model),
-        median_step_seconds: jobs::median(&outcome.step_seconds),
-        peak_rss_mib: jobs::peak_rss_mib(),
-        steps: outcome.steps,
-        plan,
+        name,
     };
-    write_json(&out.join("results.json"), &result)?;
-    Ok(result)
+    Ok(start_run(common, run)?.1.into())
 }
 
 fn plan_label(params: &Hyperparams) -> String {
@@ -373,15 +313,23 @@ pub fn eval(
     source: &DataSource,
     params: &Hyperparams,
 ) -> Result<EvalRecord> {
-    let dataset = jobs::limit_examples(jobs::load_dataset(source, common.data_dir)?, params);
-    let model = load_exported(export, &Device::Cpu)?;
-    let splits = jobs::tokenize(&dataset, export, params)?;
-    Ok(evaluate(
-        &model,
-        &splits.dev,
-        params.eval_batch_size,
-        dataset.metric,
-    )?)
+    let spec = JobSpec {
+        work: Work::Evaluation {
+            model: export.to_path_buf(),
+        },
+        model: export.to_string_lossy().into_owned(),
+        source: source.clone(),
+        params: params.clone(),
+        device: common.device,
+        resume: None,
+        data_dir: common.data_dir.to_path_buf(),
+    };
+    let outcome = lightpeft_pipeline::run(spec, &Nowhere, &mut Discard, &CancelToken::new())?;
+    outcome
+        .evals
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::Usage("the evaluation scored nothing".into()))
 }
 
 /// The per-layer table of a plan, for people.

@@ -8,6 +8,9 @@ pub enum Error {
     /// From the engine (model, data, training).
     #[error(transparent)]
     Engine(#[from] lightpeft_engine::Error),
+    /// From the pipeline (data, model, artifacts of a run).
+    #[error(transparent)]
+    Pipeline(#[from] lightpeft_pipeline::Error),
     /// From fetching or importing assets.
     #[error(transparent)]
     Assets(#[from] lightpeft_assets::AssetError),

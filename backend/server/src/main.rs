@@ -6,11 +6,11 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use lightpeft_api::Preset;
 use lightpeft_assets::AssetId;
+use lightpeft_pipeline::DeviceChoice;
 
 mod bench;
 mod commands;
 mod error;
-mod jobs;
 mod param_args;
 mod progress;
 mod server;
@@ -95,6 +95,9 @@ struct ServeArgs {
     /// no charts), to measure what recording costs.
     #[arg(long, hide = true)]
     discard_records: bool,
+    /// Where models are loaded and trained: cpu (the only device this build has).
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    device: DeviceChoice,
 }
 
 #[derive(Args)]
@@ -107,6 +110,9 @@ struct BenchArgs {
     /// Starting values: paper, vanilla-reference, quick-demo. Flags override them.
     #[arg(long, value_parser = parse_preset)]
     preset: Option<Preset>,
+    /// Where models are loaded and trained: cpu (the only device this build has).
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    device: DeviceChoice,
     #[command(flatten)]
     params: ParamArgs,
 }
@@ -128,8 +134,8 @@ struct TaskArgs {
 }
 
 impl TaskArgs {
-    fn source(&self) -> jobs::DataSource {
-        jobs::DataSource {
+    fn source(&self) -> lightpeft_pipeline::DataSource {
+        lightpeft_pipeline::DataSource {
             task: self.task.clone(),
             train_file: self.train_file.clone(),
             dev_file: self.dev_file.clone(),
@@ -153,6 +159,9 @@ struct TrainArgs {
     /// Print the result as JSON on stdout, no progress bar.
     #[arg(long)]
     json: bool,
+    /// Where models are loaded and trained: cpu (the only device this build has).
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    device: DeviceChoice,
     #[command(flatten)]
     params: ParamArgs,
 }
@@ -165,6 +174,9 @@ struct RunArgs {
     /// Print JSON on stdout, no progress bar or table.
     #[arg(long)]
     json: bool,
+    /// Where models are loaded and trained: cpu (the only device this build has).
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    device: DeviceChoice,
     #[command(flatten)]
     params: ParamArgs,
 }
@@ -179,8 +191,16 @@ struct EvalArgs {
     /// Print JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// Where models are loaded and trained: cpu (the only device this build has).
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    device: DeviceChoice,
     #[command(flatten)]
     params: ParamArgs,
+}
+
+fn parse_device(text: &str) -> Result<DeviceChoice, String> {
+    text.parse()
+        .map_err(|e: lightpeft_pipeline::Error| e.to_string())
 }
 
 fn parse_preset(text: &str) -> Result<Preset, String> {
@@ -294,6 +314,7 @@ fn estimate(data_dir: &Path, args: TrainArgs) -> error::Result<()> {
     let common = commands::Common {
         data_dir,
         json: args.json,
+        device: args.device,
     };
     let out = commands::estimate(
         &common,
@@ -308,10 +329,7 @@ fn estimate(data_dir: &Path, args: TrainArgs) -> error::Result<()> {
     } else {
         println!(
             "run {}: {} steps, median {:.3} s/step; next: `lightpeft plan --run {}`",
-            args.run,
-            out["steps"],
-            out["median_step_seconds"].as_f64().unwrap_or(0.0),
-            args.run
+            args.run, out.result.steps, out.result.median_step_seconds, args.run
         );
     }
     Ok(())
@@ -321,6 +339,7 @@ fn plan(data_dir: &Path, args: RunArgs) -> error::Result<()> {
     let common = commands::Common {
         data_dir,
         json: args.json,
+        device: args.device,
     };
     let manifest_params = run_params(data_dir, &args.run)?;
     let params = overridden(manifest_params, &args.params)?;
@@ -385,6 +404,7 @@ fn finetune(data_dir: &Path, args: RunArgs) -> error::Result<()> {
     let common = commands::Common {
         data_dir,
         json: args.json,
+        device: args.device,
     };
     let result = commands::finetune(&common, &args.run, &args.params)?;
     report(&result, args.json);
@@ -392,11 +412,14 @@ fn finetune(data_dir: &Path, args: RunArgs) -> error::Result<()> {
 }
 
 fn baseline(data_dir: &Path, args: TrainArgs) -> error::Result<()> {
-    let preset = args.preset.unwrap_or(Preset::VanillaReference);
+    // The same default as `estimate`, so a baseline and the Light-PEFT runs it is compared
+    // with share one recipe, as on the server (see `lightpeft_pipeline::Work::Baseline`).
+    let preset = args.preset.unwrap_or(Preset::Paper);
     let params = args.params.resolve(preset)?;
     let common = commands::Common {
         data_dir,
         json: args.json,
+        device: args.device,
     };
     let result = commands::baseline(
         &common,
@@ -415,6 +438,7 @@ fn eval(data_dir: &Path, args: EvalArgs) -> error::Result<()> {
     let common = commands::Common {
         data_dir,
         json: args.json,
+        device: args.device,
     };
     let record = commands::eval(&common, &args.export, &args.task.source(), &params)?;
     if args.json {
@@ -435,7 +459,13 @@ fn run_bench(data_dir: &Path, args: BenchArgs) -> error::Result<()> {
         ));
     }
     let params = args.params.resolve(args.preset.unwrap_or(Preset::Paper))?;
-    let table = bench::bench(data_dir, &args.task.task, &args.run_prefix, &params)?;
+    let table = bench::bench(
+        data_dir,
+        &args.task.task,
+        &args.run_prefix,
+        &params,
+        args.device,
+    )?;
     print!("{table}");
     Ok(())
 }
@@ -496,6 +526,7 @@ fn serve(data_dir: &Path, args: ServeArgs) -> error::Result<()> {
         max_snapshots: args.max_snapshots as usize,
         checkpoint_every: args.checkpoint_every as usize,
         discard_records: args.discard_records,
+        device: args.device,
         database: args
             .database
             .unwrap_or_else(|| data_dir.join("lightpeft.sqlite")),

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use lightpeft_engine::train::{EvalRecord, Observer, StepRecord};
+use lightpeft_pipeline::Reporter;
 
 use crate::error::{Error, Result};
 
@@ -104,3 +105,6 @@ impl Observer for CliObserver {
         let _ = self.evals.flush();
     }
 }
+
+/// The CLI keeps no snapshots and has no bookkeeping before the first step.
+impl Reporter for CliObserver {}

@@ -17,7 +17,7 @@ use lightpeft_engine::data::{TASKS, TaskId, TaskInputs};
 use super::AppState;
 use super::http_error::ApiFailure;
 use super::runner::job_dir;
-use crate::jobs::{self, DataSource};
+use lightpeft_pipeline::{self as jobs, DataSource};
 
 type ApiResult<T> = Result<T, ApiFailure>;
 

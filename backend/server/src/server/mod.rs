@@ -64,6 +64,8 @@ pub struct ServeConfig {
     pub database: PathBuf,
     /// Benchmarking only: step records are not sent to the store.
     pub discard_records: bool,
+    /// Where jobs load and train their models.
+    pub device: lightpeft_pipeline::DeviceChoice,
 }
 
 /// What every handler reaches.
@@ -306,10 +308,13 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
         store.clone(),
         recorder.clone(),
         events.clone(),
-        config.data_dir.clone(),
         config.concurrent_jobs,
-        config.checkpoint_every,
-        config.discard_records,
+        runner::JobSettings {
+            data_dir: config.data_dir.clone(),
+            checkpoint_every: config.checkpoint_every,
+            discard_records: config.discard_records,
+            device: config.device,
+        },
     );
     let (interrupted, queued) = store.recover().await.map_err(|e| e.error.message)?;
     if !interrupted.is_empty() {

@@ -20,7 +20,7 @@ use super::analysis::step_time_ratio;
 use super::experiments::param_failure;
 use super::http_error::ApiFailure;
 use super::runner::job_dir;
-use crate::commands::EstimationFile;
+use lightpeft_pipeline::EstimationFile;
 
 type ApiResult<T> = Result<T, ApiFailure>;
 type Id = Result<UrlPath<i64>, PathRejection>;
@@ -128,7 +128,7 @@ async fn compute(
     let (params, settings) = merged(base, &body)?;
     let plan = cached
         .planner
-        .plan(&crate::jobs::plan_request(&params))
+        .plan(&lightpeft_pipeline::plan_request(&params))
         .map_err(|e| ApiFailure::unprocessable("unplannable", e.to_string()))?;
     let ratio = step_time_ratio(cached.planner.shape(), &plan, params.max_len);
     let measured = state

@@ -8,19 +8,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lightpeft_api::rest::{Eval, Event, Experiment, Job, JobKind, JobResult, JobStatus};
-use lightpeft_engine::Device;
-use lightpeft_engine::export::{export_model, load_exported};
-use lightpeft_engine::pipeline::{apply_plan, model_shape, summarize_estimation};
 use lightpeft_engine::plan::PruningPlan;
-use lightpeft_engine::train::{
-    CancelToken, EvalRecord, Observer, Stage, StepRecord, TrainOutcome, TrainState, train_from,
-};
+use lightpeft_engine::train::{CancelToken, EvalRecord, Observer, StepRecord, TrainState};
+use lightpeft_pipeline::{self as pipeline, DataSource, DeviceChoice, ForJob, JobSpec, RunFolder};
 use tokio::sync::{Notify, broadcast};
 
 use super::recorder::{Record, Recorder};
 use super::store::Store;
-use crate::commands::{EstimationFile, baseline_values, best_eval};
-use crate::jobs::{self, DataSource};
 
 /// Where a job keeps its files: `<data>/jobs/<id>/`.
 pub fn job_dir(data_dir: &Path, id: i64) -> PathBuf {
@@ -33,14 +27,25 @@ pub struct Runner {
     inner: Arc<Inner>,
 }
 
+/// What every job's work is given, whichever job it is.
+#[derive(Debug, Clone)]
+pub struct JobSettings {
+    /// Data directory (models, data, job folders).
+    pub data_dir: PathBuf,
+    /// Estimation steps between resumable snapshots (0: none).
+    pub checkpoint_every: usize,
+    /// Benchmarking only: step records are not sent to the store.
+    pub discard_records: bool,
+    /// Where every job loads and trains its models.
+    pub device: DeviceChoice,
+}
+
 struct Inner {
     store: Store,
     recorder: Recorder,
     events: broadcast::Sender<Event>,
-    data_dir: PathBuf,
+    settings: JobSettings,
     slots: usize,
-    checkpoint_every: usize,
-    discard_records: bool,
     queue: Mutex<VecDeque<(i64, bool)>>,
     running: Mutex<HashMap<i64, CancelToken>>,
     shutting_down: AtomicBool,
@@ -59,20 +64,16 @@ impl Runner {
         store: Store,
         recorder: Recorder,
         events: broadcast::Sender<Event>,
-        data_dir: PathBuf,
         slots: usize,
-        checkpoint_every: usize,
-        discard_records: bool,
+        settings: JobSettings,
     ) -> Runner {
         let runner = Runner {
             inner: Arc::new(Inner {
                 store,
                 recorder,
                 events,
-                data_dir,
+                settings,
                 slots: slots.max(1),
-                checkpoint_every,
-                discard_records,
                 queue: Mutex::new(VecDeque::new()),
                 running: Mutex::new(HashMap::new()),
                 shutting_down: AtomicBool::new(false),
@@ -220,12 +221,10 @@ impl Runner {
             experiment,
             plan,
             resume,
-            data_dir: self.inner.data_dir.clone(),
+            settings: self.inner.settings.clone(),
             store: store.clone(),
             recorder: self.inner.recorder.clone(),
             events: self.inner.events.clone(),
-            checkpoint_every: self.inner.checkpoint_every,
-            discard_records: self.inner.discard_records,
             cancel,
             handle: tokio::runtime::Handle::current(),
         };
@@ -281,12 +280,10 @@ struct Work {
     experiment: Experiment,
     plan: Option<(i64, Option<usize>, PruningPlan)>,
     resume: bool,
-    data_dir: PathBuf,
+    settings: JobSettings,
     store: Store,
     recorder: Recorder,
     events: broadcast::Sender<Event>,
-    checkpoint_every: usize,
-    discard_records: bool,
     cancel: CancelToken,
     handle: tokio::runtime::Handle,
 }
@@ -296,238 +293,146 @@ impl Work {
         self.run().map_err(|e| e.to_string())
     }
 
+    /// The job as the pipeline's description, run there; only the store's bookkeeping is
+    /// done here.
     fn run(&self) -> crate::error::Result<Ending> {
+        let data_dir = &self.settings.data_dir;
         let mut params = self.experiment.params.clone();
         if let Some((_, Some(epochs), _)) = &self.plan {
             params.epochs = *epochs;
         }
-        let in_data = |f: &Option<String>| f.as_ref().map(|f| self.data_dir.join(f));
+        let in_data = |f: &Option<String>| f.as_ref().map(|f| data_dir.join(f));
         let source = DataSource {
             task: self.experiment.task.clone(),
             train_file: in_data(&self.experiment.train_file),
             dev_file: in_data(&self.experiment.dev_file),
         };
-        let model_dir = jobs::resolve_model(&self.experiment.model, &self.data_dir)?;
-        let dataset = jobs::limit_examples(jobs::load_dataset(&source, &self.data_dir)?, &params);
-        let splits = jobs::tokenize(&dataset, &model_dir, &params)?;
-        let dir = job_dir(&self.data_dir, self.job.id);
-        std::fs::create_dir_all(&dir).map_err(|e| crate::error::Error::file(&dir, e))?;
-        reset_peak_rss();
-        let stage = match self.job.kind {
-            JobKind::Estimation => Stage::Estimation,
-            JobKind::Finetune => Stage::Finetune,
-            JobKind::Baseline => Stage::Baseline,
-            JobKind::Evaluation => return self.evaluate(&dataset, &splits.dev, &params),
-        };
-        let model = match (&self.job.kind, &self.plan) {
-            (JobKind::Finetune, Some((estimation_id, _, plan))) => {
-                let stage1 = job_dir(&self.data_dir, *estimation_id).join("stage1");
-                let mut model = load_exported(&stage1, &Device::Cpu)?;
-                apply_plan(&mut model, plan)?;
-                model
+        let usage = |m: &str| crate::error::Error::Usage(m.to_string());
+        let work = match (self.job.kind, &self.plan) {
+            (JobKind::Estimation, _) => pipeline::Work::Estimation,
+            (JobKind::Baseline, _) => pipeline::Work::Baseline,
+            (JobKind::Finetune, Some((estimation_id, _, plan))) => pipeline::Work::Finetune {
+                plan: Box::new(plan.clone()),
+                stage1: job_dir(data_dir, *estimation_id).join(pipeline::store::STAGE1),
+            },
+            (JobKind::Finetune, None) => return Err(usage("a fine-tuning job needs a plan")),
+            (JobKind::Evaluation, _) => {
+                let source = self
+                    .job
+                    .source_job_id
+                    .ok_or_else(|| usage("an evaluation job needs a source job"))?;
+                pipeline::Work::Evaluation {
+                    model: job_dir(data_dir, source).join(pipeline::store::MODEL),
+                }
             }
-            (JobKind::Finetune, None) => {
-                return Err(crate::error::Error::Usage(
-                    "a fine-tuning job needs a plan".into(),
-                ));
-            }
-            (kind, _) => jobs::fresh_model(
-                &model_dir,
-                &params,
-                dataset.labels.len(),
-                *kind == JobKind::Estimation,
-            )?,
         };
-        let config = jobs::train_config(&params, stage);
-        let total = config.total_steps(splits.train.len());
-        let metric_key = dataset.metric.primary().key();
-        let (modules, shape) = if stage == Stage::Estimation {
-            let shape = model_shape(&model)?;
-            let names: Vec<String> = shape
-                .lora
-                .as_ref()
-                .map(|l| l.modules.iter().map(|m| m.name()).collect())
-                .unwrap_or_default();
-            (
-                Some(serde_json::to_string(&names).expect("plain data")),
-                Some(serde_json::to_string(&shape).expect("plain data")),
-            )
-        } else {
-            (None, None)
-        };
-        self.block_on_store(self.store.set_job_plan_inputs(
-            self.job.id,
-            total,
-            metric_key,
-            modules.as_deref(),
-            shape.as_deref(),
-        ))?;
-        let checkpoint_dir = dir.join("checkpoints");
-        let resume_state = match (self.resume, stage) {
-            (true, Stage::Estimation) => {
-                let next = self
-                    .block_on_store(self.store.checkpoint_step(self.job.id))?
-                    .ok_or_else(|| {
-                        crate::error::Error::Usage("the job has no snapshot to resume from".into())
-                    })?;
-                let state = TrainState::load(&checkpoint_dir.join(next.to_string()), &Device::Cpu)?;
-                // Steps recorded after the snapshot are taken again: drop them first.
-                self.block_on_store(self.store.truncate_records(self.job.id, next))?;
-                Some(state)
+        let resume = match (self.resume, self.job.kind) {
+            (true, JobKind::Estimation) => {
+                let next = block_on(&self.handle, self.store.checkpoint_step(self.job.id))
+                    .map_err(crate::error::Error::Usage)?
+                    .ok_or_else(|| usage("the job has no snapshot to resume from"))?;
+                Some(next as usize)
             }
             _ => None,
         };
+        let dir = job_dir(data_dir, self.job.id);
+        std::fs::create_dir_all(&dir).map_err(|e| crate::error::Error::file(&dir, e))?;
+        let every = self.settings.checkpoint_every;
         let mut observer = JobObserver {
-            discard: self.discard_records,
+            discard: self.settings.discard_records,
             job_id: self.job.id,
             recorder: self.recorder.clone(),
             events: self.events.clone(),
-            checkpoint: (stage == Stage::Estimation && self.checkpoint_every > 0)
-                .then(|| (checkpoint_dir.clone(), self.checkpoint_every)),
+            checkpoint: (self.job.kind == JobKind::Estimation && every > 0)
+                .then(|| (dir.join(pipeline::store::CHECKPOINTS), every)),
+            store: self.store.clone(),
+            handle: self.handle.clone(),
         };
-        let outcome: TrainOutcome = train_from(
-            &model,
-            &splits.train,
-            &splits.dev,
-            &config,
-            stage,
-            dataset.metric,
-            &mut observer,
-            &self.cancel,
-            resume_state.as_ref(),
-        )?;
+        let spec = JobSpec {
+            work,
+            model: self.experiment.model.clone(),
+            source,
+            params,
+            device: self.settings.device,
+            resume,
+            data_dir: data_dir.clone(),
+        };
+        let outcome = pipeline::run(spec, &RunFolder::new(&dir), &mut observer, &self.cancel)?;
+        for warning in &outcome.warnings {
+            eprintln!("job {}: {warning}", self.job.id);
+        }
         if outcome.cancelled {
             return Ok(Ending::Stopped);
         }
-        let tokenizer = model_dir.join("tokenizer.json");
-        if stage == Stage::Estimation {
-            let file = EstimationFile {
-                shape: model_shape(&model)?,
-                summary: summarize_estimation(&model, &outcome)?,
-            };
-            let path = dir.join("estimation.json");
-            std::fs::write(&path, serde_json::to_vec(&file).expect("plain data"))
-                .map_err(|e| crate::error::Error::file(&path, e))?;
-            export_model(&model, &tokenizer, &dir.join("stage1"))?;
+        if self.job.kind == JobKind::Estimation {
             return Ok(Ending::Done(None));
         }
-        export_model(&model, &tokenizer, &dir.join("model"))?;
-        if stage == Stage::Baseline
-            && let Err(e) = lightpeft_engine::export::export_hf_peft(
-                &model,
-                &self.experiment.model,
-                &dir.join("hf-peft"),
-            )
-        {
-            eprintln!("job {}: no Hugging Face PEFT export: {e}", self.job.id);
-        }
-        let best = best_eval(&outcome.evals, &dataset);
-        let majority = baseline_values(&dataset.majority_baseline()?);
-        let counts = jobs::param_counts(&model);
-        let last_eval = outcome.evals.last();
-        Ok(Ending::Done(Some(JobResult {
+        let plan_id = self
+            .job
+            .plan_id
+            .filter(|_| self.job.kind != JobKind::Evaluation);
+        Ok(Ending::Done(Some(JobResult::from(ForJob {
             job_id: self.job.id,
-            kind: self.job.kind,
-            plan_id: self.job.plan_id,
-            metric: metric_key.to_string(),
-            best_score: best
-                .as_ref()
-                .map_or(0.0, |b| measure(&b.metrics, metric_key)),
-            best_metrics: best.map(|b| b.metrics).unwrap_or_default(),
-            majority_score: measure(&majority, metric_key),
-            peft_params: counts.peft,
-            trainable_params: counts.trainable,
-            encoder_params: counts.encoder,
-            median_step_seconds: jobs::median(&outcome.step_seconds),
-            peak_rss_mib: jobs::peak_rss_mib(),
-            eval_seconds: last_eval.map_or(0.0, |e| e.seconds),
-            eval_examples: splits.dev.len(),
-            steps: outcome.steps,
-        })))
-    }
-
-    /// Scores the model of the source job on the dev split.
-    fn evaluate(
-        &self,
-        dataset: &lightpeft_engine::data::Dataset,
-        dev: &lightpeft_engine::train::TokenizedSplit,
-        params: &lightpeft_api::Hyperparams,
-    ) -> crate::error::Result<Ending> {
-        let source = self.job.source_job_id.ok_or_else(|| {
-            crate::error::Error::Usage("an evaluation job needs a source job".into())
-        })?;
-        let metric_key = dataset.metric.primary().key();
-        self.block_on_store(self.store.set_job_plan_inputs(
-            self.job.id,
-            0,
-            metric_key,
-            None,
-            None,
-        ))?;
-        let model = load_exported(&job_dir(&self.data_dir, source).join("model"), &Device::Cpu)?;
-        let eval =
-            lightpeft_engine::train::evaluate(&model, dev, params.eval_batch_size, dataset.metric)?;
-        let mut observer = JobObserver {
-            discard: false,
-            job_id: self.job.id,
-            recorder: self.recorder.clone(),
-            events: self.events.clone(),
-            checkpoint: None,
-        };
-        observer.on_eval(&eval);
-        let majority = baseline_values(&dataset.majority_baseline()?);
-        let counts = jobs::param_counts(&model);
-        Ok(Ending::Done(Some(JobResult {
-            job_id: self.job.id,
-            kind: JobKind::Evaluation,
-            plan_id: None,
-            metric: metric_key.to_string(),
-            best_score: measure(&eval.metrics, metric_key),
-            best_metrics: eval.metrics.clone(),
-            majority_score: measure(&majority, metric_key),
-            peft_params: counts.peft,
-            trainable_params: counts.trainable,
-            encoder_params: counts.encoder,
-            median_step_seconds: 0.0,
-            peak_rss_mib: jobs::peak_rss_mib(),
-            eval_seconds: eval.seconds,
-            eval_examples: dev.len(),
-            steps: 0,
-        })))
-    }
-
-    fn block_on_store<T>(
-        &self,
-        fut: impl std::future::Future<Output = super::store::StoreResult<T>>,
-    ) -> crate::error::Result<T> {
-        self.handle
-            .block_on(fut)
-            .map_err(|e| crate::error::Error::Usage(e.error.message))
+            plan_id,
+            outcome: &outcome,
+        }))))
     }
 }
 
-/// The value of measure `key` among `(name, value)` pairs (0 when absent).
-fn measure(values: &[(String, f64)], key: &str) -> f64 {
-    values
-        .iter()
-        .find(|(k, _)| k == key)
-        .map_or(0.0, |(_, v)| *v)
+/// Waits on a store call from a job's blocking thread; the error as its message.
+fn block_on<T>(
+    handle: &tokio::runtime::Handle,
+    fut: impl std::future::Future<Output = super::store::StoreResult<T>>,
+) -> Result<T, String> {
+    handle.block_on(fut).map_err(|e| e.error.message)
 }
 
-/// Resets the kernel's peak-RSS counter, so a job's peak is its own (Linux; ignored
-/// elsewhere).
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
-/// The engine's observer for one job: records to the recorder, progress to the stream, and
-/// resumable snapshots to the job's folder.
+/// The pipeline's reporter for one job: records to the recorder, progress to the stream, the
+/// run's plan inputs to the store before it trains, and each stored snapshot to the recorder.
 struct JobObserver {
     discard: bool,
     job_id: i64,
     recorder: Recorder,
     events: broadcast::Sender<Event>,
     checkpoint: Option<(PathBuf, usize)>,
+    store: Store,
+    handle: tokio::runtime::Handle,
+}
+
+impl pipeline::Reporter for JobObserver {
+    fn on_prepared(&mut self, prepared: &pipeline::Prepared) -> pipeline::Result<()> {
+        let modules =
+            (prepared.modules.as_ref()).map(|m| serde_json::to_string(m).expect("plain data"));
+        let shape = (prepared.shape).map(|s| serde_json::to_string(s).expect("plain data"));
+        let store = &self.store;
+        block_on(
+            &self.handle,
+            store.set_job_plan_inputs(
+                self.job_id,
+                prepared.total_steps,
+                prepared.metric,
+                modules.as_deref(),
+                shape.as_deref(),
+            ),
+        )
+        .map_err(pipeline::Error::Caller)?;
+        if let Some(next) = prepared.resume_from {
+            // Steps recorded after the snapshot are taken again: drop them first.
+            block_on(
+                &self.handle,
+                store.truncate_records(self.job_id, next as i64),
+            )
+            .map_err(pipeline::Error::Caller)?;
+        }
+        Ok(())
+    }
+
+    fn on_checkpoint_failed(&mut self, next_step: usize, error: &pipeline::Error) {
+        eprintln!(
+            "job {}: snapshot of step {next_step} not saved: {error}",
+            self.job_id
+        );
+    }
 }
 
 impl Observer for JobObserver {
@@ -570,17 +475,14 @@ impl Observer for JobObserver {
         self.checkpoint.as_ref().map(|(_, every)| *every)
     }
 
+    /// The pipeline has stored the snapshot by now; the recorder notes it (and thins older ones).
     fn on_checkpoint(&mut self, state: &TrainState) {
-        let Some((root, _)) = &self.checkpoint else {
-            return;
-        };
-        match state.save(&root.join(state.next_step.to_string())) {
-            Ok(()) => self.recorder.send(Record::Checkpoint {
+        if let Some((root, _)) = &self.checkpoint {
+            self.recorder.send(Record::Checkpoint {
                 job_id: self.job_id,
                 next_step: state.next_step,
                 root: root.clone(),
-            }),
-            Err(e) => eprintln!("job {}: snapshot not saved: {e}", self.job_id),
+            });
         }
     }
 }
