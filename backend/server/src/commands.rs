@@ -259,7 +259,6 @@ pub fn finetune(
     }
     let plan = plan(common, name, &params)?;
     let out = RunFolder::new(dir.join(format!("finetune-{}", plan_label(&params))));
-    out.put("params.json", &to_json(&params))?;
     let loaded = Loaded::load(JobSpec {
         work: Work::Finetune {
             plan: Box::new(plan),
@@ -272,6 +271,7 @@ pub fn finetune(
         resume: None,
         data_dir: common.data_dir.to_path_buf(),
     })?;
+    out.put("params.json", &to_json(&loaded.spec().params))?;
     Ok(run_in(common, &loaded, &out)?.into())
 }
 
