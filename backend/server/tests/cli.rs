@@ -244,6 +244,14 @@ fn training_commands_reject_bad_input_clearly() {
             vec!["estimate", "--run", "x", "--preset", "fast"],
             "paper, vanilla-reference or quick-demo",
         ),
+        (
+            vec!["estimate", "--run", "x", "--device", "cuda:0"],
+            "device `cuda:0`: this build runs on the CPU only",
+        ),
+        (
+            vec!["serve", "--device", "gpu"],
+            "device `gpu`: this build runs on the CPU only",
+        ),
     ] {
         let out = lightpeft(d, &args);
         assert!(!out.status.success(), "{args:?} succeeded");
