@@ -63,19 +63,37 @@ fn stage1(length: Length) -> TrainConfig {
     }
 }
 
+/// A run on the toy task's splits, scored by accuracy: every test here differs only in its
+/// recipe, its stage and the options it sets.
+fn toy_run<'a>(
+    model: &'a Model,
+    train: &'a TokenizedSplit,
+    dev: &'a TokenizedSplit,
+    config: &'a TrainConfig,
+    stage: Stage,
+) -> TrainRun<'a> {
+    TrainRun {
+        model,
+        train,
+        dev,
+        config,
+        stage,
+        metric: Metric::Accuracy,
+    }
+}
+
 #[test]
 fn estimation_records_every_step_and_evaluates_at_epoch_ends() {
     let (_dir, model, train_split, dev) = setup();
     let mut seen = Collect::default();
     // 21 examples in batches of 4: 6 steps per epoch; 14 steps cross two epoch ends.
-    let out = TrainRun {
-        model: &model,
-        train: &train_split,
-        dev: &dev,
-        config: &stage1(Length::Steps(14)),
-        stage: Stage::Estimation,
-        metric: Metric::Accuracy,
-    }
+    let out = toy_run(
+        &model,
+        &train_split,
+        &dev,
+        &stage1(Length::Steps(14)),
+        Stage::Estimation,
+    )
     .observer(&mut seen)
     .run()
     .unwrap();
@@ -143,14 +161,13 @@ fn cancel_stops_within_one_step() {
     let (_dir, model, train_split, dev) = setup();
     let token = CancelToken::new();
     let mut observer = CancelAfter(3, token.clone(), Collect::default());
-    let out = TrainRun {
-        model: &model,
-        train: &train_split,
-        dev: &dev,
-        config: &stage1(Length::Epochs(5)),
-        stage: Stage::Estimation,
-        metric: Metric::Accuracy,
-    }
+    let out = toy_run(
+        &model,
+        &train_split,
+        &dev,
+        &stage1(Length::Epochs(5)),
+        Stage::Estimation,
+    )
     .observer(&mut observer)
     .cancel(&token)
     .run()
@@ -170,17 +187,10 @@ fn plain_training_keeps_masks_out_and_learns_the_toy_task() {
         ..stage1(Length::Epochs(8))
     };
     let mut seen = Collect::default();
-    let out = TrainRun {
-        model: &model,
-        train: &train_split,
-        dev: &dev,
-        config: &config,
-        stage: Stage::Finetune,
-        metric: Metric::Accuracy,
-    }
-    .observer(&mut seen)
-    .run()
-    .unwrap();
+    let out = toy_run(&model, &train_split, &dev, &config, Stage::Finetune)
+        .observer(&mut seen)
+        .run()
+        .unwrap();
     assert_eq!(out.steps, 48);
     assert!(
         seen.steps
@@ -207,17 +217,10 @@ fn length_grouped_batches_train_in_their_own_order_and_still_learn() {
             ..stage1(Length::Epochs(8))
         };
         let mut seen = Collect::default();
-        let out = TrainRun {
-            model: &model,
-            train: &train_split,
-            dev: &dev,
-            config: &config,
-            stage: Stage::Finetune,
-            metric: Metric::Accuracy,
-        }
-        .observer(&mut seen)
-        .run()
-        .unwrap();
+        let out = toy_run(&model, &train_split, &dev, &config, Stage::Finetune)
+            .observer(&mut seen)
+            .run()
+            .unwrap();
         (
             out.steps,
             seen.steps.iter().map(|s| s.ce_loss).collect::<Vec<_>>(),
@@ -267,17 +270,10 @@ fn a_resumed_run_ends_where_an_uninterrupted_one_does() {
     let config = stage1(Length::Steps(14));
     let (_d1, whole, train_split, dev) = setup();
     let mut all = Collect::default();
-    let expected = TrainRun {
-        model: &whole,
-        train: &train_split,
-        dev: &dev,
-        config: &config,
-        stage: Stage::Estimation,
-        metric: Metric::Accuracy,
-    }
-    .observer(&mut all)
-    .run()
-    .unwrap();
+    let expected = toy_run(&whole, &train_split, &dev, &config, Stage::Estimation)
+        .observer(&mut all)
+        .run()
+        .unwrap();
 
     // Interrupted after step 8 (0-based 7), with snapshots every 3 steps: the last one
     // follows step 6, so steps 6 and 7 are taken again after the restart.
@@ -290,18 +286,11 @@ fn a_resumed_run_ends_where_an_uninterrupted_one_does() {
         cancel: cancel.clone(),
         saved: None,
     };
-    TrainRun {
-        model: &first,
-        train: &train_split,
-        dev: &dev,
-        config: &config,
-        stage: Stage::Estimation,
-        metric: Metric::Accuracy,
-    }
-    .observer(&mut interrupted)
-    .cancel(&cancel)
-    .run()
-    .unwrap();
+    toy_run(&first, &train_split, &dev, &config, Stage::Estimation)
+        .observer(&mut interrupted)
+        .cancel(&cancel)
+        .run()
+        .unwrap();
     let saved = interrupted.saved.expect("a snapshot was taken");
     // The cancel itself snapshots, so the last one follows the 8th step.
     assert_eq!(saved.next_step, 8);
@@ -313,18 +302,11 @@ fn a_resumed_run_ends_where_an_uninterrupted_one_does() {
     // A fresh process: a new model from the same files, then the snapshot.
     let (_d3, second, _, _) = setup();
     let mut rest = Collect::default();
-    let resumed = TrainRun {
-        model: &second,
-        train: &train_split,
-        dev: &dev,
-        config: &config,
-        stage: Stage::Estimation,
-        metric: Metric::Accuracy,
-    }
-    .observer(&mut rest)
-    .resume(&loaded)
-    .run()
-    .unwrap();
+    let resumed = toy_run(&second, &train_split, &dev, &config, Stage::Estimation)
+        .observer(&mut rest)
+        .resume(&loaded)
+        .run()
+        .unwrap();
     assert_eq!(rest.steps.first().map(|s| s.step), Some(8));
     assert_eq!(resumed.steps, expected.steps);
     assert_eq!(resumed.module_importance.len(), 14);
@@ -366,14 +348,13 @@ fn a_snapshot_cut_between_its_files_is_refused() {
         cancel: cancel.clone(),
         saved: None,
     };
-    TrainRun {
-        model: &model,
-        train: &train_split,
-        dev: &dev,
-        config: &stage1(Length::Steps(10)),
-        stage: Stage::Estimation,
-        metric: Metric::Accuracy,
-    }
+    toy_run(
+        &model,
+        &train_split,
+        &dev,
+        &stage1(Length::Steps(10)),
+        Stage::Estimation,
+    )
     .observer(&mut obs)
     .cancel(&cancel)
     .run()
