@@ -158,12 +158,7 @@ pub fn baseline_values(b: &Baseline) -> Vec<(String, f64)> {
 /// The best evaluation by the dataset's primary measure.
 pub fn best_eval(evals: &[EvalRecord], dataset: &Dataset) -> Option<EvalRecord> {
     let key = dataset.metric.primary().key();
-    let value = |e: &EvalRecord| {
-        e.metrics
-            .iter()
-            .find(|(k, _)| k == key)
-            .map_or(f64::NEG_INFINITY, |(_, v)| *v)
-    };
+    let value = |e: &EvalRecord| find_measure(&e.metrics, key).unwrap_or(f64::NEG_INFINITY);
     // The first of equal scores wins, as the reference's strict `>` tracking does.
     evals
         .iter()
@@ -176,8 +171,9 @@ pub fn best_eval(evals: &[EvalRecord], dataset: &Dataset) -> Option<EvalRecord> 
 
 /// The value of measure `key` among `(name, value)` pairs (0 when absent).
 pub fn measure(values: &[(String, f64)], key: &str) -> f64 {
-    values
-        .iter()
-        .find(|(k, _)| k == key)
-        .map_or(0.0, |(_, v)| *v)
+    find_measure(values, key).unwrap_or(0.0)
+}
+
+fn find_measure(values: &[(String, f64)], key: &str) -> Option<f64> {
+    values.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
 }

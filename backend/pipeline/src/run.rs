@@ -250,35 +250,15 @@ impl Loaded {
     ) -> Result<RunOutcome> {
         let spec = &self.spec;
         let params = &spec.params;
-        let device = spec.device.device()?;
         let dataset = &self.dataset;
         let metric = dataset.metric.primary().key();
         reset_peak_rss();
-        let Some(stage) = spec.work.stage() else {
-            let Work::Evaluation { model } = &spec.work else {
-                unreachable!("only an evaluation has no training stage")
-            };
-            let splits = tokenize(dataset, model, params)?;
-            reporter.on_prepared(&Prepared {
-                total_steps: 0,
-                metric,
-                modules: None,
-                shape: None,
-                resume_from: None,
-            })?;
-            let model = load_exported(model, &device)?;
-            let eval = evaluate(&model, &splits.dev, params.eval_batch_size, dataset.metric)?;
-            reporter.on_eval(&eval);
-            let scored = TrainOutcome {
-                steps: 0,
-                cancelled: false,
-                evals: vec![eval],
-                step_seconds: Vec::new(),
-                module_importance: Vec::new(),
-                rank_importance: Vec::new(),
-            };
-            return self.outcome(&model, &scored, splits.dev.len(), Vec::new());
+        let stage = match (&spec.work, spec.work.stage()) {
+            (Work::Evaluation { model }, _) => return self.evaluate(model, reporter),
+            (_, Some(stage)) => stage,
+            (_, None) => unreachable!("every work but an evaluation trains"),
         };
+        let device = spec.device.device()?;
         let splits = tokenize(dataset, &self.model_dir, params)?;
         let model = match &spec.work {
             Work::Finetune { plan, stage1 } => {
@@ -340,22 +320,54 @@ impl Loaded {
         let trained = training.run()?;
         let mut warnings = Vec::new();
         if !trained.cancelled {
-            self.export(&model, &trained, store, &mut warnings)?;
+            self.export(&model, shape, &trained, store, &mut warnings)?;
         }
         self.outcome(&model, &trained, splits.dev.len(), warnings)
+    }
+
+    /// Scores the model exported at `model_dir` on the dev split; nothing is trained or stored.
+    fn evaluate(
+        &self,
+        model_dir: &std::path::Path,
+        reporter: &mut dyn Reporter,
+    ) -> Result<RunOutcome> {
+        let params = &self.spec.params;
+        let dataset = &self.dataset;
+        let splits = tokenize(dataset, model_dir, params)?;
+        reporter.on_prepared(&Prepared {
+            total_steps: 0,
+            metric: dataset.metric.primary().key(),
+            modules: None,
+            shape: None,
+            resume_from: None,
+        })?;
+        let model = load_exported(model_dir, &self.spec.device.device()?)?;
+        let eval = evaluate(&model, &splits.dev, params.eval_batch_size, dataset.metric)?;
+        reporter.on_eval(&eval);
+        let scored = TrainOutcome {
+            steps: 0,
+            cancelled: false,
+            evals: vec![eval],
+            step_seconds: Vec::new(),
+            module_importance: Vec::new(),
+            rank_importance: Vec::new(),
+        };
+        self.outcome(&model, &scored, splits.dev.len(), Vec::new())
     }
 
     fn export(
         &self,
         model: &Model,
+        shape: Option<ModelShape>,
         trained: &TrainOutcome,
         store: &dyn ArtifactStore,
         warnings: &mut Vec<String>,
     ) -> Result<()> {
         let tokenizer = self.model_dir.join("tokenizer.json");
-        if self.spec.work == Work::Estimation {
+        // An estimation's shape was taken before training; training does not change it.
+        if let Some(shape) = shape {
             let file = EstimationFile {
-                shape: model_shape(model)?,
+                shape,
                 summary: summarize_estimation(model, trained)?,
             };
             let text = serde_json::to_vec_pretty(&file).expect("plain data serialises");
