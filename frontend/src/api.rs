@@ -86,20 +86,24 @@ pub fn path(rest: &str) -> String {
 /// the query since no header can be set there.
 pub fn browser_url(rest: &str) -> String {
     let url = path(rest);
-    match token() {
+    match encoded_token() {
         Some(t) => {
             let sep = if url.contains('?') { '&' } else { '?' };
-            format!(
-                "{url}{sep}access_token={}",
-                String::from(js_sys::encode_uri_component(&t))
-            )
+            format!("{url}{sep}access_token={t}")
         }
         None => url,
     }
 }
 
+/// The token as it travels, in the header and in the query alike: percent-encoded, since a
+/// header cannot carry every character and a query would mangle `+ & = %`. The server decodes
+/// both.
+fn encoded_token() -> Option<String> {
+    token().map(|t| String::from(js_sys::encode_uri_component(&t)))
+}
+
 fn authorised(req: RequestBuilder) -> RequestBuilder {
-    match token() {
+    match encoded_token() {
         Some(t) => req.header("Authorization", &format!("Bearer {t}")),
         None => req,
     }

@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 pub mod params;
+pub mod query;
 pub mod rest;
 
 pub use params::{ALL_TARGETS, Hyperparams, PARAMS, ParamError, ParamKind, ParamSpec, Preset};

@@ -8,14 +8,8 @@ use lightpeft_api::Preset;
 use lightpeft_assets::AssetId;
 use lightpeft_pipeline::DeviceChoice;
 
-mod bench;
-mod commands;
-mod error;
-mod param_args;
-mod progress;
-mod server;
-
-use param_args::ParamArgs;
+use lightpeft::param_args::ParamArgs;
+use lightpeft::{bench, commands, error, server};
 
 // candle allocates a fresh buffer for every tensor op; glibc's malloc hands large ones back to
 // the kernel each time, and the page faults cost a third of a training step.
@@ -244,7 +238,19 @@ enum AssetsAction {
     },
 }
 
+/// Logs go to stderr (stdout carries results and the server's `listening on` line), at
+/// `info` unless `RUST_LOG` says otherwise (e.g. `RUST_LOG=tower_http=debug` for every request).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 fn main() -> ExitCode {
+    init_logging();
     let cli = Cli::parse();
     let data_dir = cli
         .data_dir

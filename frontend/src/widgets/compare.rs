@@ -2,6 +2,7 @@
 //! to the baseline's, and the artifacts to download.
 
 use leptos::{prelude::*, task::spawn_local};
+use lightpeft_api::query::{ArrayFormat, ArrayKind};
 use lightpeft_api::rest::{Artifact, ComparedRun, Comparison, Job, JobKind, JobResult, JobStatus};
 
 use crate::{
@@ -322,15 +323,22 @@ fn JobDownloads(job: Job) -> impl IntoView {
         }
     });
     let arrays = (job.kind == JobKind::Estimation).then(|| {
-        ["head", "neuron", "module", "rank"]
+        ArrayKind::ALL
             .into_iter()
             .map(|kind| {
+                let href = |format: ArrayFormat| {
+                    api::browser_url(&format!(
+                        "/jobs/{id}/arrays?kind={}&format={}",
+                        kind.as_str(),
+                        format.as_str()
+                    ))
+                };
                 view! {
                     <li>
-                        {format!("{kind} array: ")}
-                        <a href=api::browser_url(&format!("/jobs/{id}/arrays?kind={kind}&format=csv")) download>"CSV"</a>
+                        {format!("{} array: ", kind.as_str())}
+                        <a href=href(ArrayFormat::Csv) download>"CSV"</a>
                         " · "
-                        <a href=api::browser_url(&format!("/jobs/{id}/arrays?kind={kind}&format=safetensors")) download>"safetensors"</a>
+                        <a href=href(ArrayFormat::Safetensors) download>"safetensors"</a>
                     </li>
                 }
             })

@@ -35,6 +35,42 @@ impl Token {
     }
 }
 
+/// The credential of an `Authorization` header: what follows the `Bearer` scheme (any case),
+/// as written and percent-decoded (the dashboard encodes it, since a header cannot carry every
+/// character). `None` without such a header.
+fn header_candidates(request: &Request) -> Option<[String; 2]> {
+    let value = request.headers().get(axum::http::header::AUTHORIZATION)?;
+    let value = std::str::from_utf8(value.as_bytes()).ok()?;
+    let (scheme, credential) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let credential = credential.trim_start();
+    let decoded = percent_decode(credential);
+    Some([credential.to_string(), decoded])
+}
+
+/// `%XX` escapes decoded (nothing else: a `+` stays a `+` in a header); invalid escapes and
+/// escapes that do not make UTF-8 are kept as written.
+fn percent_decode(text: &str) -> String {
+    // form_urlencoded also turns `+` into a space; protect literal pluses first.
+    let protected = text.replace('+', "%2B");
+    form_urlencoded::parse(format!("t={protected}").as_bytes())
+        .next()
+        .map_or_else(|| text.to_string(), |(_, v)| v.into_owned())
+}
+
+/// The `access_token` query parameter of a GET, form-decoded (`%XX` and `+` for a space), as
+/// the browser's URL encoding writes it.
+fn query_candidate(request: &Request) -> Option<String> {
+    if request.method() != axum::http::Method::GET {
+        return None;
+    }
+    form_urlencoded::parse(request.uri().query()?.as_bytes())
+        .find(|(name, _)| name == "access_token")
+        .map(|(_, value)| value.into_owned())
+}
+
 /// Lets a request through when no token is configured or it carries the right one, in the
 /// `Authorization: Bearer` header or (for EventSource, which cannot set headers) an
 /// `access_token` query parameter of a GET.
@@ -46,25 +82,18 @@ pub async fn require_token(
     let Some(token) = &state.token else {
         return next.run(request).await;
     };
-    let from_header = request
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_string);
-    let from_query = (request.method() == axum::http::Method::GET)
-        .then(|| {
-            request.uri().query().and_then(|q| {
-                q.split('&')
-                    .find_map(|pair| pair.strip_prefix("access_token="))
-                    .map(str::to_string)
-            })
-        })
-        .flatten();
-    match from_header.or(from_query) {
-        Some(candidate) if token.matches(&candidate) => next.run(request).await,
-        Some(_) => ApiFailure::unauthorized("the bearer token is wrong").into_response(),
-        None => ApiFailure::unauthorized(
+    let candidates: Vec<String> = match header_candidates(&request) {
+        Some(pair) => pair.into(),
+        None => query_candidate(&request).into_iter().collect(),
+    };
+    // Every candidate is compared, so the time taken does not say which one was close.
+    let matched = candidates
+        .iter()
+        .fold(false, |any, candidate| token.matches(candidate) | any);
+    match (candidates.is_empty(), matched) {
+        (_, true) => next.run(request).await,
+        (false, false) => ApiFailure::unauthorized("the bearer token is wrong").into_response(),
+        (true, false) => ApiFailure::unauthorized(
             "this server needs `Authorization: Bearer <token>` (the token given to `lightpeft serve`)",
         )
         .into_response(),
@@ -82,5 +111,38 @@ mod tests {
         assert!(!t.matches("correct horse battery stapl"));
         assert!(!t.matches(""));
         assert!(Token::new("short").is_err());
+    }
+
+    fn request(uri: &str, authorization: Option<&str>) -> Request {
+        let mut builder = Request::builder().uri(uri);
+        if let Some(value) = authorization {
+            builder = builder.header(axum::http::header::AUTHORIZATION, value);
+        }
+        builder.body(axum::body::Body::empty()).unwrap()
+    }
+
+    #[test]
+    fn header_credentials_are_read_raw_and_percent_decoded_under_any_case_of_bearer() {
+        let [raw, decoded] =
+            header_candidates(&request("/", Some("bEaReR a+b%2Fc%20d%e"))).unwrap();
+        assert_eq!(raw, "a+b%2Fc%20d%e");
+        assert_eq!(decoded, "a+b/c d%e");
+        assert!(header_candidates(&request("/", Some("Basic abc"))).is_none());
+        assert!(header_candidates(&request("/", None)).is_none());
+    }
+
+    #[test]
+    fn the_query_parameter_is_form_decoded_and_only_read_on_get() {
+        let got = query_candidate(&request(
+            "/x?a=1&access_token=a%2Bb%2Fc%3Dd%25e+f&b=2",
+            None,
+        ));
+        assert_eq!(got.as_deref(), Some("a+b/c=d%e f"));
+        let post = Request::builder()
+            .method("POST")
+            .uri("/x?access_token=abc")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        assert_eq!(query_candidate(&post), None);
     }
 }

@@ -4,8 +4,7 @@
 use std::path::{Component, Path, PathBuf};
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use lightpeft_api::rest::{
     ComparedRun, Comparison, CreateExperiment, Experiment, Job, JobKind, JobResult, Schema,
@@ -15,14 +14,14 @@ use lightpeft_api::{Hyperparams, ParamError};
 use lightpeft_engine::data::{TASKS, TaskId, TaskInputs};
 
 use super::AppState;
-use super::http_error::ApiFailure;
+use super::http_error::{ApiFailure, ApiJson, PathId};
 use super::runner::job_dir;
 use lightpeft_pipeline::{self as jobs, DataSource};
 
 type ApiResult<T> = Result<T, ApiFailure>;
 
 /// The form's definition: parameters, presets, tasks and models.
-#[utoipa::path(get, path = "/api/v1/schema", responses((status = 200, body = Schema)))]
+#[utoipa::path(get, path = "/schema", responses((status = 200, body = Schema)))]
 pub async fn schema(State(state): State<AppState>) -> Json<Schema> {
     let tasks = TASKS
         .iter()
@@ -134,13 +133,12 @@ pub fn confined(data_dir: &Path, field: &str, relative: &str) -> ApiResult<PathB
 }
 
 /// Creates an experiment after checking the task, the model, the files and every value.
-#[utoipa::path(post, path = "/api/v1/experiments", request_body = CreateExperiment,
+#[utoipa::path(post, path = "/experiments", request_body = CreateExperiment,
     responses((status = 201, body = Experiment), (status = 400, body = lightpeft_api::rest::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
-    body: Result<Json<CreateExperiment>, JsonRejection>,
+    ApiJson(req): ApiJson<CreateExperiment>,
 ) -> ApiResult<(StatusCode, Json<Experiment>)> {
-    let Json(req) = body?;
     let id: TaskId = req.task.parse().map_err(|_| {
         let known: Vec<&str> = TASKS.iter().map(|t| t.name).collect();
         ApiFailure::invalid(
@@ -241,31 +239,23 @@ pub async fn create(
 }
 
 /// Every experiment, newest first.
-#[utoipa::path(get, path = "/api/v1/experiments", responses((status = 200, body = Vec<Experiment>)))]
+#[utoipa::path(get, path = "/experiments", responses((status = 200, body = Vec<Experiment>)))]
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<Experiment>>> {
     Ok(Json(state.store.experiments().await?))
 }
 
 /// One experiment.
-#[utoipa::path(get, path = "/api/v1/experiments/{id}", params(("id" = i64, Path)),
+#[utoipa::path(get, path = "/experiments/{id}", params(("id" = i64, Path)),
     responses((status = 200, body = Experiment), (status = 404, body = lightpeft_api::rest::ErrorBody)))]
-pub async fn get(
-    State(state): State<AppState>,
-    id: Result<UrlPath<i64>, axum::extract::rejection::PathRejection>,
-) -> ApiResult<Json<Experiment>> {
-    let UrlPath(id) = id?;
+pub async fn get(State(state): State<AppState>, PathId(id): PathId) -> ApiResult<Json<Experiment>> {
     Ok(Json(state.store.experiment(id).await?))
 }
 
 /// Deletes an experiment, its jobs, records and files; refused while one of its jobs is
 /// queued or running.
-#[utoipa::path(delete, path = "/api/v1/experiments/{id}", params(("id" = i64, Path)),
+#[utoipa::path(delete, path = "/experiments/{id}", params(("id" = i64, Path)),
     responses((status = 204), (status = 409, body = lightpeft_api::rest::ErrorBody)))]
-pub async fn delete(
-    State(state): State<AppState>,
-    id: Result<UrlPath<i64>, axum::extract::rejection::PathRejection>,
-) -> ApiResult<StatusCode> {
-    let UrlPath(id) = id?;
+pub async fn delete(State(state): State<AppState>, PathId(id): PathId) -> ApiResult<StatusCode> {
     state.store.experiment(id).await?;
     let jobs = state.store.jobs(Some(id), None).await?;
     if let Some(active) = jobs.iter().find(|j| !j.status.is_final()) {
@@ -293,35 +283,32 @@ async fn start(state: &AppState, id: i64, kind: JobKind) -> ApiResult<(StatusCod
 }
 
 /// Queues stage 1 of an experiment.
-#[utoipa::path(post, path = "/api/v1/experiments/{id}/estimation", params(("id" = i64, Path)),
+#[utoipa::path(post, path = "/experiments/{id}/estimation", params(("id" = i64, Path)),
     responses((status = 202, body = Job), (status = 404, body = lightpeft_api::rest::ErrorBody)))]
 pub async fn estimate(
     State(state): State<AppState>,
-    id: Result<UrlPath<i64>, axum::extract::rejection::PathRejection>,
+    PathId(id): PathId,
 ) -> ApiResult<(StatusCode, Json<Job>)> {
-    let UrlPath(id) = id?;
     start(&state, id, JobKind::Estimation).await
 }
 
 /// Queues the vanilla PEFT baseline of an experiment (unpruned model, same data and epochs).
-#[utoipa::path(post, path = "/api/v1/experiments/{id}/baseline", params(("id" = i64, Path)),
+#[utoipa::path(post, path = "/experiments/{id}/baseline", params(("id" = i64, Path)),
     responses((status = 202, body = Job), (status = 404, body = lightpeft_api::rest::ErrorBody)))]
 pub async fn baseline(
     State(state): State<AppState>,
-    id: Result<UrlPath<i64>, axum::extract::rejection::PathRejection>,
+    PathId(id): PathId,
 ) -> ApiResult<(StatusCode, Json<Job>)> {
-    let UrlPath(id) = id?;
     start(&state, id, JobKind::Baseline).await
 }
 
 /// Stage-2 results next to the newest baseline, with ratios.
-#[utoipa::path(get, path = "/api/v1/experiments/{id}/compare", params(("id" = i64, Path)),
+#[utoipa::path(get, path = "/experiments/{id}/compare", params(("id" = i64, Path)),
     responses((status = 200, body = Comparison)))]
 pub async fn compare(
     State(state): State<AppState>,
-    id: Result<UrlPath<i64>, axum::extract::rejection::PathRejection>,
+    PathId(id): PathId,
 ) -> ApiResult<Json<Comparison>> {
-    let UrlPath(id) = id?;
     state.store.experiment(id).await?;
     let results = state.store.results_of(id).await?;
     let baseline = results

@@ -1,9 +1,20 @@
 //! The HTTP face of failures: every error is `{"error": {code, message, field}}` with a
 //! status that says whose fault it is.
+//!
+//! The extractors here ([`ApiJson`], [`ApiQuery`], [`PathId`], [`ApiPath`]) turn every axum
+//! rejection into that shape, naming the field at fault from the structured path
+//! `serde_path_to_error` records, so no handler unwraps a rejection by hand.
+//!
+//! A 500's cause stays on the server: the body says "internal error" with a reference number,
+//! and [`log_internal`] writes the cause to the log under the same number.
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use lightpeft_api::rest::{ApiError, ErrorBody};
 
@@ -12,7 +23,7 @@ use lightpeft_api::rest::{ApiError, ErrorBody};
 pub struct ApiFailure {
     /// HTTP status.
     pub status: StatusCode,
-    /// The body.
+    /// The body; for a 500 the message is the cause, which goes to the log, not the client.
     pub error: ApiError,
 }
 
@@ -68,18 +79,90 @@ impl ApiFailure {
         )
     }
 
-    /// 500: our fault; the message is logged and returned.
+    /// 500: our fault. `message` is the cause; callers inside the server (the job runner)
+    /// read it, the client sees only a reference to the log line that carries it.
     pub fn internal(message: impl Into<String>) -> Self {
-        let message = message.into();
-        eprintln!("internal error: {message}");
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
 }
 
+/// The cause of a 500, carried from the handler to [`log_internal`] as a response extension.
+#[derive(Debug, Clone)]
+pub struct InternalError {
+    /// The number the client's body and the log line share.
+    pub reference: u64,
+    /// What went wrong (database text, file paths: not for the client).
+    pub cause: String,
+}
+
+/// Numbers 500s so that a user's report can be matched to the log.
+static NEXT_REFERENCE: AtomicU64 = AtomicU64::new(1);
+
 impl IntoResponse for ApiFailure {
     fn into_response(self) -> Response {
-        (self.status, Json(ErrorBody { error: self.error })).into_response()
+        if self.status != StatusCode::INTERNAL_SERVER_ERROR {
+            return (self.status, Json(ErrorBody { error: self.error })).into_response();
+        }
+        let reference = NEXT_REFERENCE.fetch_add(1, Ordering::Relaxed);
+        let body = ErrorBody {
+            error: ApiError {
+                code: self.error.code,
+                message: format!("internal error (reference {reference} in the server log)"),
+                field: None,
+            },
+        };
+        let mut response = (self.status, Json(body)).into_response();
+        response.extensions_mut().insert(InternalError {
+            reference,
+            cause: self.error.message,
+        });
+        response
     }
+}
+
+/// Logs the cause of every 500 a handler returned (see [`InternalError`]).
+pub async fn log_internal(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let response = next.run(request).await;
+    if let Some(e) = response.extensions().get::<InternalError>() {
+        tracing::error!(reference = e.reference, %method, path, "internal error: {}", e.cause);
+    }
+    response
+}
+
+/// The field a `serde_path_to_error` error in `rejection`'s source chain points at, with
+/// `E` the format's error type.
+///
+/// The path names the value that failed to parse, or the unknown key. A missing field is the
+/// one case serde reports only in words: the path then points at the object that lacks it,
+/// and the field's name is taken from serde's fixed `missing field` wording.
+fn field_at<E>(rejection: &(dyn std::error::Error + 'static)) -> Option<String>
+where
+    E: std::error::Error + 'static,
+{
+    let mut source = Some(rejection);
+    while let Some(e) = source {
+        if let Some(found) = e.downcast_ref::<serde_path_to_error::Error<E>>() {
+            let segments: Vec<String> = found
+                .path()
+                .iter()
+                .map(|s| s.to_string())
+                .filter(|s| !s.is_empty())
+                .collect();
+            let missing = found
+                .inner()
+                .to_string()
+                .strip_prefix("missing field `")
+                .and_then(|rest| rest.split('`').next())
+                .map(str::to_string);
+            let mut names = segments;
+            names.extend(missing);
+            return (!names.is_empty()).then(|| names.join("."));
+        }
+        source = e.source();
+    }
+    None
 }
 
 impl From<JsonRejection> for ApiFailure {
@@ -98,10 +181,8 @@ impl From<JsonRejection> for ApiFailure {
                 format!("the body is not valid JSON: {}", e.body_text()),
             ),
             JsonRejection::JsonDataError(e) => {
-                let text = e.body_text();
-                let failure = ApiFailure::invalid("invalid_body", text.clone());
-                // serde names the field as `field_name: message` or in backticks.
-                match field_of(&text) {
+                let failure = ApiFailure::invalid("invalid_body", e.body_text());
+                match field_at::<serde_json::Error>(&e) {
                     Some(field) => failure.field(field),
                     None => failure,
                 }
@@ -111,30 +192,10 @@ impl From<JsonRejection> for ApiFailure {
     }
 }
 
-/// The field serde complained about, if its message names one.
-fn field_of(text: &str) -> Option<String> {
-    // "Failed to deserialize the JSON body into the target type: params.lr: invalid type…"
-    let after = text.split(": ").nth(1)?;
-    if let Some(rest) = text.split("unknown field `").nth(1) {
-        return rest.split('`').next().map(str::to_string);
-    }
-    if let Some(rest) = text.split("missing field `").nth(1) {
-        return rest.split('`').next().map(str::to_string);
-    }
-    let candidate = after.split(' ').next()?;
-    let clean = candidate.trim_end_matches(':');
-    (!clean.is_empty()
-        && clean
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.'))
-    .then(|| clean.to_string())
-}
-
 impl From<QueryRejection> for ApiFailure {
     fn from(rejection: QueryRejection) -> Self {
-        let text = rejection.body_text();
-        let failure = ApiFailure::invalid("invalid_query", text.clone());
-        match field_of(&text) {
+        let failure = ApiFailure::invalid("invalid_query", rejection.body_text());
+        match field_at::<serde_urlencoded::de::Error>(&rejection) {
             Some(field) => failure.field(field),
             None => failure,
         }
@@ -150,29 +211,95 @@ impl From<PathRejection> for ApiFailure {
     }
 }
 
+/// A JSON body; a body that does not parse is a 400 (415 without the JSON content type)
+/// naming the field at fault.
+#[derive(Debug, FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiFailure))]
+pub struct ApiJson<T>(pub T);
+
+/// A query string; one that does not parse is a 400 `invalid_query` naming the field.
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiFailure))]
+pub struct ApiQuery<T>(pub T);
+
+/// Path parameters other than a lone id (e.g. a job id and an artifact name).
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiFailure))]
+pub struct ApiPath<T>(pub T);
+
+/// The `{id}` of a job, experiment or plan route; anything but a whole number is a 400
+/// `invalid_id`.
+#[derive(Debug, Clone, Copy, serde::Deserialize, FromRequestParts)]
+#[serde(transparent)]
+#[from_request(via(axum::extract::Path), rejection(ApiFailure))]
+pub struct PathId(pub i64);
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn json_failure(body: &str) -> ApiFailure {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Inner {
+            lr: f64,
+        }
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Outer {
+            task: String,
+            params: Option<Inner>,
+        }
+        let rejection = axum::Json::<Outer>::from_bytes(body.as_bytes()).unwrap_err();
+        ApiFailure::from(rejection)
+    }
+
     #[test]
-    fn serde_messages_name_their_field() {
-        assert_eq!(
-            field_of(
-                "Failed to deserialize the JSON body into the target type: unknown field `lrr`, expected one of"
+    fn json_rejections_name_their_field_from_the_path() {
+        let cases = [
+            (r#"{"task": "a", "colour": 1}"#, Some("colour")),
+            (r#"{"params": {"lr": 1}}"#, Some("task")),
+            (
+                r#"{"task": "a", "params": {"lr": "fast"}}"#,
+                Some("params.lr"),
             ),
-            Some("lrr".into())
-        );
-        assert_eq!(
-            field_of(
-                "Failed to deserialize the JSON body into the target type: missing field `task` at line 1"
+            (
+                r#"{"task": "a", "params": {"lr": 1, "lrr": 2}}"#,
+                Some("params.lrr"),
             ),
-            Some("task".into())
+            // serde reads a struct from an array too; the first element is at fault.
+            ("[1, 2]", Some("[0]")),
+            ("7", None),
+        ];
+        for (body, field) in cases {
+            let failure = json_failure(body);
+            assert_eq!(failure.status, StatusCode::BAD_REQUEST, "{body}");
+            assert_eq!(failure.error.code, "invalid_body", "{body}");
+            assert_eq!(failure.error.field.as_deref(), field, "{body}");
+        }
+        assert_eq!(json_failure("{\"task\": ").error.code, "bad_json");
+    }
+
+    #[test]
+    fn a_500_hides_its_cause_in_an_extension() {
+        let response = ApiFailure::internal("database: disk I/O error").into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let internal = response.extensions().get::<InternalError>().unwrap();
+        assert_eq!(internal.cause, "database: disk I/O error");
+        let reference = internal.reference;
+        let body =
+            futures_util::FutureExt::now_or_never(axum::body::to_bytes(response.into_body(), 4096))
+                .unwrap()
+                .unwrap();
+        let body: ErrorBody = serde_json::from_slice(&body).unwrap();
+        assert!(
+            !body.error.message.contains("disk"),
+            "{}",
+            body.error.message
         );
-        assert_eq!(
-            field_of(
-                "Failed to deserialize the JSON body into the target type: head_ratio: invalid type: string"
-            ),
-            Some("head_ratio".into())
-        );
+        assert!(body.error.message.contains(&reference.to_string()));
+        assert_eq!(body.error.code, "internal");
     }
 }

@@ -2,11 +2,14 @@
 
 mod analysis;
 mod auth;
+mod convergence;
+mod downloads;
 mod experiments;
 mod http_error;
-mod job_routes;
+mod jobs;
 mod plans;
 mod recorder;
+mod records;
 mod runner;
 mod store;
 
@@ -14,24 +17,25 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use axum::Json;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::State;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
 use futures_util::stream::{self, Stream};
 use lightpeft_api::rest::{Event, Health};
 use tokio::sync::broadcast;
 use tower_http::services::{ServeDir, ServeFile};
+use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use auth::Token;
-use http_error::ApiFailure;
+use http_error::{ApiFailure, PathId};
 
 /// Largest request body accepted (JSON requests are small).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -82,6 +86,8 @@ pub struct AppState {
     /// Turns true at shutdown, ending the event streams (which would otherwise hold the
     /// graceful shutdown open forever).
     closing: tokio::sync::watch::Receiver<bool>,
+    /// The built dashboard served under `/`.
+    dashboard_dir: PathBuf,
 }
 
 #[derive(OpenApi)]
@@ -90,45 +96,12 @@ pub struct AppState {
         title = "lightpeft",
         description = "Light-PEFT fine-tuning you can run, watch and steer. Errors are `{\"error\": {code, message, field}}`."
     ),
-    paths(
-        health,
-        openapi_json,
-        job_events,
-        all_events,
-        experiments::schema,
-        experiments::create,
-        experiments::list,
-        experiments::get,
-        experiments::delete,
-        experiments::estimate,
-        experiments::baseline,
-        experiments::compare,
-        job_routes::list,
-        job_routes::get,
-        job_routes::cancel,
-        job_routes::resume,
-        job_routes::delete,
-        job_routes::scalars,
-        job_routes::evals,
-        job_routes::heatmap,
-        job_routes::mask_summary,
-        job_routes::importance,
-        job_routes::convergence,
-        job_routes::result,
-        job_routes::artifacts,
-        job_routes::artifact,
-        job_routes::arrays,
-        plans::preview,
-        plans::commit,
-        plans::list,
-        plans::get,
-    ),
     components(schemas(lightpeft_api::rest::ErrorBody, lightpeft_api::rest::Event))
 )]
 struct ApiDoc;
 
 /// Liveness and whether a token is needed.
-#[utoipa::path(get, path = "/api/v1/health", responses((status = 200, body = Health)))]
+#[utoipa::path(get, path = "/health", responses((status = 200, body = Health)))]
 async fn health(State(state): State<AppState>) -> Json<Health> {
     Json(Health {
         status: "ok".into(),
@@ -138,9 +111,10 @@ async fn health(State(state): State<AppState>) -> Json<Health> {
 }
 
 /// This document.
-#[utoipa::path(get, path = "/api/v1/openapi.json", responses((status = 200, content_type = "application/json")))]
+#[utoipa::path(get, path = "/openapi.json", responses((status = 200, content_type = "application/json")))]
 async fn openapi_json() -> impl IntoResponse {
-    Json(ApiDoc::openapi())
+    static DOCUMENT: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(openapi);
+    Json(&*DOCUMENT)
 }
 
 fn event_stream(
@@ -178,7 +152,7 @@ fn event_stream(
 }
 
 /// Live events of every job (Server-Sent Events; `data` is an `Event`).
-#[utoipa::path(get, path = "/api/v1/events", responses((status = 200, content_type = "text/event-stream", body = Event)))]
+#[utoipa::path(get, path = "/events", responses((status = 200, content_type = "text/event-stream", body = Event)))]
 async fn all_events(State(state): State<AppState>) -> impl IntoResponse {
     Sse::new(event_stream(
         state.events.subscribe(),
@@ -189,13 +163,12 @@ async fn all_events(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// Live events of one job.
-#[utoipa::path(get, path = "/api/v1/jobs/{id}/events", params(("id" = i64, Path)),
+#[utoipa::path(get, path = "/jobs/{id}/events", params(("id" = i64, Path)),
     responses((status = 200, content_type = "text/event-stream", body = Event)))]
 async fn job_events(
     State(state): State<AppState>,
-    id: Result<UrlPath<i64>, PathRejection>,
+    PathId(id): PathId,
 ) -> Result<impl IntoResponse, ApiFailure> {
-    let UrlPath(id) = id?;
     // Subscribe first, then check: no event between the two is lost.
     let rx = state.events.subscribe();
     state.store.job(id).await?;
@@ -218,38 +191,66 @@ async fn dashboard_missing() -> Html<&'static str> {
     )
 }
 
-fn router(state: AppState, dashboard_dir: &std::path::Path) -> Router {
+/// Every API route with its handler and its OpenAPI entry, relative to `/api/v1`.
+///
+/// Routes are added only through `routes!`, which takes path and method from the handler's
+/// `#[utoipa::path]`, so what is served and what is documented cannot drift apart. One
+/// `routes!` groups the handlers of one path.
+fn api_routes() -> OpenApiRouter<AppState> {
     use experiments as ex;
-    use job_routes as jr;
-    let api = Router::new()
-        .route("/health", get(health))
-        .route("/openapi.json", get(openapi_json))
-        .route("/schema", get(ex::schema))
-        .route("/events", get(all_events))
-        .route("/experiments", get(ex::list).post(ex::create))
-        .route("/experiments/{id}", get(ex::get).delete(ex::delete))
-        .route("/experiments/{id}/estimation", post(ex::estimate))
-        .route("/experiments/{id}/baseline", post(ex::baseline))
-        .route("/experiments/{id}/compare", get(ex::compare))
-        .route("/jobs", get(jr::list))
-        .route("/jobs/{id}", get(jr::get).delete(jr::delete))
-        .route("/jobs/{id}/cancel", post(jr::cancel))
-        .route("/jobs/{id}/resume", post(jr::resume))
-        .route("/jobs/{id}/evaluate", post(jr::evaluate))
-        .route("/jobs/{id}/events", get(job_events))
-        .route("/jobs/{id}/scalars", get(jr::scalars))
-        .route("/jobs/{id}/evals", get(jr::evals))
-        .route("/jobs/{id}/heatmap", get(jr::heatmap))
-        .route("/jobs/{id}/mask-summary", get(jr::mask_summary))
-        .route("/jobs/{id}/importance", get(jr::importance))
-        .route("/jobs/{id}/convergence", get(jr::convergence))
-        .route("/jobs/{id}/result", get(jr::result))
-        .route("/jobs/{id}/artifacts", get(jr::artifacts))
-        .route("/jobs/{id}/artifacts/{*name}", get(jr::artifact))
-        .route("/jobs/{id}/arrays", get(jr::arrays))
-        .route("/jobs/{id}/preview", post(plans::preview))
-        .route("/jobs/{id}/plans", get(plans::list).post(plans::commit))
-        .route("/plans/{id}", get(plans::get))
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health))
+        .routes(routes!(openapi_json))
+        .routes(routes!(ex::schema))
+        .routes(routes!(all_events))
+        .routes(routes!(ex::list, ex::create))
+        .routes(routes!(ex::get, ex::delete))
+        .routes(routes!(ex::estimate))
+        .routes(routes!(ex::baseline))
+        .routes(routes!(ex::compare))
+        .routes(routes!(jobs::list))
+        .routes(routes!(jobs::get, jobs::delete))
+        .routes(routes!(jobs::cancel))
+        .routes(routes!(jobs::resume))
+        .routes(routes!(jobs::evaluate))
+        .routes(routes!(job_events))
+        .routes(routes!(records::scalars))
+        .routes(routes!(records::evals))
+        .routes(routes!(records::heatmap))
+        .routes(routes!(records::mask_summary))
+        .routes(routes!(records::importance))
+        .routes(routes!(convergence::convergence))
+        .routes(routes!(records::result))
+        .routes(routes!(downloads::artifacts))
+        .routes(routes!(downloads::artifact))
+        .routes(routes!(downloads::arrays))
+        .routes(routes!(plans::preview))
+        .routes(routes!(plans::list, plans::commit))
+        .routes(routes!(plans::get))
+}
+
+/// The API root every route is nested under.
+pub const API_ROOT: &str = "/api/v1";
+
+/// The OpenAPI document of [`app`]'s routes (served at `/api/v1/openapi.json`).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = OpenApiRouter::new()
+        .nest(API_ROOT, api_routes())
+        .into_openapi();
+    // axum spells a rest-of-path parameter `{*name}`; OpenAPI knows only `{name}`.
+    let paths = std::mem::take(&mut doc.paths.paths);
+    doc.paths.paths = paths
+        .into_iter()
+        .map(|(path, item)| (path.replace("{*", "{"), item))
+        .collect();
+    doc
+}
+
+/// The whole HTTP surface over `state`: the API under `/api/v1` (token check, body limits,
+/// request tracing, 500s logged) and the dashboard's files under `/`.
+pub fn app(state: AppState) -> Router {
+    let (api, _) = api_routes().split_for_parts();
+    let api = api
         .fallback(api_not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -257,8 +258,12 @@ fn router(state: AppState, dashboard_dir: &std::path::Path) -> Router {
         ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(refuse_oversized))
-        .with_state(state);
-    let app = Router::new().nest("/api/v1", api);
+        .layer(axum::middleware::from_fn(http_error::log_internal))
+        .with_state(state.clone());
+    let app = Router::new()
+        .nest(API_ROOT, api)
+        .layer(TraceLayer::new_for_http());
+    let dashboard_dir = &state.dashboard_dir;
     let index = dashboard_dir.join("index.html");
     if index.is_file() {
         app.fallback_service(ServeDir::new(dashboard_dir).fallback(ServeFile::new(index)))
@@ -290,15 +295,26 @@ async fn refuse_oversized(
     }
 }
 
-/// Runs the server until Ctrl-C or SIGTERM; then stops running jobs after their current
-/// step (resumable), commits their records and returns.
-pub async fn serve(config: ServeConfig) -> Result<(), String> {
-    if !config.addr.ip().is_loopback() && config.token.is_none() {
-        return Err(format!(
-            "listening on {} (not loopback) needs a token: set LIGHTPEFT_TOKEN or --token-file",
-            config.addr
-        ));
+/// The server without its socket: the store open, the recorder and the runner started, and
+/// the jobs the last shutdown interrupted or left queued dealt with. [`app`] over
+/// [`Started::state`] answers requests; tests call it in-process.
+pub struct Started {
+    /// What every handler reaches.
+    pub state: AppState,
+    close: tokio::sync::watch::Sender<bool>,
+}
+
+impl Started {
+    /// Ends the event streams, stops running jobs after their current step (resumable) and
+    /// commits their records.
+    pub async fn shutdown(&self) {
+        let _ = self.close.send(true);
+        self.state.runner.shutdown().await;
     }
+}
+
+/// Opens the store and starts the job runner for `config` (nothing listens yet).
+pub async fn start(config: &ServeConfig) -> Result<Started, String> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
     let store = store::Store::open(&config.database).await?;
@@ -318,8 +334,9 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
     );
     let (interrupted, queued) = store.recover().await.map_err(|e| e.error.message)?;
     if !interrupted.is_empty() {
-        eprintln!(
-            "jobs interrupted by the last shutdown (resume them with POST /api/v1/jobs/ID/resume): {interrupted:?}"
+        tracing::warn!(
+            ?interrupted,
+            "jobs interrupted by the last shutdown (resume them with POST /api/v1/jobs/ID/resume)"
         );
     }
     for id in queued {
@@ -329,27 +346,39 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
     let state = AppState {
         closing,
         store,
-        runner: runner.clone(),
+        runner,
         events,
         data_dir: config.data_dir.clone(),
         token: config.token.clone(),
         planners: Arc::default(),
         pruned_sets: Arc::default(),
+        dashboard_dir: config.dashboard_dir.clone(),
     };
-    let app = router(state, &config.dashboard_dir);
+    Ok(Started { state, close })
+}
+
+/// Runs the server until Ctrl-C or SIGTERM; then stops running jobs after their current
+/// step (resumable), commits their records and returns.
+pub async fn serve(config: ServeConfig) -> Result<(), String> {
+    if !config.addr.ip().is_loopback() && config.token.is_none() {
+        return Err(format!(
+            "listening on {} (not loopback) needs a token: set LIGHTPEFT_TOKEN or --token-file",
+            config.addr
+        ));
+    }
+    let started = start(&config).await?;
+    let app = app(started.state.clone());
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     // Tests and scripts read this line to find a port chosen by the system.
     println!("lightpeft listening on http://{local}");
-    let shutdown_runner = runner.clone();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
-            eprintln!("shutting down: stopping jobs after their current step");
-            let _ = close.send(true);
-            shutdown_runner.shutdown().await;
+            tracing::info!("shutting down: stopping jobs after their current step");
+            started.shutdown().await;
         })
         .await
         .map_err(|e| e.to_string())?;

@@ -5,8 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, PathRejection};
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use lightpeft_api::Hyperparams;
 use lightpeft_api::rest::{
@@ -18,12 +17,11 @@ use lightpeft_engine::plan::{ParameterCounts, Planner, PruningPlan};
 use super::AppState;
 use super::analysis::step_time_ratio;
 use super::experiments::param_failure;
-use super::http_error::ApiFailure;
+use super::http_error::{ApiFailure, ApiJson, PathId};
 use super::runner::job_dir;
 use lightpeft_pipeline::EstimationFile;
 
 type ApiResult<T> = Result<T, ApiFailure>;
-type Id = Result<UrlPath<i64>, PathRejection>;
 
 /// A finished estimation's planner, kept in memory so previews cost only the planning.
 pub struct CachedPlanner {
@@ -170,28 +168,24 @@ async fn compute(
 }
 
 /// What a plan would remove and save; nothing is stored.
-#[utoipa::path(post, path = "/api/v1/jobs/{id}/preview", params(("id" = i64, Path)), request_body = PlanSettings,
+#[utoipa::path(post, path = "/jobs/{id}/preview", params(("id" = i64, Path)), request_body = PlanSettings,
     responses((status = 200, body = PlanPreview), (status = 409, body = lightpeft_api::rest::ErrorBody)))]
 pub async fn preview(
     State(state): State<AppState>,
-    id: Id,
-    body: Result<Json<PlanSettings>, JsonRejection>,
+    PathId(id): PathId,
+    ApiJson(body): ApiJson<PlanSettings>,
 ) -> ApiResult<Json<PlanPreview>> {
-    let UrlPath(id) = id?;
-    let Json(body) = body?;
     Ok(Json(compute(&state, id, body).await?.0))
 }
 
 /// Stores the plan and queues its stage-2 job.
-#[utoipa::path(post, path = "/api/v1/jobs/{id}/plans", params(("id" = i64, Path)), request_body = PlanSettings,
+#[utoipa::path(post, path = "/jobs/{id}/plans", params(("id" = i64, Path)), request_body = PlanSettings,
     responses((status = 201, body = Committed), (status = 409, body = lightpeft_api::rest::ErrorBody)))]
 pub async fn commit(
     State(state): State<AppState>,
-    id: Id,
-    body: Result<Json<PlanSettings>, JsonRejection>,
+    PathId(id): PathId,
+    ApiJson(body): ApiJson<PlanSettings>,
 ) -> ApiResult<(StatusCode, Json<Committed>)> {
-    let UrlPath(id) = id?;
-    let Json(body) = body?;
     let (preview, plan, step) = compute(&state, id, body).await?;
     let experiment_id = state.store.job(id).await?.experiment_id;
     let plan_id = state
@@ -215,18 +209,16 @@ pub async fn commit(
 }
 
 /// Plans made from an estimation job.
-#[utoipa::path(get, path = "/api/v1/jobs/{id}/plans", params(("id" = i64, Path)),
+#[utoipa::path(get, path = "/jobs/{id}/plans", params(("id" = i64, Path)),
     responses((status = 200, body = Vec<Plan>)))]
-pub async fn list(State(state): State<AppState>, id: Id) -> ApiResult<Json<Vec<Plan>>> {
-    let UrlPath(id) = id?;
+pub async fn list(State(state): State<AppState>, PathId(id): PathId) -> ApiResult<Json<Vec<Plan>>> {
     state.store.job(id).await?;
     Ok(Json(state.store.plans_of(id).await?))
 }
 
 /// One committed plan (read-only).
-#[utoipa::path(get, path = "/api/v1/plans/{id}", params(("id" = i64, Path)),
+#[utoipa::path(get, path = "/plans/{id}", params(("id" = i64, Path)),
     responses((status = 200, body = Plan), (status = 404, body = lightpeft_api::rest::ErrorBody)))]
-pub async fn get(State(state): State<AppState>, id: Id) -> ApiResult<Json<Plan>> {
-    let UrlPath(id) = id?;
+pub async fn get(State(state): State<AppState>, PathId(id): PathId) -> ApiResult<Json<Plan>> {
     Ok(Json(state.store.plan(id).await?.0))
 }

@@ -1,0 +1,9 @@
+//! The `lightpeft` library: the pipelines behind the command line and the server, so that
+//! tests (and other binaries) can call them in-process; `main.rs` is only the argument parser.
+
+pub mod bench;
+pub mod commands;
+pub mod error;
+pub mod param_args;
+pub mod progress;
+pub mod server;

@@ -1,0 +1,236 @@
+//! Downloads: the files a job wrote, and its recorded arrays as CSV or safetensors.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use lightpeft_api::query::{ArrayFormat, ArrayKind, ArraysQuery};
+use lightpeft_api::rest::Artifact;
+use safetensors::{Dtype, tensor::TensorView};
+
+use super::AppState;
+use super::http_error::{ApiFailure, ApiPath, ApiQuery, PathId};
+use super::runner::job_dir;
+
+type ApiResult<T> = Result<T, ApiFailure>;
+
+/// What a job's folder offers for download, by name.
+fn artifacts_of(state: &AppState, id: i64) -> Vec<(Artifact, std::path::PathBuf)> {
+    let dir = job_dir(&state.data_dir, id);
+    let mut out = Vec::new();
+    for (folder, what) in [
+        (
+            "stage1",
+            "stage-1 model (masks, PEFT and head), lightpeft export",
+        ),
+        (
+            "model",
+            "trained model, pruned when a plan was applied (safetensors + config + tokenizer)",
+        ),
+        (
+            "hf-peft",
+            "Hugging Face PEFT adapter of the unpruned LoRA model",
+        ),
+    ] {
+        let Ok(entries) = std::fs::read_dir(dir.join(folder)) else {
+            continue;
+        };
+        let mut files: Vec<_> = entries.flatten().filter(|e| e.path().is_file()).collect();
+        files.sort_by_key(|e| e.file_name());
+        for e in files {
+            let name = format!("{folder}/{}", e.file_name().to_string_lossy());
+            out.push((
+                Artifact {
+                    bytes: e.metadata().map_or(0, |m| m.len()),
+                    description: what.to_string(),
+                    name,
+                },
+                e.path(),
+            ));
+        }
+    }
+    let summary = dir.join("estimation.json");
+    if let Ok(m) = summary.metadata() {
+        out.push((
+            Artifact {
+                name: "estimation.json".into(),
+                bytes: m.len(),
+                description: "final masks and averaged importances the planner reads".into(),
+            },
+            summary,
+        ));
+    }
+    out
+}
+
+/// Files a job wrote.
+#[utoipa::path(get, path = "/jobs/{id}/artifacts", params(("id" = i64, Path)),
+    responses((status = 200, body = Vec<Artifact>)))]
+pub async fn artifacts(
+    State(state): State<AppState>,
+    PathId(id): PathId,
+) -> ApiResult<Json<Vec<Artifact>>> {
+    state.store.job(id).await?;
+    Ok(Json(
+        artifacts_of(&state, id)
+            .into_iter()
+            .map(|(a, _)| a)
+            .collect(),
+    ))
+}
+
+/// Downloads one artifact by the name `/artifacts` lists (nothing else is reachable).
+#[utoipa::path(get, path = "/jobs/{id}/artifacts/{*name}", params(("id" = i64, Path), ("name" = String, Path)),
+    responses((status = 200, content_type = "application/octet-stream"), (status = 404, body = lightpeft_api::rest::ErrorBody)))]
+pub async fn artifact(
+    State(state): State<AppState>,
+    ApiPath((id, name)): ApiPath<(i64, String)>,
+) -> ApiResult<Response> {
+    state.store.job(id).await?;
+    let (_, file) = artifacts_of(&state, id)
+        .into_iter()
+        .find(|(a, _)| a.name == name)
+        .ok_or_else(|| ApiFailure::not_found(format!("job {id} has no artifact `{name}`")))?;
+    let bytes = tokio::fs::read(&file)
+        .await
+        .map_err(|e| ApiFailure::internal(format!("{}: {e}", file.display())))?;
+    Ok(download(
+        bytes,
+        name.rsplit('/').next().unwrap_or("file"),
+        "application/octet-stream",
+    ))
+}
+
+fn download(bytes: Vec<u8>, filename: &str, mime: &str) -> Response {
+    let disposition = format!("attachment; filename=\"{}\"", filename.replace('"', ""));
+    (
+        [
+            (header::CONTENT_TYPE, mime.to_string()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        Body::from(bytes),
+    )
+        .into_response()
+}
+
+/// Every kept snapshot of masks, or every step's importances, as CSV or safetensors.
+#[utoipa::path(get, path = "/jobs/{id}/arrays", params(("id" = i64, Path), ArraysQuery),
+    responses((status = 200, content_type = "text/csv"), (status = 400, body = lightpeft_api::rest::ErrorBody)))]
+pub async fn arrays(
+    State(state): State<AppState>,
+    PathId(id): PathId,
+    ApiQuery(q): ApiQuery<ArraysQuery>,
+) -> ApiResult<Response> {
+    let format = q.format.unwrap_or_default();
+    state.store.job(id).await?;
+    // (step, rows × columns)
+    let mut arrays: Vec<(i64, Vec<Vec<f64>>)> = Vec::new();
+    match q.kind.mask() {
+        Some(kind) => {
+            for step in state.store.snapshot_steps(id, kind).await? {
+                let layers = state.store.snapshot(id, kind, step).await?;
+                let rows = layers
+                    .iter()
+                    .map(|l| l.iter().map(|&v| v as f64).collect())
+                    .collect();
+                arrays.push((step, rows));
+            }
+        }
+        None => {
+            let (modules, _) = state.store.job_modules_and_shape(id).await?;
+            let n = modules
+                .and_then(|m| serde_json::from_str::<Vec<String>>(&m).ok())
+                .map_or(1, |m| m.len().max(1));
+            for (step, values) in state.store.importances(id, q.kind.as_str()).await? {
+                let width = if q.kind == ArrayKind::Module {
+                    values.len()
+                } else {
+                    values.len() / n
+                };
+                let rows = values.chunks(width.max(1)).map(<[f64]>::to_vec).collect();
+                arrays.push((step, rows));
+            }
+        }
+    }
+    let name = format!("job{id}-{}.{}", q.kind.as_str(), format.as_str());
+    match format {
+        ArrayFormat::Csv => Ok(download(csv_bytes(&arrays), &name, "text/csv")),
+        ArrayFormat::Safetensors => Ok(download(
+            safetensors_bytes(&arrays)?,
+            &name,
+            "application/octet-stream",
+        )),
+    }
+}
+
+/// `step,row,column,value` lines under a header.
+fn csv_bytes(arrays: &[(i64, Vec<Vec<f64>>)]) -> Vec<u8> {
+    let mut text = String::from("step,row,column,value\n");
+    for (step, rows) in arrays {
+        for (r, row) in rows.iter().enumerate() {
+            for (c, v) in row.iter().enumerate() {
+                text.push_str(&format!("{step},{r},{c},{v}\n"));
+            }
+        }
+    }
+    text.into_bytes()
+}
+
+/// One float32 tensor `step_N` (rows × columns) per step.
+fn safetensors_bytes(arrays: &[(i64, Vec<Vec<f64>>)]) -> ApiResult<Vec<u8>> {
+    let data: Vec<(String, Vec<usize>, Vec<u8>)> = arrays
+        .iter()
+        .map(|(step, rows)| {
+            let cols = rows.first().map_or(0, Vec::len);
+            let bytes = rows
+                .iter()
+                .flatten()
+                .flat_map(|v| (*v as f32).to_le_bytes())
+                .collect();
+            (format!("step_{step}"), vec![rows.len(), cols], bytes)
+        })
+        .collect();
+    let views = data
+        .iter()
+        .map(|(name, shape, bytes)| {
+            TensorView::new(Dtype::F32, shape.clone(), bytes).map(|view| (name.as_str(), view))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ApiFailure::internal(format!("arrays: {e}")))?;
+    safetensors::serialize(views.iter().map(|(name, view)| (*name, view)), None)
+        .map_err(|e| ApiFailure::internal(format!("arrays: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn safetensors_arrays_read_back() {
+        let arrays = vec![
+            (0, vec![vec![1.0, 2.0], vec![3.0, 4.0]]),
+            (5, vec![vec![0.5, 0.25], vec![0.125, 8.0]]),
+        ];
+        let bytes = safetensors_bytes(&arrays).unwrap();
+        let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        for (step, rows) in &arrays {
+            let view = file.tensor(&format!("step_{step}")).unwrap();
+            assert_eq!(view.dtype(), Dtype::F32);
+            assert_eq!(view.shape(), &[2, 2]);
+            let values: Vec<f32> = view
+                .data()
+                .chunks(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                .collect();
+            let want: Vec<f32> = rows.iter().flatten().map(|&v| v as f32).collect();
+            assert_eq!(values, want);
+        }
+    }
+
+    #[test]
+    fn csv_lists_every_value_under_a_header() {
+        let text = String::from_utf8(csv_bytes(&[(3, vec![vec![1.5], vec![2.0]])])).unwrap();
+        assert_eq!(text, "step,row,column,value\n3,0,0,1.5\n3,1,0,2\n");
+    }
+}

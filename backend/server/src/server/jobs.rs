@@ -1,0 +1,149 @@
+//! Jobs and their lifecycle: list, get, cancel, resume, evaluate, delete.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use lightpeft_api::query::JobFilter;
+use lightpeft_api::rest::{Event, Job, JobKind, JobStatus};
+
+use super::AppState;
+use super::http_error::{ApiFailure, ApiQuery, PathId};
+use super::runner::job_dir;
+
+type ApiResult<T> = Result<T, ApiFailure>;
+
+/// Jobs, newest first.
+#[utoipa::path(get, path = "/jobs", params(JobFilter), responses((status = 200, body = Vec<Job>)))]
+pub async fn list(
+    State(state): State<AppState>,
+    ApiQuery(filter): ApiQuery<JobFilter>,
+) -> ApiResult<Json<Vec<Job>>> {
+    Ok(Json(
+        state
+            .store
+            .jobs(filter.experiment_id, filter.status)
+            .await?,
+    ))
+}
+
+/// One job.
+#[utoipa::path(get, path = "/jobs/{id}", params(("id" = i64, Path)),
+    responses((status = 200, body = Job), (status = 404, body = lightpeft_api::rest::ErrorBody)))]
+pub async fn get(State(state): State<AppState>, PathId(id): PathId) -> ApiResult<Json<Job>> {
+    Ok(Json(state.store.job(id).await?))
+}
+
+/// Stops a job: a queued one at once, a running one after its current step (202; watch its
+/// status).
+#[utoipa::path(post, path = "/jobs/{id}/cancel", params(("id" = i64, Path)),
+    responses((status = 202, body = Job), (status = 409, body = lightpeft_api::rest::ErrorBody)))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    PathId(id): PathId,
+) -> ApiResult<(StatusCode, Json<Job>)> {
+    let job = state.store.job(id).await?;
+    if job.status == JobStatus::Queued && state.runner.dequeue(id) {
+        let job = state
+            .store
+            .set_status(
+                id,
+                JobStatus::Cancelled,
+                Some("cancelled before it started"),
+            )
+            .await?;
+        state.runner.publish(Event::Job { job: job.clone() });
+        return Ok((StatusCode::ACCEPTED, Json(job)));
+    }
+    if job.status == JobStatus::Running && state.runner.cancel(id) {
+        return Ok((StatusCode::ACCEPTED, Json(job)));
+    }
+    Err(ApiFailure::conflict(format!(
+        "job {id} is {}; only queued or running jobs can be cancelled",
+        job.status.as_str()
+    )))
+}
+
+/// Queues an interrupted, cancelled or failed job again. An estimation with a snapshot
+/// continues from it (steps after the snapshot are dropped and taken again); other jobs start
+/// over.
+#[utoipa::path(post, path = "/jobs/{id}/resume", params(("id" = i64, Path)),
+    responses((status = 202, body = Job), (status = 409, body = lightpeft_api::rest::ErrorBody)))]
+pub async fn resume(
+    State(state): State<AppState>,
+    PathId(id): PathId,
+) -> ApiResult<(StatusCode, Json<Job>)> {
+    let job = state.store.job(id).await?;
+    if !matches!(
+        job.status,
+        JobStatus::Interrupted | JobStatus::Cancelled | JobStatus::Failed
+    ) || state.runner.is_running(id)
+    {
+        return Err(ApiFailure::conflict(format!(
+            "job {id} is {}; only interrupted, cancelled or failed jobs can be resumed",
+            job.status.as_str()
+        )));
+    }
+    let from_snapshot = job.resumable;
+    if !from_snapshot {
+        state.store.truncate_records(id, 0).await?;
+    }
+    let job = state.store.set_status(id, JobStatus::Queued, None).await?;
+    // The resumed run records its later steps again: cached sets of those steps go.
+    state
+        .pruned_sets
+        .lock()
+        .expect("pruned sets")
+        .forget_job(id);
+    state.runner.enqueue(id, from_snapshot);
+    state.runner.publish(Event::Job { job: job.clone() });
+    Ok((StatusCode::ACCEPTED, Json(job)))
+}
+
+/// Queues an evaluation of the model a finished fine-tuning or baseline job trained, on its
+/// experiment's dev split (inference time and scores, nothing trained).
+#[utoipa::path(post, path = "/jobs/{id}/evaluate", params(("id" = i64, Path)),
+    responses((status = 202, body = Job), (status = 409, body = lightpeft_api::rest::ErrorBody)))]
+pub async fn evaluate(
+    State(state): State<AppState>,
+    PathId(id): PathId,
+) -> ApiResult<(StatusCode, Json<Job>)> {
+    let job = state.store.job(id).await?;
+    if !matches!(job.kind, JobKind::Finetune | JobKind::Baseline)
+        || job.status != JobStatus::Succeeded
+    {
+        return Err(ApiFailure::conflict(format!(
+            "job {id} is a {} job that is {}; evaluations score the model of a succeeded finetune or baseline job",
+            job.kind.as_str(),
+            job.status.as_str()
+        )));
+    }
+    let eval = state
+        .store
+        .insert_job(job.experiment_id, JobKind::Evaluation, None, Some(id))
+        .await?;
+    state.runner.enqueue(eval.id, false);
+    state.runner.publish(Event::Job { job: eval.clone() });
+    Ok((StatusCode::ACCEPTED, Json(eval)))
+}
+
+/// Deletes a finished job with its records and files.
+#[utoipa::path(delete, path = "/jobs/{id}", params(("id" = i64, Path)),
+    responses((status = 204), (status = 409, body = lightpeft_api::rest::ErrorBody)))]
+pub async fn delete(State(state): State<AppState>, PathId(id): PathId) -> ApiResult<StatusCode> {
+    let job = state.store.job(id).await?;
+    if !job.status.is_final() || state.runner.is_running(id) {
+        return Err(ApiFailure::conflict(format!(
+            "job {id} is {}; cancel it first",
+            job.status.as_str()
+        )));
+    }
+    state.store.delete_job(id).await?;
+    state.planners.lock().expect("planners").remove(&id);
+    state
+        .pruned_sets
+        .lock()
+        .expect("pruned sets")
+        .forget_job(id);
+    let _ = std::fs::remove_dir_all(job_dir(&state.data_dir, id));
+    Ok(StatusCode::NO_CONTENT)
+}

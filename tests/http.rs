@@ -1,0 +1,419 @@
+//! In-process: the server's router called with `tower::ServiceExt::oneshot` over a temporary
+//! data directory and SQLite file (no socket, no process), answers decoded as
+//! `lightpeft_api::rest` types. The real-binary tests (server_api.rs, server_resume.rs) keep
+//! what needs a process: sockets, kills, restarts.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use common::data_dir;
+use lightpeft::server::{self, ServeConfig, Started, Token};
+use lightpeft_api::rest::{ErrorBody, Experiment, Health, Job, JobStatus, Plan};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const LONG: Duration = Duration::from_secs(300);
+
+/// The app over a fresh data directory (the tiny model and the bundled data).
+struct App {
+    router: Router,
+    started: Started,
+    dir: tempfile::TempDir,
+}
+
+impl App {
+    async fn start(token: Option<&str>) -> App {
+        let dir = data_dir(false);
+        let config = ServeConfig {
+            data_dir: dir.path().to_path_buf(),
+            addr: "127.0.0.1:0".parse().unwrap(),
+            token: token.map(|t| Token::new(t).unwrap()),
+            concurrent_jobs: 1,
+            dashboard_dir: dir.path().join("no-dashboard"),
+            max_snapshots: 256,
+            checkpoint_every: 10,
+            database: dir.path().join("lightpeft.sqlite"),
+            discard_records: false,
+        };
+        let started = server::start(&config).await.unwrap();
+        let router = server::app(started.state.clone());
+        App {
+            router,
+            started,
+            dir,
+        }
+    }
+
+    /// Sends one request to `/api/v1{path}`; returns the status and the body's bytes.
+    async fn send(&self, request: Request<Body>) -> (StatusCode, Vec<u8>) {
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, body.to_vec())
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Option<String>) -> (StatusCode, Vec<u8>) {
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(format!("/api/v1{path}"));
+        let body = match body {
+            Some(b) => {
+                builder = builder
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .header(header::CONTENT_LENGTH, b.len());
+                Body::from(b)
+            }
+            None => Body::empty(),
+        };
+        self.send(builder.body(body).unwrap()).await
+    }
+
+    /// A 2xx answer decoded as `T`.
+    async fn ok<T: DeserializeOwned>(&self, method: &str, path: &str, body: Option<Value>) -> T {
+        let (status, bytes) = self.call(method, path, body.map(|b| b.to_string())).await;
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(status.is_success(), "{method} {path}: {status} {text}");
+        serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{method} {path}: {e}: {text}"))
+    }
+
+    async fn wait_job(&self, id: i64) -> Job {
+        let started = Instant::now();
+        loop {
+            let job: Job = self.ok("GET", &format!("/jobs/{id}"), None).await;
+            if !matches!(job.status, JobStatus::Queued | JobStatus::Running) {
+                return job;
+            }
+            assert!(started.elapsed() < LONG, "job {id} still {:?}", job.status);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A finished estimation job on the tiny model.
+    async fn estimated(&self) -> i64 {
+        let exp: Experiment = self
+            .ok(
+                "POST",
+                "/experiments",
+                Some(
+                    json!({"task": "sst2-rt", "model": "tiny-bert", "preset": "quick_demo",
+                    "params": {"estimation_steps": 4, "max_train_examples": 64}}),
+                ),
+            )
+            .await;
+        let job: Job = self
+            .ok(
+                "POST",
+                &format!("/experiments/{}/estimation", exp.id),
+                Some(json!({})),
+            )
+            .await;
+        let done = self.wait_job(job.id).await;
+        assert_eq!(done.status, JobStatus::Succeeded, "{done:?}");
+        job.id
+    }
+}
+
+/// The routes `lightpeft serve` answered before the router and the document were one
+/// registry (method, path under /api/v1).
+const SURFACE: &[(&str, &str)] = &[
+    ("get", "/health"),
+    ("get", "/openapi.json"),
+    ("get", "/schema"),
+    ("get", "/events"),
+    ("get", "/experiments"),
+    ("post", "/experiments"),
+    ("get", "/experiments/{id}"),
+    ("delete", "/experiments/{id}"),
+    ("post", "/experiments/{id}/estimation"),
+    ("post", "/experiments/{id}/baseline"),
+    ("get", "/experiments/{id}/compare"),
+    ("get", "/jobs"),
+    ("get", "/jobs/{id}"),
+    ("delete", "/jobs/{id}"),
+    ("post", "/jobs/{id}/cancel"),
+    ("post", "/jobs/{id}/resume"),
+    ("post", "/jobs/{id}/evaluate"),
+    ("get", "/jobs/{id}/events"),
+    ("get", "/jobs/{id}/scalars"),
+    ("get", "/jobs/{id}/evals"),
+    ("get", "/jobs/{id}/heatmap"),
+    ("get", "/jobs/{id}/mask-summary"),
+    ("get", "/jobs/{id}/importance"),
+    ("get", "/jobs/{id}/convergence"),
+    ("get", "/jobs/{id}/result"),
+    ("get", "/jobs/{id}/artifacts"),
+    ("get", "/jobs/{id}/artifacts/{name}"),
+    ("get", "/jobs/{id}/arrays"),
+    ("post", "/jobs/{id}/preview"),
+    ("get", "/jobs/{id}/plans"),
+    ("post", "/jobs/{id}/plans"),
+    ("get", "/plans/{id}"),
+];
+
+/// Whether the router has a handler for `method path` (no data exists, so a handler answers
+/// 404 `not_found` about the resource, 415 for a missing body, or 200; the router itself
+/// answers 405 or the API's "no such API route").
+async fn served(app: &App, method: &str, path: &str) -> bool {
+    let concrete = path
+        .replace("{id}", "999999")
+        .replace("{name}", "model/config.json");
+    let request = Request::builder()
+        .method(method.to_uppercase().as_str())
+        .uri(format!("/api/v1{concrete}"))
+        .body(Body::empty())
+        .unwrap();
+    // Only a 404's body is read: an event stream's never ends.
+    let response = app.router.clone().oneshot(request).await.unwrap();
+    match response.status() {
+        StatusCode::METHOD_NOT_ALLOWED => false,
+        StatusCode::NOT_FOUND => {
+            let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            let error: ErrorBody = serde_json::from_slice(&body).unwrap();
+            !error.error.message.starts_with("no such API route")
+        }
+        _ => true,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_is_documented_and_every_documented_route_is_served() {
+    let app = App::start(None).await;
+    let doc: Value = app.ok("GET", "/openapi.json", None).await;
+    let mut documented = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let path = path
+            .strip_prefix("/api/v1")
+            .expect("every path under /api/v1");
+        for method in ["get", "post", "put", "patch", "delete"] {
+            let in_doc = item.get(method).is_some();
+            assert_eq!(
+                served(&app, method, path).await,
+                in_doc,
+                "{method} {path}: served and documented must agree"
+            );
+            if in_doc {
+                documented.insert((method.to_string(), path.to_string()));
+            }
+        }
+    }
+    let surface: BTreeSet<(String, String)> = SURFACE
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(documented, surface);
+    for (method, path) in SURFACE {
+        assert!(
+            served(&app, method, path).await,
+            "{method} {path} is not served"
+        );
+    }
+    assert!(!served(&app, "get", "/no/such/route").await);
+    app.started.shutdown().await;
+}
+
+/// method, path, raw body, expected status, expected error code, expected field.
+type Case = (
+    &'static str,
+    String,
+    Option<String>,
+    u16,
+    &'static str,
+    Option<&'static str>,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_a_4xx_with_the_error_shape_and_change_nothing() {
+    let app = App::start(None).await;
+    let est = app.estimated().await;
+    let dir = app.dir.path();
+    std::fs::create_dir_all(dir.join("glue")).unwrap();
+    std::fs::write(dir.join("glue/train.tsv"), "sentence\tlabel\nok\t1\n").unwrap();
+
+    let base = json!({"task": "sst2-rt", "model": "tiny-bert"});
+    let with = |patch: Value| {
+        let mut b = base.clone();
+        for (k, v) in patch.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        b.to_string()
+    };
+    let huge = "x".repeat(200 * 1024);
+    let e = || "/experiments".to_string();
+    #[rustfmt::skip]
+    let cases: Vec<Case> = vec![
+        ("POST", e(), Some(with(json!({"params": {"lr": "fast"}}))), 400, "invalid_param", Some("lr")),
+        ("POST", e(), Some(with(json!({"params": {"lr": 5.0}}))), 400, "invalid_param", Some("lr")),
+        ("POST", e(), Some(with(json!({"params": {"head_ratio": 1.5}}))), 400, "invalid_param", Some("head_ratio")),
+        ("POST", e(), Some(with(json!({"params": {"ffn_ratio": -0.1}}))), 400, "invalid_param", Some("ffn_ratio")),
+        ("POST", e(), Some(with(json!({"params": {"batch_size": 0}}))), 400, "invalid_param", Some("batch_size")),
+        ("POST", e(), Some(with(json!({"params": {"batch_size": 2.5}}))), 400, "invalid_param", Some("batch_size")),
+        ("POST", e(), Some(with(json!({"params": {"peft_method": "prefix"}}))), 400, "invalid_param", Some("peft_method")),
+        ("POST", e(), Some(with(json!({"params": {"no_such": 1}}))), 400, "invalid_param", Some("no_such")),
+        ("POST", e(), Some(with(json!({"params": {"lr": [1]}}))), 400, "invalid_param", Some("lr")),
+        ("POST", e(), Some(with(json!({"params": "lr=1"}))), 400, "invalid_body", Some("params")),
+        ("POST", e(), Some(with(json!({"task": "sst3"}))), 400, "unknown_task", Some("task")),
+        ("POST", e(), Some(with(json!({"task": 7}))), 400, "invalid_body", Some("task")),
+        ("POST", e(), Some(with(json!({"model": "gpt-7"}))), 400, "unknown_model", Some("model")),
+        ("POST", e(), Some(with(json!({"model": "../models/tiny-bert"}))), 400, "unknown_model", Some("model")),
+        ("POST", e(), Some(json!({"model": "tiny-bert"}).to_string()), 400, "invalid_body", Some("task")),
+        ("POST", e(), Some(with(json!({"preset": "turbo"}))), 400, "invalid_body", Some("preset")),
+        ("POST", e(), Some(with(json!({"colour": "red"}))), 400, "invalid_body", Some("colour")),
+        ("POST", e(), Some(with(json!({"name": ""}))), 400, "invalid_name", Some("name")),
+        ("POST", e(), Some(with(json!({"train_file": "x.tsv"}))), 400, "unexpected_file", Some("train_file")),
+        ("POST", e(), Some(json!({"task": "glue-sst2", "model": "tiny-bert", "train_file": "../../etc/passwd", "dev_file": "glue/train.tsv"}).to_string()), 400, "invalid_path", Some("train_file")),
+        ("POST", e(), Some(json!({"task": "glue-sst2", "model": "tiny-bert", "train_file": "/etc/passwd", "dev_file": "glue/train.tsv"}).to_string()), 400, "invalid_path", Some("train_file")),
+        ("POST", e(), Some(json!({"task": "glue-sst2", "model": "tiny-bert", "train_file": "glue/train.tsv"}).to_string()), 400, "missing_file", Some("dev_file")),
+        ("POST", e(), Some("{\"task\": ".into()), 400, "bad_json", None),
+        ("POST", e(), Some("[1, 2]".into()), 400, "invalid_body", None),
+        ("POST", e(), Some(format!("{{\"task\":\"sst2-rt\",\"model\":\"tiny-bert\",\"name\":\"{huge}\"}}")), 413, "payload_too_large", None),
+        ("GET", "/experiments/abc".into(), None, 400, "invalid_id", None),
+        ("GET", "/experiments/999999".into(), None, 404, "not_found", None),
+        ("DELETE", "/experiments/999999".into(), None, 404, "not_found", None),
+        ("POST", "/experiments/999999/estimation".into(), None, 404, "not_found", None),
+        ("GET", "/jobs/-1x".into(), None, 400, "invalid_id", None),
+        ("GET", "/jobs?status=flying".into(), None, 400, "invalid_query", Some("status")),
+        ("GET", format!("/jobs/{est}/heatmap"), None, 400, "invalid_query", Some("kind")),
+        ("GET", format!("/jobs/{est}/heatmap?kind=tail"), None, 400, "invalid_query", Some("kind")),
+        ("GET", format!("/jobs/{est}/heatmap?kind=head&step=-3"), None, 400, "invalid_step", Some("step")),
+        ("GET", format!("/jobs/{est}/scalars?from=5&to=2"), None, 400, "invalid_range", Some("to")),
+        ("GET", format!("/jobs/{est}/arrays?kind=weights"), None, 400, "invalid_query", Some("kind")),
+        ("GET", format!("/jobs/{est}/arrays?kind=head&format=npy"), None, 400, "invalid_query", Some("format")),
+        ("GET", format!("/jobs/{est}/artifacts/..%2F..%2Flightpeft.sqlite"), None, 404, "not_found", None),
+        ("GET", format!("/jobs/{est}/importance?step=99999"), None, 404, "not_found", None),
+        ("POST", format!("/jobs/{est}/preview"), Some(json!({"head_ratio": 2}).to_string()), 400, "invalid_param", Some("head_ratio")),
+        ("POST", format!("/jobs/{est}/preview"), Some(json!({"head_method": "random"}).to_string()), 400, "invalid_param", Some("head_method")),
+        ("POST", format!("/jobs/{est}/preview"), Some(json!({"speed": 1}).to_string()), 400, "invalid_body", Some("speed")),
+        ("POST", format!("/jobs/{est}/plans"), Some(json!({"rank_ratio": -1}).to_string()), 400, "invalid_param", Some("rank_ratio")),
+        ("POST", format!("/jobs/{est}/cancel"), None, 409, "conflict", None),
+        ("POST", format!("/jobs/{est}/resume"), None, 409, "conflict", None),
+        ("GET", "/jobs/424242/result".into(), None, 404, "not_found", None),
+        ("GET", "/no/such/route".into(), None, 404, "not_found", None),
+    ];
+    assert!(cases.len() >= 45);
+    let db = dir.join("lightpeft.sqlite");
+    let counts_before = row_counts(&db).await;
+    let plans_before: Vec<Plan> = app.ok("GET", &format!("/jobs/{est}/plans"), None).await;
+    for (method, path, body, status, code, field) in &cases {
+        let (got, bytes) = app.call(method, path, body.clone()).await;
+        let text = String::from_utf8_lossy(&bytes);
+        assert_eq!(got.as_u16(), *status, "{method} {path}: {text}");
+        let error: ErrorBody = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| panic!("{method} {path}: not the error shape: {text}"));
+        assert_eq!(error.error.code, *code, "{method} {path}: {text}");
+        assert!(!error.error.message.is_empty());
+        if let Some(field) = field {
+            assert_eq!(
+                error.error.field.as_deref(),
+                Some(*field),
+                "{method} {path}: {text}"
+            );
+        }
+    }
+    assert_eq!(
+        row_counts(&db).await,
+        counts_before,
+        "rejected requests store nothing"
+    );
+    let plans_after: Vec<Plan> = app.ok("GET", &format!("/jobs/{est}/plans"), None).await;
+    assert_eq!(plans_after, plans_before);
+    app.started.shutdown().await;
+}
+
+async fn row_counts(db: &std::path::Path) -> Vec<i64> {
+    use sqlx::ConnectOptions;
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(db)
+        .read_only(true)
+        .connect()
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    for q in [
+        "SELECT COUNT(*) FROM experiments",
+        "SELECT COUNT(*) FROM jobs",
+        "SELECT COUNT(*) FROM step_scalars",
+        "SELECT COUNT(*) FROM plans",
+        "SELECT COUNT(*) FROM results",
+    ] {
+        out.push(sqlx::query_scalar(q).fetch_one(&mut conn).await.unwrap());
+    }
+    out
+}
+
+/// Every byte but ASCII letters and digits as `%XX`, as `encodeURIComponent` and stricter.
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_of_any_printable_characters_work_in_the_header_and_the_query() {
+    let secret = "a+b/c=d%e f…0123456789";
+    let app = App::start(Some(secret)).await;
+    let with_header = |value: &[u8]| {
+        Request::builder()
+            .uri("/api/v1/experiments")
+            .header(header::AUTHORIZATION, value)
+            .body(Body::empty())
+            .unwrap()
+    };
+    let status = |req| async { app.send(req).await.0 };
+    let raw = format!("Bearer {secret}");
+    assert_eq!(
+        status(with_header(raw.as_bytes())).await,
+        StatusCode::OK,
+        "raw header"
+    );
+    let encoded = format!("bearer {}", percent_encode(secret));
+    assert_eq!(
+        status(with_header(encoded.as_bytes())).await,
+        StatusCode::OK,
+        "encoded header"
+    );
+    let wrong = format!("Bearer {}", secret.replace('f', "g"));
+    assert_eq!(
+        status(with_header(wrong.as_bytes())).await,
+        StatusCode::UNAUTHORIZED
+    );
+    let get = |uri: String| Request::builder().uri(uri).body(Body::empty()).unwrap();
+    assert_eq!(
+        status(get("/api/v1/experiments".into())).await,
+        StatusCode::UNAUTHORIZED
+    );
+    // encodeURIComponent's spelling, and the form spelling (`+` for a space).
+    let form: String = form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+    for query in [percent_encode(secret), form] {
+        let (code, body) = app
+            .send(get(format!("/api/v1/health?access_token={query}")))
+            .await;
+        assert_eq!(code, StatusCode::OK, "access_token={query}");
+        let health: Health = serde_json::from_slice(&body).unwrap();
+        assert!(health.auth);
+    }
+    // Undecoded, the query's `+` is a space and `%e ` no escape: not the token.
+    let (code, _) = app
+        .send(get(format!(
+            "/api/v1/health?access_token={}",
+            secret.replace(' ', "%20").replace('…', "%E2%80%A6")
+        )))
+        .await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+    app.started.shutdown().await;
+}
