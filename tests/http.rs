@@ -40,6 +40,7 @@ impl App {
             checkpoint_every: 10,
             database: dir.path().join("lightpeft.sqlite"),
             discard_records: false,
+            device: Default::default(),
         };
         let started = server::start(&config).await.unwrap();
         let router = server::app(started.state.clone());
