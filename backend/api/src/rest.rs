@@ -318,6 +318,80 @@ pub struct Job {
     pub resumable: bool,
 }
 
+impl Job {
+    /// Fills the fields derived from the stored ones (`eta_seconds`, `resumable`), so every
+    /// store implementation answers with the same rules. `has_snapshot`: a resumable snapshot
+    /// of the job is on record.
+    pub fn fill_derived(&mut self, has_snapshot: bool) {
+        // Only a running job has time left; the pace is the store's running mean.
+        self.eta_seconds = match (self.status, self.step_seconds) {
+            (JobStatus::Running, Some(s)) => Some(s * (self.total_steps - self.step).max(0) as f64),
+            _ => None,
+        };
+        // Only estimations write snapshots, and only one stopped early has steps left.
+        self.resumable = self.kind == JobKind::Estimation
+            && has_snapshot
+            && matches!(self.status, JobStatus::Interrupted | JobStatus::Cancelled);
+    }
+}
+
+#[cfg(test)]
+mod job_tests {
+    use super::*;
+
+    fn job(kind: JobKind, status: JobStatus) -> Job {
+        Job {
+            id: 1,
+            experiment_id: 1,
+            kind,
+            plan_id: None,
+            source_job_id: None,
+            status,
+            step: 30,
+            total_steps: 100,
+            loss: None,
+            best_score: None,
+            metric: None,
+            step_seconds: Some(0.5),
+            eta_seconds: Some(-1.0),
+            error: None,
+            created_at: String::new(),
+            started_at: None,
+            finished_at: None,
+            resumable: true,
+        }
+    }
+
+    #[test]
+    fn only_a_running_job_has_an_eta_at_its_pace() {
+        let mut running = job(JobKind::Estimation, JobStatus::Running);
+        running.fill_derived(false);
+        assert_eq!(running.eta_seconds, Some(35.0));
+        let mut queued = job(JobKind::Estimation, JobStatus::Queued);
+        queued.fill_derived(false);
+        assert_eq!(queued.eta_seconds, None);
+        let mut over = job(JobKind::Finetune, JobStatus::Running);
+        over.step = 120;
+        over.fill_derived(false);
+        assert_eq!(over.eta_seconds, Some(0.0));
+    }
+
+    #[test]
+    fn only_a_stopped_estimation_with_a_snapshot_resumes_from_it() {
+        for (kind, status, snapshot, expected) in [
+            (JobKind::Estimation, JobStatus::Interrupted, true, true),
+            (JobKind::Estimation, JobStatus::Cancelled, true, true),
+            (JobKind::Estimation, JobStatus::Interrupted, false, false),
+            (JobKind::Estimation, JobStatus::Failed, true, false),
+            (JobKind::Finetune, JobStatus::Interrupted, true, false),
+        ] {
+            let mut j = job(kind, status);
+            j.fill_derived(snapshot);
+            assert_eq!(j.resumable, expected, "{kind:?} {status:?} {snapshot}");
+        }
+    }
+}
+
 /// `GET /jobs/{id}/scalars`: per-step values, downsampled to at most `max_points` (the last
 /// step always kept).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]

@@ -31,6 +31,9 @@ pub enum Error {
     /// The server could not start or stopped on an error.
     #[error("{0}")]
     Server(String),
+    /// The server's store failed (a job's thread reads and writes through it).
+    #[error(transparent)]
+    Store(#[from] crate::server::StoreError),
 }
 
 impl Error {

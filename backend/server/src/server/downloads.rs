@@ -138,7 +138,7 @@ pub async fn arrays(
             }
         }
         None => {
-            let (modules, _) = state.store.job_modules_and_shape(id).await?;
+            let modules = state.store.job_modules(id).await?;
             let n = modules
                 .and_then(|m| serde_json::from_str::<Vec<String>>(&m).ok())
                 .map_or(1, |m| m.len().max(1));

@@ -165,6 +165,17 @@ where
     None
 }
 
+impl From<super::store::StoreError> for ApiFailure {
+    /// The one place a store failure gets its status: a missing row is the client's 404,
+    /// anything else is the server's 500.
+    fn from(e: super::store::StoreError) -> Self {
+        match e {
+            super::store::StoreError::NotFound { .. } => ApiFailure::not_found(e.to_string()),
+            other => ApiFailure::internal(other.to_string()),
+        }
+    }
+}
+
 impl From<JsonRejection> for ApiFailure {
     fn from(rejection: JsonRejection) -> Self {
         match rejection {

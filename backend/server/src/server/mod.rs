@@ -36,6 +36,7 @@ use utoipa_axum::routes;
 
 pub use auth::Token;
 use http_error::{ApiFailure, PathId};
+pub(crate) use store::StoreError;
 
 /// Largest request body accepted (JSON requests are small).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -75,7 +76,7 @@ pub struct ServeConfig {
 /// What every handler reaches.
 #[derive(Clone)]
 pub struct AppState {
-    store: store::Store,
+    store: Arc<dyn store::Store>,
     runner: runner::Runner,
     events: broadcast::Sender<Event>,
     data_dir: PathBuf,
@@ -317,7 +318,11 @@ impl Started {
 pub async fn start(config: &ServeConfig) -> Result<Started, String> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
-    let store = store::Store::open(&config.database).await?;
+    let store: Arc<dyn store::Store> = Arc::new(
+        store::SqliteStore::open(&config.database)
+            .await
+            .map_err(|e| e.to_string())?,
+    );
     let (events, _) = broadcast::channel(1024);
     let recorder = recorder::Recorder::start(store.clone(), config.max_snapshots);
     let runner = runner::Runner::start(
@@ -332,7 +337,7 @@ pub async fn start(config: &ServeConfig) -> Result<Started, String> {
             device: config.device,
         },
     );
-    let (interrupted, queued) = store.recover().await.map_err(|e| e.error.message)?;
+    let (interrupted, queued) = store.recover().await.map_err(|e| e.to_string())?;
     if !interrupted.is_empty() {
         tracing::warn!(
             ?interrupted,

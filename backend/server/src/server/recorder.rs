@@ -1,15 +1,18 @@
 //! The one writer: training threads hand records to an unbounded channel and never wait; this
-//! task drains it in batches, one transaction per batch, and thins full mask snapshots.
+//! task drains it in batches, writes each job's share of a batch through the store in one
+//! transaction, and thins full mask snapshots. A job whose batch cannot be written is failed:
+//! its later records are dropped and [`Recorder::finish`] hands the error to the runner.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use lightpeft_engine::train::{EvalRecord, StepRecord};
-use sqlx::{QueryBuilder, Sqlite};
 use tokio::sync::{mpsc, oneshot};
 
-use super::store::{Store, f32_bytes, f64_bytes};
+use super::store::{JobRecord, RecordBatch, Store, StoreError, StoreResult};
 
-/// Most records written in one transaction.
+/// Most records taken from the channel at once.
 const BATCH: usize = 256;
 
 /// What the recorder writes.
@@ -37,37 +40,87 @@ pub enum Record {
         /// The step a resumed run takes first.
         next_step: usize,
         /// The job's snapshots folder.
-        root: std::path::PathBuf,
+        root: PathBuf,
     },
-    /// Answers once everything sent before it is committed.
-    Flush(oneshot::Sender<()>),
 }
+
+impl Record {
+    fn job_id(&self) -> i64 {
+        match self {
+            Record::Step { job_id, .. }
+            | Record::Eval { job_id, .. }
+            | Record::Checkpoint { job_id, .. } => *job_id,
+        }
+    }
+}
+
+/// What travels on the channel.
+enum Message {
+    Record(Record),
+    /// Answered once everything sent before it is committed (or refused).
+    Flush(oneshot::Sender<()>),
+    /// Like `Flush`, and the job's retention state is forgotten (a resumed run reloads it).
+    Finish(i64, oneshot::Sender<()>),
+}
+
+/// Jobs whose records could not be written, with the first error of each.
+type Failures = Arc<Mutex<HashMap<i64, StoreError>>>;
 
 /// The sending side, cheap to clone.
 #[derive(Clone)]
 pub struct Recorder {
-    tx: mpsc::UnboundedSender<Record>,
+    tx: mpsc::UnboundedSender<Message>,
+    failures: Failures,
 }
 
 impl Recorder {
     /// Starts the writer task.
-    pub fn start(store: Store, max_snapshots: usize) -> Recorder {
+    pub fn start(store: Arc<dyn Store>, max_snapshots: usize) -> Recorder {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(write_loop(store, rx, max_snapshots.max(4)));
-        Recorder { tx }
+        let failures = Failures::default();
+        let writer = Writer {
+            store,
+            cap: max_snapshots.max(4),
+            retention: HashMap::new(),
+            failures: failures.clone(),
+        };
+        tokio::spawn(writer.run(rx));
+        Recorder { tx, failures }
     }
 
     /// Queues a record; never blocks.
     pub fn send(&self, record: Record) {
         // The writer only stops with the runtime; records sent then are lost with it.
-        let _ = self.tx.send(record);
+        let _ = self.tx.send(Message::Record(record));
     }
 
-    /// Waits until every record sent so far is committed.
+    /// Waits until every record sent so far is committed or refused.
     pub async fn flush(&self) {
         let (done, wait) = oneshot::channel();
-        self.send(Record::Flush(done));
+        let _ = self.tx.send(Message::Flush(done));
         let _ = wait.await;
+    }
+
+    /// Waits until every record of the job sent so far is committed, then answers whether
+    /// all of them were: the first write error of the job, if any. Call it when the job's
+    /// work has ended; the job's failure is cleared, so a later run of it records again.
+    pub async fn finish(&self, job_id: i64) -> StoreResult<()> {
+        let (done, wait) = oneshot::channel();
+        let _ = self.tx.send(Message::Finish(job_id, done));
+        let _ = wait.await;
+        match self.failures.lock().expect("failures").remove(&job_id) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether a batch of the job could not be written (its later records are dropped, so
+    /// its work may as well stop).
+    pub fn has_failed(&self, job_id: i64) -> bool {
+        self.failures
+            .lock()
+            .expect("failures")
+            .contains_key(&job_id)
     }
 }
 
@@ -132,80 +185,121 @@ fn gcd(a: i64, b: i64) -> i64 {
     if b == 0 { a } else { gcd(b, a % b) }
 }
 
-async fn write_loop(store: Store, mut rx: mpsc::UnboundedReceiver<Record>, cap: usize) {
-    let mut retention: HashMap<i64, Retention> = HashMap::new();
-    let mut batch = Vec::with_capacity(BATCH);
-    while rx.recv_many(&mut batch, BATCH).await > 0 {
-        let mut flushes = Vec::new();
-        let records: Vec<Record> = batch
-            .drain(..)
-            .filter_map(|r| match r {
-                Record::Flush(done) => {
-                    flushes.push(done);
-                    None
-                }
-                other => Some(other),
-            })
-            .collect();
-        if !records.is_empty()
-            && let Err(e) = write_batch(&store, &records, &mut retention, cap).await
-        {
-            eprintln!("recorder: {e}");
-        }
-        for done in flushes {
-            let _ = done.send(());
-        }
-    }
+/// The task that owns the writes and the retention state.
+struct Writer {
+    store: Arc<dyn Store>,
+    cap: usize,
+    retention: HashMap<i64, Retention>,
+    failures: Failures,
 }
 
-async fn write_batch(
-    store: &Store,
-    records: &[Record],
-    retention: &mut HashMap<i64, Retention>,
-    cap: usize,
-) -> Result<(), sqlx::Error> {
-    let mut tx = store.pool().begin().await?;
-    for record in records {
-        match record {
-            Record::Step { job_id, record } => {
-                write_step(&mut tx, *job_id, record, retention, cap).await?
+impl Writer {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Message>) {
+        let mut taken = Vec::with_capacity(BATCH);
+        while rx.recv_many(&mut taken, BATCH).await > 0 {
+            let mut answers = Vec::new();
+            let mut finished = Vec::new();
+            // Per job, in arrival order.
+            let mut jobs: Vec<(i64, Vec<Record>)> = Vec::new();
+            for message in taken.drain(..) {
+                match message {
+                    Message::Record(record) => {
+                        let id = record.job_id();
+                        match jobs.iter_mut().find(|(j, _)| *j == id) {
+                            Some((_, records)) => records.push(record),
+                            None => jobs.push((id, vec![record])),
+                        }
+                    }
+                    Message::Flush(done) => answers.push(done),
+                    Message::Finish(id, done) => {
+                        finished.push(id);
+                        answers.push(done);
+                    }
+                }
             }
-            Record::Eval { job_id, record } => {
-                sqlx::query(
-                    "INSERT OR REPLACE INTO evals (job_id, step, epoch, metrics, loss, seconds)
-                     VALUES (?, ?, ?, ?, ?, ?)",
-                )
-                .bind(job_id)
-                .bind(record.step as i64)
-                .bind(record.epoch as i64)
-                .bind(serde_json::to_string(&record.metrics).expect("plain data"))
-                .bind(record.loss)
-                .bind(record.seconds)
-                .execute(&mut *tx)
-                .await?;
+            for (job_id, records) in jobs {
+                self.write_job(job_id, records).await;
             }
-            Record::Checkpoint {
-                job_id, next_step, ..
-            } => {
-                sqlx::query("UPDATE jobs SET checkpoint_step = ? WHERE id = ?")
-                    .bind(*next_step as i64)
-                    .bind(job_id)
-                    .execute(&mut *tx)
-                    .await?;
+            for id in finished {
+                self.retention.remove(&id);
             }
-            Record::Flush(_) => {}
+            for done in answers {
+                let _ = done.send(());
+            }
         }
     }
-    tx.commit().await?;
-    for record in records {
-        if let Record::Checkpoint {
-            next_step, root, ..
-        } = record
+
+    /// Writes one job's share of a batch, or, once the job has failed, drops it.
+    async fn write_job(&mut self, job_id: i64, records: Vec<Record>) {
+        if self
+            .failures
+            .lock()
+            .expect("failures")
+            .contains_key(&job_id)
         {
-            prune_snapshots(root, *next_step);
+            return;
+        }
+        match self.try_write(job_id, records).await {
+            Ok(roots) => {
+                for (root, keep) in roots {
+                    prune_snapshots(&root, keep);
+                }
+            }
+            Err(e) => {
+                tracing::error!(job_id, error = %e, "records not written; the job fails");
+                // A later run reloads the retention state from what the store holds.
+                self.retention.remove(&job_id);
+                self.failures
+                    .lock()
+                    .expect("failures")
+                    .entry(job_id)
+                    .or_insert(e);
+            }
         }
     }
-    Ok(())
+
+    /// Returns the snapshot folders to prune once the batch is committed.
+    async fn try_write(
+        &mut self,
+        job_id: i64,
+        records: Vec<Record>,
+    ) -> StoreResult<Vec<(PathBuf, usize)>> {
+        let mut batch = RecordBatch {
+            job_id,
+            ..RecordBatch::default()
+        };
+        let mut roots = Vec::new();
+        let mut pinned: Option<Vec<i64>> = None;
+        for record in records {
+            match record {
+                Record::Step { record, .. } => {
+                    if record.head_masks.is_some() || record.neuron_masks.is_some() {
+                        if !self.retention.contains_key(&job_id) {
+                            let stored = self.store.mask_snapshot_steps(job_id).await?;
+                            self.retention.insert(job_id, Retention::resume(stored));
+                        }
+                        if pinned.is_none() {
+                            pinned = Some(self.store.pinned_snapshot_steps(job_id).await?);
+                        }
+                        let state = self.retention.get_mut(&job_id).expect("inserted above");
+                        let pins = pinned.as_deref().unwrap_or_default();
+                        let gone = state.admit(record.step as i64, self.cap, pins);
+                        batch.drop_snapshots.extend(gone);
+                    }
+                    batch.records.push(JobRecord::Step(record));
+                }
+                Record::Eval { record, .. } => batch.records.push(JobRecord::Eval(record)),
+                Record::Checkpoint {
+                    next_step, root, ..
+                } => {
+                    batch.records.push(JobRecord::Checkpoint { next_step });
+                    roots.push((root, next_step));
+                }
+            }
+        }
+        self.store.write_batch(&batch).await?;
+        Ok(roots)
+    }
 }
 
 /// Deletes every snapshot folder in `root` but `keep`.
@@ -214,144 +308,12 @@ fn prune_snapshots(root: &std::path::Path, keep: usize) {
         return;
     };
     for entry in entries.flatten() {
-        if entry.file_name().to_str() != Some(&keep.to_string()) {
-            let _ = std::fs::remove_dir_all(entry.path());
+        if entry.file_name().to_str() != Some(&keep.to_string())
+            && let Err(e) = std::fs::remove_dir_all(entry.path())
+        {
+            tracing::warn!(path = %entry.path().display(), error = %e, "old snapshot not deleted");
         }
     }
-}
-
-async fn write_step(
-    tx: &mut sqlx::Transaction<'_, Sqlite>,
-    job_id: i64,
-    r: &StepRecord,
-    retention: &mut HashMap<i64, Retention>,
-    cap: usize,
-) -> Result<(), sqlx::Error> {
-    let step = r.step as i64;
-    sqlx::query(
-        "INSERT OR REPLACE INTO step_scalars (job_id, step, epoch, loss, ce_loss, l1_loss, lr, grad_norm, seconds)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(job_id)
-    .bind(step)
-    .bind(r.epoch as i64)
-    .bind(r.loss as f64)
-    .bind(r.ce_loss as f64)
-    .bind(r.l1_loss as f64)
-    .bind(r.lr)
-    .bind(r.grad_norm)
-    .bind(r.seconds)
-    .execute(&mut **tx)
-    .await?;
-    // A running median would need every step; the mean of the newest is close enough for ETA.
-    sqlx::query(
-        "UPDATE jobs SET step = ?, total_steps = ?, loss = ?,
-         step_seconds = CASE WHEN step_seconds IS NULL THEN ? ELSE 0.9 * step_seconds + 0.1 * ? END
-         WHERE id = ?",
-    )
-    .bind(step + 1)
-    .bind(r.total_steps as i64)
-    .bind(r.loss as f64)
-    .bind(r.seconds)
-    .bind(r.seconds)
-    .bind(job_id)
-    .execute(&mut **tx)
-    .await?;
-
-    let families = [("head", &r.head_masks), ("neuron", &r.neuron_masks)];
-    if families.iter().any(|(_, m)| m.is_some()) {
-        let state = match retention.get_mut(&job_id) {
-            Some(s) => s,
-            None => {
-                let steps: Vec<i64> = sqlx::query_scalar(
-                    "SELECT DISTINCT step FROM mask_snapshots WHERE job_id = ? ORDER BY step",
-                )
-                .bind(job_id)
-                .fetch_all(&mut **tx)
-                .await?;
-                retention.entry(job_id).or_insert(Retention::resume(steps))
-            }
-        };
-        let pinned: Vec<i64> =
-            sqlx::query_scalar("SELECT snapshot_step FROM plans WHERE estimation_job_id = ?")
-                .bind(job_id)
-                .fetch_all(&mut **tx)
-                .await?;
-        let delete = state.admit(step, cap, &pinned);
-        for gone in delete {
-            sqlx::query("DELETE FROM mask_snapshots WHERE job_id = ? AND step = ?")
-                .bind(job_id)
-                .bind(gone)
-                .execute(&mut **tx)
-                .await?;
-        }
-        let mut snapshots: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "INSERT OR REPLACE INTO mask_snapshots (job_id, step, kind, layer, vals) ",
-        );
-        let mut summaries: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "INSERT OR REPLACE INTO mask_summaries (job_id, step, kind, layer, q0, q25, q50, q75, q100, mean) ",
-        );
-        let rows: Vec<(&str, usize, &Vec<f32>)> = families
-            .iter()
-            .filter_map(|(kind, m)| m.as_ref().map(|m| (*kind, m)))
-            .flat_map(|(kind, layers)| layers.iter().enumerate().map(move |(l, v)| (kind, l, v)))
-            .collect();
-        snapshots.push_values(&rows, |mut b, (kind, layer, values)| {
-            b.push_bind(job_id)
-                .push_bind(step)
-                .push_bind(*kind)
-                .push_bind(*layer as i64)
-                .push_bind(f32_bytes(values));
-        });
-        snapshots.build().execute(&mut **tx).await?;
-        summaries.push_values(&rows, |mut b, (kind, layer, values)| {
-            let s = summarize(values);
-            b.push_bind(job_id)
-                .push_bind(step)
-                .push_bind(*kind)
-                .push_bind(*layer as i64);
-            for v in s {
-                b.push_bind(v);
-            }
-        });
-        summaries.build().execute(&mut **tx).await?;
-    }
-    if !r.module_importance.is_empty() {
-        let modules: Vec<f64> = r.module_importance.iter().map(|(_, v)| *v).collect();
-        let ranks: Vec<f64> = r
-            .rank_importance
-            .iter()
-            .flat_map(|(_, v)| v.iter().copied())
-            .collect();
-        for (kind, values) in [("module", modules), ("rank", ranks)] {
-            sqlx::query(
-                "INSERT OR REPLACE INTO importances (job_id, step, kind, vals) VALUES (?, ?, ?, ?)",
-            )
-            .bind(job_id)
-            .bind(step)
-            .bind(kind)
-            .bind(f64_bytes(&values))
-            .execute(&mut **tx)
-            .await?;
-        }
-    }
-    Ok(())
-}
-
-/// Minimum, quartiles, maximum and mean.
-pub fn summarize(values: &[f32]) -> [f64; 6] {
-    if values.is_empty() {
-        return [0.0; 6];
-    }
-    let mut sorted: Vec<f64> = values.iter().map(|&v| v as f64).collect();
-    sorted.sort_by(f64::total_cmp);
-    let at = |q: f64| {
-        let pos = q * (sorted.len() - 1) as f64;
-        let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-        sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
-    };
-    let mean = sorted.iter().sum::<f64>() / sorted.len() as f64;
-    [at(0.0), at(0.25), at(0.5), at(0.75), at(1.0), mean]
 }
 
 #[cfg(test)]
@@ -395,11 +357,5 @@ mod tests {
             }
         }
         assert!(stored.contains(&37), "{stored:?}");
-    }
-
-    #[test]
-    fn summaries_are_quantiles() {
-        let s = summarize(&[4.0, 0.0, 2.0, 1.0, 3.0]);
-        assert_eq!(s, [0.0, 1.0, 2.0, 3.0, 4.0, 2.0]);
     }
 }

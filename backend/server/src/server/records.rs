@@ -171,7 +171,7 @@ pub async fn importance(
     ApiQuery(q): ApiQuery<ImportanceQuery>,
 ) -> ApiResult<Json<Importance>> {
     state.store.job(id).await?;
-    let (modules, _) = state.store.job_modules_and_shape(id).await?;
+    let modules = state.store.job_modules(id).await?;
     let modules: Vec<String> = modules
         .and_then(|m| serde_json::from_str(&m).ok())
         .ok_or_else(|| ApiFailure::not_found(format!("job {id} records no importances")))?;

@@ -41,7 +41,7 @@ pub struct JobSettings {
 }
 
 struct Inner {
-    store: Store,
+    store: Arc<dyn Store>,
     recorder: Recorder,
     events: broadcast::Sender<Event>,
     settings: JobSettings,
@@ -61,7 +61,7 @@ enum Ending {
 impl Runner {
     /// A runner with `slots` concurrent jobs; starts its dispatcher.
     pub fn start(
-        store: Store,
+        store: Arc<dyn Store>,
         recorder: Recorder,
         events: broadcast::Sender<Event>,
         slots: usize,
@@ -181,24 +181,21 @@ impl Runner {
     async fn set_status(&self, id: i64, status: JobStatus, error: Option<&str>) {
         match self.inner.store.set_status(id, status, error).await {
             Ok(job) => self.publish(Event::Job { job }),
-            Err(e) => eprintln!(
-                "job {id}: cannot set status {status:?}: {}",
-                e.error.message
-            ),
+            Err(e) => tracing::error!(job_id = id, ?status, error = %e, "cannot set the status"),
         }
     }
 
     async fn run(&self, id: i64, resume: bool, cancel: CancelToken) {
         let store = &self.inner.store;
         let prepared = async {
-            let job = store.job(id).await.map_err(|e| e.error.message)?;
+            let job = store.job(id).await.map_err(|e| e.to_string())?;
             let experiment = store
                 .experiment(job.experiment_id)
                 .await
-                .map_err(|e| e.error.message)?;
+                .map_err(|e| e.to_string())?;
             let plan = match job.plan_id {
                 Some(p) => {
-                    let (plan, engine_json) = store.plan(p).await.map_err(|e| e.error.message)?;
+                    let (plan, engine_json) = store.plan(p).await.map_err(|e| e.to_string())?;
                     let engine: PruningPlan =
                         serde_json::from_str(&engine_json).map_err(|e| format!("plan {p}: {e}"))?;
                     Some((plan.estimation_job_id, plan.preview.settings.epochs, engine))
@@ -216,6 +213,7 @@ impl Runner {
             }
         };
         self.set_status(id, JobStatus::Running, None).await;
+        let stop = cancel.clone();
         let work = Work {
             job,
             experiment,
@@ -236,6 +234,10 @@ impl Runner {
             tokio::select! {
                 joined = &mut task => break joined,
                 _ = ticker.tick() => {
+                    // Records that cannot be written fail the job: no use training on.
+                    if self.inner.recorder.has_failed(id) {
+                        stop.cancel();
+                    }
                     if let Ok(job) = store.job(id).await && job.step != last_step {
                         last_step = job.step;
                         self.publish(Event::Job { job });
@@ -243,14 +245,19 @@ impl Runner {
                 }
             }
         };
-        // Every record of the job is committed before its final status is visible.
-        self.inner.recorder.flush().await;
+        // Every record of the job is committed before its final status is visible, and a job
+        // with records missing never ends `succeeded` (nor cancelled: its steps are lost).
+        if let Err(e) = self.inner.recorder.finish(id).await {
+            let message = format!("the job's records could not be written: {e}");
+            self.set_status(id, JobStatus::Failed, Some(&message)).await;
+            return;
+        }
         match joined {
             Ok(Ok(Ending::Done(result))) => {
                 if let Some(result) = result
                     && let Err(e) = store.insert_result(&result).await
                 {
-                    let message = format!("cannot store the result: {}", e.error.message);
+                    let message = format!("cannot store the result: {e}");
                     self.set_status(id, JobStatus::Failed, Some(&message)).await;
                     return;
                 }
@@ -281,7 +288,7 @@ struct Work {
     plan: Option<(i64, Option<usize>, PruningPlan)>,
     resume: bool,
     settings: JobSettings,
-    store: Store,
+    store: Arc<dyn Store>,
     recorder: Recorder,
     events: broadcast::Sender<Event>,
     cancel: CancelToken,
@@ -359,7 +366,7 @@ impl Work {
         };
         let outcome = pipeline::run(spec, &RunFolder::new(&dir), &mut observer, &self.cancel)?;
         for warning in &outcome.warnings {
-            eprintln!("job {}: {warning}", self.job.id);
+            tracing::warn!(job_id = self.job.id, "{warning}");
         }
         if outcome.cancelled {
             return Ok(Ending::Stopped);
@@ -384,7 +391,7 @@ fn block_on<T>(
     handle: &tokio::runtime::Handle,
     fut: impl std::future::Future<Output = super::store::StoreResult<T>>,
 ) -> Result<T, String> {
-    handle.block_on(fut).map_err(|e| e.error.message)
+    handle.block_on(fut).map_err(|e| e.to_string())
 }
 
 /// The pipeline's reporter for one job: records to the recorder, progress to the stream, the
@@ -395,7 +402,7 @@ struct JobObserver {
     recorder: Recorder,
     events: broadcast::Sender<Event>,
     checkpoint: Option<(PathBuf, usize)>,
-    store: Store,
+    store: Arc<dyn Store>,
     handle: tokio::runtime::Handle,
 }
 
@@ -403,7 +410,6 @@ impl pipeline::Reporter for JobObserver {
     fn on_prepared(&mut self, prepared: &pipeline::Prepared) -> pipeline::Result<()> {
         let modules =
             (prepared.modules.as_ref()).map(|m| serde_json::to_string(m).expect("plain data"));
-        let shape = (prepared.shape).map(|s| serde_json::to_string(s).expect("plain data"));
         let store = &self.store;
         block_on(
             &self.handle,
@@ -412,7 +418,6 @@ impl pipeline::Reporter for JobObserver {
                 prepared.total_steps,
                 prepared.metric,
                 modules.as_deref(),
-                shape.as_deref(),
             ),
         )
         .map_err(pipeline::Error::Caller)?;
@@ -428,10 +433,7 @@ impl pipeline::Reporter for JobObserver {
     }
 
     fn on_checkpoint_failed(&mut self, next_step: usize, error: &pipeline::Error) {
-        eprintln!(
-            "job {}: snapshot of step {next_step} not saved: {error}",
-            self.job_id
-        );
+        tracing::warn!(job_id = self.job_id, next_step, %error, "snapshot not saved");
     }
 }
 
