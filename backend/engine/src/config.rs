@@ -6,31 +6,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// The checkpoint layouts the engine can load.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Architecture {
-    /// BERT: absolute positions from 0, token types, pooler + classifier head.
-    Bert,
-    /// RoBERTa: positions from `pad_token_id + 1`, `RobertaClassificationHead`.
-    Roberta,
-}
+/// The checkpoint layouts live in the planner's crate, whose parameter counts depend on them.
+pub use lightpeft_plan::Architecture;
 
-impl Architecture {
-    /// The prefix Hugging Face puts in front of encoder tensors in task checkpoints.
-    pub fn checkpoint_prefix(self) -> &'static str {
-        match self {
-            Architecture::Bert => "bert.",
-            Architecture::Roberta => "roberta.",
-        }
-    }
-
-    fn from_model_type(model_type: &str) -> Option<Self> {
-        match model_type {
-            "bert" => Some(Architecture::Bert),
-            "roberta" | "xlm-roberta" => Some(Architecture::Roberta),
-            _ => None,
-        }
+/// The architecture a Hugging Face `model_type` names, if the engine can load it.
+fn architecture_of(model_type: &str) -> Option<Architecture> {
+    match model_type {
+        "bert" => Some(Architecture::Bert),
+        "roberta" | "xlm-roberta" => Some(Architecture::Roberta),
+        _ => None,
     }
 }
 
@@ -242,7 +226,7 @@ impl ModelConfig {
 
 fn detect_architecture(raw: &RawConfig) -> std::result::Result<Architecture, String> {
     if let Some(model_type) = raw.model_type.as_deref() {
-        return Architecture::from_model_type(model_type).ok_or_else(|| {
+        return architecture_of(model_type).ok_or_else(|| {
             format!("unknown architecture: model_type `{model_type}` (supported: bert, roberta)")
         });
     }

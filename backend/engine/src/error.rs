@@ -57,6 +57,9 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// The planner refused its inputs (a ratio, a stage-1 record, a shape).
+    #[error(transparent)]
+    Plan(#[from] lightpeft_plan::Error),
     /// A tensor operation failed.
     #[error("{context}: {source}")]
     Tensor {

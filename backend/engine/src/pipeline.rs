@@ -5,7 +5,9 @@ use crate::encoder::ModuleId;
 use crate::error::{Result, invalid};
 use crate::model::Model;
 use crate::peft::PeftModule;
-use crate::plan::{EstimationSummary, LoraShape, ModelShape, PruningPlan, aggregate_importance};
+use crate::plan::{
+    EstimationSummary, LoraShape, ModelShape, PruningPlan, aggregate_importance, shape_from_config,
+};
 use crate::train::{TrainOutcome, mask_values};
 
 /// Final masks and second-half-averaged importances of a stage-1 run (§4.3, §3.7: only the
@@ -64,7 +66,7 @@ pub fn model_shape(model: &Model) -> Result<ModelShape> {
         })
         .unwrap_or(0);
     let lora = (!modules.is_empty()).then_some(LoraShape { rank, modules });
-    ModelShape::from_config(&model.encoder.config, model.num_labels(), lora)
+    shape_from_config(&model.encoder.config, model.num_labels(), lora)
 }
 
 /// Applies `plan` to a stage-1 model: removes heads and neurons physically (slicing the

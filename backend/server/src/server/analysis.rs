@@ -1,7 +1,10 @@
-//! Pure functions behind the read endpoints: downsampling, heatmap binning, the convergence
-//! signal and the step-time estimate of a plan.
+//! Pure functions behind the read endpoints: downsampling, heatmap binning and the bookkeeping
+//! of the convergence signal. Which units a ratio prunes and what a plan saves are the
+//! planner's rules (`lightpeft_engine::plan`); nothing here decides either.
 
-use lightpeft_engine::plan::{ModelShape, PruningPlan};
+use lightpeft_api::Hyperparams;
+use lightpeft_api::rest::MaskKind;
+use lightpeft_engine::plan::{PruningScope, UnitSelection, pruned_units};
 use std::collections::BTreeMap;
 
 /// Indices of at most `max` points spread evenly over `len`, always keeping the last.
@@ -42,48 +45,66 @@ pub fn bin_row(values: &[f32], bins: usize, sorted: bool) -> (Vec<f32>, Vec<i64>
     (means, widths)
 }
 
-/// The units a ratio would prune from `layers` (indices into the flattened values): the
-/// `ratio` fraction with the smallest values, over all layers or within each.
-pub fn pruned_set(layers: &[Vec<f32>], ratio: f64, layerwise: bool) -> Vec<bool> {
-    let mut out = Vec::new();
-    if layerwise {
-        for row in layers {
-            out.extend(lowest(row, ratio));
-        }
-    } else {
-        let flat: Vec<f32> = layers.iter().flatten().copied().collect();
-        out = lowest(&flat, ratio);
-    }
-    out
-}
-
-fn lowest(values: &[f32], ratio: f64) -> Vec<bool> {
-    let n = ((values.len() as f64) * ratio).round() as usize;
-    let mut pruned = vec![false; values.len()];
-    if n == 0 {
-        return pruned;
-    }
-    let mut order: Vec<usize> = (0..values.len()).collect();
-    // Ties go to the lower index: a total order, so selecting the n lowest (linear time)
-    // gives the same set as sorting everything.
-    let n = n.min(values.len());
-    order.select_nth_unstable_by(n - 1, |&a, &b| {
-        values[a].total_cmp(&values[b]).then(a.cmp(&b))
-    });
-    for &i in &order[..n] {
-        pruned[i] = true;
-    }
-    pruned
-}
-
-/// What decides a pruned set: the job, the mask kind, the ratio and whether it applies per
-/// layer.
+/// What decides a pruned set: the job, the mask kind and the planner's selection for that kind
+/// (ratio, scope, keep-one guard), held as bits so the key can be compared exactly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SetKey {
     pub job: i64,
-    pub kind: lightpeft_api::rest::MaskKind,
-    pub ratio_bits: u64,
-    pub layerwise: bool,
+    pub kind: MaskKind,
+    ratio_bits: u64,
+    scope: PruningScope,
+    keep_at_least_one: bool,
+}
+
+impl SetKey {
+    /// The key of `job`'s `kind` masks under `selection`.
+    pub fn new(job: i64, kind: MaskKind, selection: UnitSelection) -> Self {
+        SetKey {
+            job,
+            kind,
+            ratio_bits: selection.ratio.to_bits(),
+            scope: selection.scope,
+            keep_at_least_one: selection.keep_at_least_one,
+        }
+    }
+
+    /// The planner's selection this key stands for.
+    pub fn selection(&self) -> UnitSelection {
+        UnitSelection {
+            ratio: f64::from_bits(self.ratio_bits),
+            scope: self.scope,
+            keep_at_least_one: self.keep_at_least_one,
+        }
+    }
+
+    /// The units the planner would prune from one `[layer][unit]` snapshot under this key.
+    pub fn pruned(&self, masks: &[Vec<f32>]) -> lightpeft_engine::plan::Result<Vec<bool>> {
+        pruned_units(masks, &self.selection())
+    }
+}
+
+/// The keys of the convergence signal of `job`: the experiment's pruning settings (methods,
+/// keep-one guard) with the chart's head and FFN ratios, decided as a plan would decide them.
+pub fn set_keys(job: i64, params: &Hyperparams, head_ratio: f64, ffn_ratio: f64) -> [SetKey; 2] {
+    let request = lightpeft_pipeline::plan_request(params);
+    [
+        SetKey::new(
+            job,
+            MaskKind::Head,
+            UnitSelection {
+                ratio: head_ratio,
+                ..request.head_selection()
+            },
+        ),
+        SetKey::new(
+            job,
+            MaskKind::Neuron,
+            UnitSelection {
+                ratio: ffn_ratio,
+                ..request.ffn_selection()
+            },
+        ),
+    ]
 }
 
 /// Pruned sets per snapshot step, kept between requests so that a live run's convergence
@@ -135,78 +156,21 @@ pub fn set_distance(a: &[bool], b: &[bool]) -> f64 {
     }
 }
 
-/// Multiply-adds of one forward pass per token of the encoder layers, with `heads[l]` heads
-/// and `ffn[l]` neurons per layer, at `seq` tokens. LoRA adds `r·(in+out)` per kept module.
-pub fn layer_flops(
-    shape: &ModelShape,
-    heads: &[usize],
-    ffn: &[usize],
-    seq: usize,
-    lora: usize,
-) -> f64 {
-    let d = shape.hidden_size as f64;
-    let hd = shape.head_dim() as f64;
-    let t = seq as f64;
-    heads
-        .iter()
-        .zip(ffn)
-        .map(|(&h, &f)| {
-            let a = h as f64 * hd;
-            // Q, K, V and the output projection; scores and context; the two FFN matrices.
-            4.0 * d * a + 2.0 * t * a + 2.0 * d * f as f64
-        })
-        .sum::<f64>()
-        + lora as f64
-}
-
-/// Estimated stage-2 step time ÷ the unpruned model's: forward FLOPs of the layers plus the
-/// backward through activations (≈ the forward again, weight gradients being skipped for
-/// frozen matrices), with LoRA's own cost. Embeddings and the head are the same on both sides
-/// and left out, so the ratio slightly favours pruning.
-pub fn step_time_ratio(shape: &ModelShape, plan: &PruningPlan, seq: usize) -> f64 {
-    let full_heads = vec![shape.heads; shape.layers];
-    let full_ffn = vec![shape.intermediate_size; shape.layers];
-    let lora_before: usize = shape
-        .lora
-        .as_ref()
-        .map_or(0, |l| l.modules.len() * l.rank * 2 * shape.hidden_size);
-    let lora_after: usize = plan
-        .peft
-        .modules
-        .iter()
-        .map(|m| m.kept_ranks.len() * (m.in_dim + m.out_dim))
-        .sum();
-    let before = layer_flops(shape, &full_heads, &full_ffn, seq, lora_before * 3);
-    let heads: Vec<usize> = plan.layers.iter().map(|l| l.kept_heads.len()).collect();
-    let ffn: Vec<usize> = plan.layers.iter().map(|l| l.kept_neurons.len()).collect();
-    let after = layer_flops(shape, &heads, &ffn, seq, lora_after * 3);
-    if before == 0.0 { 1.0 } else { after / before }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn selecting_the_lowest_equals_sorting_them_ties_included() {
-        let values: Vec<f32> = (0..500).map(|i| ((i * 37) % 101) as f32 / 10.0).collect();
-        for ratio in [0.0, 0.01, 0.33, 0.5, 0.999, 1.0] {
-            let n = (values.len() as f64 * ratio).round() as usize;
-            let mut order: Vec<usize> = (0..values.len()).collect();
-            order.sort_by(|&a, &b| values[a].total_cmp(&values[b]).then(a.cmp(&b)));
-            let mut want = vec![false; values.len()];
-            order[..n].iter().for_each(|&i| want[i] = true);
-            assert_eq!(lowest(&values, ratio), want, "ratio {ratio}");
-        }
-    }
+    use lightpeft_engine::Architecture;
+    use lightpeft_engine::plan::{EstimationSummary, ModelShape, Planner};
 
     #[test]
     fn the_set_cache_keeps_the_most_recent_keys_and_forgets_deleted_jobs() {
-        let key = |job, ratio: f64| SetKey {
-            job,
-            kind: lightpeft_api::rest::MaskKind::Head,
-            ratio_bits: ratio.to_bits(),
-            layerwise: false,
+        let key = |job, ratio: f64| {
+            let selection = UnitSelection {
+                ratio,
+                scope: PruningScope::Global,
+                keep_at_least_one: false,
+            };
+            SetKey::new(job, MaskKind::Head, selection)
         };
         let mut cache = SetCache::default();
         let sets = |step| BTreeMap::from([(step, vec![true, false])]);
@@ -246,13 +210,142 @@ mod tests {
         assert_eq!(w, vec![1, 1, 1]);
     }
 
+    fn key(scope: PruningScope, ratio: f64) -> SetKey {
+        let selection = UnitSelection {
+            ratio,
+            scope,
+            keep_at_least_one: false,
+        };
+        SetKey::new(1, MaskKind::Head, selection)
+    }
+
     #[test]
     fn pruned_sets_and_their_distance() {
-        let a = pruned_set(&[vec![0.1, 0.9], vec![0.2, 0.8]], 0.5, false);
+        let a = key(PruningScope::Global, 0.5)
+            .pruned(&[vec![0.1, 0.9], vec![0.2, 0.8]])
+            .unwrap();
         assert_eq!(a, vec![true, false, true, false]);
-        let b = pruned_set(&[vec![0.1, 0.9], vec![0.9, 0.2]], 0.5, true);
+        let b = key(PruningScope::Layerwise, 0.5)
+            .pruned(&[vec![0.1, 0.9], vec![0.9, 0.2]])
+            .unwrap();
         assert_eq!(b, vec![true, false, false, true]);
         assert!((set_distance(&a, &b) - (1.0 - 1.0 / 3.0)).abs() < 1e-12);
         assert_eq!(set_distance(&a, &a), 0.0);
+    }
+
+    /// A small deterministic generator for the tables below (SplitMix64's mixer).
+    struct Draw(u64);
+
+    impl Draw {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            (lightpeft_engine::plan::rng::mix(self.0) % n as u64) as usize
+        }
+
+        fn table(&mut self, layers: usize, width: usize, levels: usize) -> Vec<Vec<f32>> {
+            (0..layers)
+                .map(|_| {
+                    (0..width)
+                        .map(|_| self.below(levels) as f32 / 7.0)
+                        .collect()
+                })
+                .collect()
+        }
+    }
+
+    fn shape(layers: usize, heads: usize, ffn: usize) -> ModelShape {
+        ModelShape {
+            architecture: Architecture::Bert,
+            layers,
+            heads,
+            hidden_size: 8 * heads,
+            intermediate_size: ffn,
+            vocab_size: 16,
+            max_position_embeddings: 16,
+            type_vocab_size: 2,
+            num_labels: 2,
+            lora: None,
+        }
+    }
+
+    /// A set as the planner reports it: every unit not in a layer's kept list.
+    fn removed(kept: impl Iterator<Item = Vec<usize>>, width: usize) -> Vec<bool> {
+        kept.flat_map(|kept| (0..width).map(move |i| !kept.contains(&i)))
+            .collect()
+    }
+
+    #[test]
+    fn the_convergence_sets_are_the_planners_removed_units() {
+        let mut draw = Draw(2024);
+        let ratios = [0.0, 0.1, 0.2, 0.25, 1.0 / 3.0, 0.5, 0.75, 0.9, 1.0];
+        let methods = ["layerwise", "global"];
+        for case in 0..400 {
+            let (layers, heads) = (1 + draw.below(6), 1 + draw.below(16));
+            let ffn = 1 + draw.below(64);
+            // Few levels make many ties; many levels make nearly distinct values.
+            let levels = [1, 3, 8, 10_000][case % 4];
+            let estimation = EstimationSummary {
+                head_masks: draw.table(layers, heads, levels),
+                neuron_masks: draw.table(layers, ffn, levels),
+                ..EstimationSummary::default()
+            };
+            let params = Hyperparams {
+                head_method: methods[draw.below(2)].into(),
+                ffn_method: methods[draw.below(2)].into(),
+                keep_at_least_one: draw.below(2) == 1,
+                head_ratio: ratios[draw.below(ratios.len())],
+                ffn_ratio: ratios[draw.below(ratios.len())],
+                ..Hyperparams::default()
+            };
+
+            let planner = Planner::new(shape(layers, heads, ffn), &estimation).unwrap();
+            let plan = planner.plan(&lightpeft_pipeline::plan_request(&params)).unwrap();
+            let [head_key, neuron_key] = set_keys(7, &params, params.head_ratio, params.ffn_ratio);
+            let context = format!(
+                "case {case}: {layers}×{heads} heads, {ffn} neurons, {} {} / {} {}, keep one {}",
+                params.head_ratio,
+                params.head_method,
+                params.ffn_ratio,
+                params.ffn_method,
+                params.keep_at_least_one
+            );
+            assert_eq!(
+                head_key.pruned(&estimation.head_masks).unwrap(),
+                removed(plan.layers.iter().map(|l| l.kept_heads.clone()), heads),
+                "{context}: heads"
+            );
+            assert_eq!(
+                neuron_key.pruned(&estimation.neuron_masks).unwrap(),
+                removed(plan.layers.iter().map(|l| l.kept_neurons.clone()), ffn),
+                "{context}: neurons"
+            );
+        }
+    }
+
+    #[test]
+    fn a_head_ratio_of_a_tenth_prunes_two_of_twelve_heads_per_layer_in_both() {
+        let mut draw = Draw(5);
+        let estimation = EstimationSummary {
+            head_masks: draw.table(6, 12, 10_000),
+            ..EstimationSummary::default()
+        };
+        let params = Hyperparams {
+            head_ratio: 0.1,
+            head_method: "layerwise".into(),
+            ffn_ratio: 0.0,
+            ..Hyperparams::default()
+        };
+        let planner = Planner::new(shape(6, 12, 4), &estimation).unwrap();
+        let plan = planner.plan(&lightpeft_pipeline::plan_request(&params)).unwrap();
+        assert!(
+            plan.layers.iter().all(|l| l.removed_heads == 2),
+            "{:?}",
+            plan.layers
+        );
+        let [head_key, _] = set_keys(1, &params, 0.1, 0.0);
+        let pruned = head_key.pruned(&estimation.head_masks).unwrap();
+        for layer in pruned.chunks(12) {
+            assert_eq!(layer.iter().filter(|&&p| p).count(), 2);
+        }
     }
 }

@@ -7,7 +7,7 @@ use lightpeft_api::query::ConvergenceQuery;
 use lightpeft_api::rest::{Convergence, MaskKind};
 
 use super::AppState;
-use super::analysis::{SetKey, pruned_set, set_distance};
+use super::analysis::{set_distance, set_keys};
 use super::http_error::{ApiFailure, ApiQuery, PathId};
 
 type ApiResult<T> = Result<T, ApiFailure>;
@@ -44,16 +44,7 @@ pub async fn convergence(
         ffn_ratio,
     };
     let steps = state.store.snapshot_steps(id, MaskKind::Head).await?;
-    let key = |kind, ratio: f64, method: &str| SetKey {
-        job: id,
-        kind,
-        ratio_bits: ratio.to_bits(),
-        layerwise: method == "layerwise",
-    };
-    let keys = [
-        key(MaskKind::Head, head_ratio, &params.head_method),
-        key(MaskKind::Neuron, ffn_ratio, &params.ffn_method),
-    ];
+    let keys = set_keys(id, &params, head_ratio, ffn_ratio);
     let mut sets = {
         let mut cache = state.pruned_sets.lock().expect("pruned sets");
         keys.map(|k| cache.take(k))
@@ -64,8 +55,10 @@ pub async fn convergence(
         for &step in &steps {
             if let std::collections::btree_map::Entry::Vacant(slot) = sets.entry(step) {
                 let masks = state.store.snapshot(id, key.kind, step).await?;
-                let ratio = f64::from_bits(key.ratio_bits);
-                slot.insert(pruned_set(&masks, ratio, key.layerwise));
+                let pruned = key.pruned(&masks).map_err(|e| {
+                    ApiFailure::internal(format!("step {step} {} masks: {e}", key.kind.as_str()))
+                })?;
+                slot.insert(pruned);
             }
         }
     }

@@ -15,7 +15,6 @@ use lightpeft_api::rest::{
 use lightpeft_engine::plan::{ParameterCounts, Planner, PruningPlan};
 
 use super::AppState;
-use super::analysis::step_time_ratio;
 use super::experiments::param_failure;
 use super::http_error::{ApiFailure, ApiJson, PathId};
 use super::runner::job_dir;
@@ -128,7 +127,11 @@ async fn compute(
         .planner
         .plan(&lightpeft_pipeline::plan_request(&params))
         .map_err(|e| ApiFailure::unprocessable("unplannable", e.to_string()))?;
-    let ratio = step_time_ratio(cached.planner.shape(), &plan, params.max_len);
+    let ratio = cached
+        .planner
+        .shape()
+        .step_time_ratio(&plan, params.max_len)
+        .map_err(|e| ApiFailure::internal(format!("step-time estimate: {e}")))?;
     let measured = state
         .store
         .job(job_id)

@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """Writes quantile_cases.json: NumPy's 'linear' quantile on random inputs, the table that
-`plan::tests::quantile_matches_numpy_table` checks bit for bit.
+`quantile::tests::quantile_matches_numpy_table` (crate lightpeft-plan) checks bit for bit.
 
 Run it with NumPy 1.25, the version the Light-PEFT reference pins (NumPy 2 computes the
 quantile of a float32 array in float32, a different answer). CI never runs this script:
 the JSON it writes is committed.
 
     python3 -m pip install numpy==1.25.2
-    python3 backend/engine/tests/data/make_quantile_cases.py
+    python3 backend/plan/tests/data/make_quantile_cases.py
 
 Each case holds the input values as IEEE bit patterns in hex (float32: 8 digits, float64:
 16 digits) and, for each q, numpy's tau as a float64 bit pattern plus the number of values
