@@ -8,6 +8,9 @@ pub enum Error {
     /// From the engine (model, data, training).
     #[error(transparent)]
     Engine(#[from] lightpeft_engine::Error),
+    /// From the planner (a plan the estimation cannot give).
+    #[error(transparent)]
+    Plan(#[from] lightpeft_engine::plan::Error),
     /// From the pipeline (data, model, artifacts of a run).
     #[error(transparent)]
     Pipeline(#[from] lightpeft_pipeline::Error),

@@ -295,6 +295,9 @@ mod tests {
                 keep_at_least_one: draw.below(2) == 1,
                 head_ratio: ratios[draw.below(ratios.len())],
                 ffn_ratio: ratios[draw.below(ratios.len())],
+                // The shapes carry no LoRA: no module or rank pruning to plan.
+                module_ratio: 0.0,
+                rank_ratio: 0.0,
                 ..Hyperparams::default()
             };
 
@@ -333,6 +336,8 @@ mod tests {
             head_ratio: 0.1,
             head_method: "layerwise".into(),
             ffn_ratio: 0.0,
+            module_ratio: 0.0,
+            rank_ratio: 0.0,
             ..Hyperparams::default()
         };
         let planner = Planner::new(shape(6, 12, 4), &estimation).unwrap();
