@@ -302,7 +302,9 @@ mod tests {
             };
 
             let planner = Planner::new(shape(layers, heads, ffn), &estimation).unwrap();
-            let plan = planner.plan(&lightpeft_pipeline::plan_request(&params)).unwrap();
+            let plan = planner
+                .plan(&lightpeft_pipeline::plan_request(&params))
+                .unwrap();
             let [head_key, neuron_key] = set_keys(7, &params, params.head_ratio, params.ffn_ratio);
             let context = format!(
                 "case {case}: {layers}×{heads} heads, {ffn} neurons, {} {} / {} {}, keep one {}",
@@ -341,7 +343,9 @@ mod tests {
             ..Hyperparams::default()
         };
         let planner = Planner::new(shape(6, 12, 4), &estimation).unwrap();
-        let plan = planner.plan(&lightpeft_pipeline::plan_request(&params)).unwrap();
+        let plan = planner
+            .plan(&lightpeft_pipeline::plan_request(&params))
+            .unwrap();
         assert!(
             plan.layers.iter().all(|l| l.removed_heads == 2),
             "{:?}",
