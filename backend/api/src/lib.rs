@@ -6,4 +6,7 @@ pub mod params;
 pub mod query;
 pub mod rest;
 
-pub use params::{ALL_TARGETS, Hyperparams, PARAMS, ParamError, ParamKind, ParamSpec, Preset};
+pub use params::{
+    ALL_TARGETS, Choice, Hyperparams, HyperparamsPatch, PARAMS, ParamError, ParamKind, ParamSpec,
+    PeftKind, Preset, PruningScope, RankScope, Targets,
+};

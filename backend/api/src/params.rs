@@ -163,31 +163,6 @@ impl ParamValue for bool {
     }
 }
 
-impl ParamValue for String {
-    fn parse(text: &str, kind: &ParamKind) -> Result<Self, String> {
-        let v = match kind {
-            ParamKind::List => text.split(',').map(str::trim).collect::<Vec<_>>().join(","),
-            _ => text.trim().to_string(),
-        };
-        v.check(kind)?;
-        Ok(v)
-    }
-    fn check(&self, kind: &ParamKind) -> Result<(), String> {
-        match kind {
-            ParamKind::Choice { options } if !options.contains(&self.as_str()) => {
-                Err(format!("`{self}` is not one of {}", options.join(", ")))
-            }
-            ParamKind::List if self.split(',').any(|w| w.trim().is_empty()) => {
-                Err("needs one or more comma-separated, non-empty words".into())
-            }
-            _ => Ok(()),
-        }
-    }
-    fn render(&self) -> String {
-        self.clone()
-    }
-}
-
 impl ParamValue for Option<u64> {
     fn parse(text: &str, kind: &ParamKind) -> Result<Self, String> {
         match text.trim() {
@@ -201,6 +176,194 @@ impl ParamValue for Option<u64> {
     fn render(&self) -> String {
         self.map(|v| v.to_string()).unwrap_or_default()
     }
+}
+
+
+/// A parameter whose value is one word of a fixed set. The words are the serde names, so the
+/// JSON form, the CLI flag, the form's options and the stored value all agree.
+pub trait Choice: Copy + PartialEq + 'static {
+    /// Every value, in the order the form lists them.
+    const ALL: &'static [Self];
+    /// The words of [`Choice::ALL`], in the same order.
+    const NAMES: &'static [&'static str];
+
+    /// The word of this value.
+    fn as_str(self) -> &'static str {
+        let at = Self::ALL
+            .iter()
+            .position(|v| *v == self)
+            .expect("ALL lists every value");
+        Self::NAMES[at]
+    }
+
+    /// The value of `word`, or an error that lists the allowed words.
+    fn from_word(word: &str) -> Result<Self, String> {
+        let word = word.trim();
+        Self::NAMES
+            .iter()
+            .position(|n| *n == word)
+            .map(|at| Self::ALL[at])
+            .ok_or_else(|| format!("`{word}` is not one of {}", Self::NAMES.join(", ")))
+    }
+}
+
+impl<T: Choice> ParamValue for T {
+    fn parse(text: &str, _: &ParamKind) -> Result<Self, String> {
+        T::from_word(text)
+    }
+    fn check(&self, _: &ParamKind) -> Result<(), String> {
+        Ok(())
+    }
+    fn render(&self) -> String {
+        self.as_str().to_string()
+    }
+}
+
+/// Defines a [`Choice`] enum whose serde names are the given words.
+macro_rules! choice {
+    ($(#[doc = $doc:literal])* $name:ident { $( $(#[doc = $vdoc:literal])* $variant:ident = $word:literal, )+ }) => {
+        $(#[doc = $doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+        pub enum $name {
+            $( $(#[doc = $vdoc])* #[serde(rename = $word)] $variant, )+
+        }
+
+        impl Choice for $name {
+            const ALL: &'static [Self] = &[$($name::$variant),+];
+            const NAMES: &'static [&'static str] = &[$($word),+];
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                <$name as Choice>::from_word(s)
+            }
+        }
+    };
+}
+
+choice! {
+    /// Which PEFT module stage 1, stage 2 and the baseline train.
+    PeftKind {
+        /// Low-rank adapters added to the targeted linear layers.
+        Lora = "lora",
+        /// Bottleneck adapters after the targeted linear layers.
+        Adapter = "adapter",
+    }
+}
+
+/// The planner's scopes are choices too: one enum, defined beside the rules that use it, with
+/// the same serde words as the API.
+macro_rules! planner_choice {
+    ($name:ident { $( $variant:ident = $word:literal, )+ }) => {
+        impl Choice for $name {
+            const ALL: &'static [Self] = &[$($name::$variant),+];
+            const NAMES: &'static [&'static str] = &[$($word),+];
+        }
+    };
+}
+
+pub use lightpeft_plan::{PruningScope, RankScope};
+
+planner_choice!(PruningScope {
+    Layerwise = "layerwise",
+    Global = "global",
+});
+
+planner_choice!(RankScope {
+    Global = "global",
+    PerModule = "per_module",
+});
+
+/// Where a module sits in an encoder layer, as Hugging Face names it; a target word must be a
+/// dot-separated tail of one of these (`query`, `self.query`, `output.dense`, `dense`, …).
+pub const MODULE_PATHS: [&str; 6] = [
+    "attention.self.query",
+    "attention.self.key",
+    "attention.self.value",
+    "attention.output.dense",
+    "intermediate.dense",
+    "output.dense",
+];
+
+/// The module-name suffixes PEFT wraps, checked against [`MODULE_PATHS`] when parsed, so a
+/// target that matches nothing is refused before any job starts. Written as one
+/// comma-separated string in JSON (the stored form of every experiment so far).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(value_type = String, example = "query,value"))]
+pub struct Targets(Vec<String>);
+
+impl Targets {
+    /// Parses comma-separated suffixes; each must match a module of [`MODULE_PATHS`].
+    pub fn parse(text: &str) -> Result<Targets, String> {
+        let words: Vec<String> = text.split(',').map(|w| w.trim().to_string()).collect();
+        if words.iter().any(String::is_empty) {
+            return Err("needs one or more comma-separated, non-empty words".into());
+        }
+        if let Some(bad) = words.iter().find(|w| !Self::matches_a_module(w)) {
+            return Err(format!(
+                "`{bad}` matches no module (known: query, key, value, attention.output.dense, intermediate.dense, output.dense)"
+            ));
+        }
+        Ok(Targets(words))
+    }
+
+    /// The suffixes, in the order given.
+    pub fn words(&self) -> &[String] {
+        &self.0
+    }
+
+    fn matches_a_module(word: &str) -> bool {
+        MODULE_PATHS
+            .iter()
+            .any(|path| path == &word || path.ends_with(&format!(".{word}")))
+    }
+}
+
+impl std::fmt::Display for Targets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join(","))
+    }
+}
+
+impl Serialize for Targets {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Targets {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Targets::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl ParamValue for Targets {
+    fn parse(text: &str, _: &ParamKind) -> Result<Self, String> {
+        Targets::parse(text)
+    }
+    fn check(&self, _: &ParamKind) -> Result<(), String> {
+        Ok(())
+    }
+    fn render(&self) -> String {
+        self.to_string()
+    }
+}
+
+/// Deserialises a present value, `null` included, as `Some`: a patch's `"random_seed": null`
+/// clears the seed, while a missing key leaves it alone.
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(deserializer).map(Some)
 }
 
 macro_rules! hyperparams {
@@ -219,6 +382,53 @@ macro_rules! hyperparams {
         impl Default for Hyperparams {
             fn default() -> Self {
                 Hyperparams { $( $( $name: $default, )* )* }
+            }
+        }
+
+        /// Some hyper-parameters to change, typed like [`Hyperparams`]; a missing key keeps
+        /// the value it is applied to. Create requests, plan previews and commits, and CLI
+        /// flags all arrive as one of these and go through [`Hyperparams::apply`].
+        #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+        #[serde(default, deny_unknown_fields)]
+        pub struct HyperparamsPatch {
+            $( $(
+                #[doc = $help]
+                #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+                pub $name: Option<$ty>,
+            )* )*
+        }
+
+        impl HyperparamsPatch {
+            /// Sets `name` from its text form (the CLI's and the form's parser).
+            pub fn set(&mut self, name: &str, text: &str) -> Result<(), ParamError> {
+                let spec = spec(name)?;
+                let fail = |message| ParamError { field: name.to_string(), message };
+                match name {
+                    $( $( stringify!($name) => {
+                        self.$name = Some(<$ty as ParamValue>::parse(text, &spec.kind).map_err(fail)?);
+                    } )* )*
+                    _ => unreachable!("spec() knows every name"),
+                }
+                Ok(())
+            }
+
+            /// The names of the parameters this patch sets, in table order.
+            pub fn names(&self) -> Vec<&'static str> {
+                let mut names = Vec::new();
+                $( $( if self.$name.is_some() { names.push(stringify!($name)); } )* )*
+                names
+            }
+
+            /// The values of `params` in the given sections, as a patch.
+            pub fn of_sections(params: &Hyperparams, sections: &[&str]) -> HyperparamsPatch {
+                let mut patch = HyperparamsPatch::default();
+                $( $(
+                    if sections.contains(&$section) {
+                        patch.$name = Some(params.$name.clone());
+                    }
+                )* )*
+                patch
             }
         }
 
@@ -255,6 +465,16 @@ macro_rules! hyperparams {
                 })
             }
 
+            /// `self` with the patch's values on top, if every value is in range; otherwise one
+            /// error per field at fault and `self` unchanged.
+            pub fn apply(&mut self, patch: &HyperparamsPatch) -> Result<(), Vec<ParamError>> {
+                let mut next = self.clone();
+                $( $( if let Some(v) = &patch.$name { next.$name = v.clone(); } )* )*
+                next.validate()?;
+                *self = next;
+                Ok(())
+            }
+
             /// Every value out of range, one error per field (for deserialised input).
             pub fn validate(&self) -> Result<(), Vec<ParamError>> {
                 let mut errors = Vec::new();
@@ -281,6 +501,10 @@ fn spec(name: &str) -> Result<&'static ParamSpec, ParamError> {
 
 const fn int(min: u64, max: u64) -> ParamKind {
     ParamKind::Int { min, max }
+}
+
+const fn choice<T: Choice>() -> ParamKind {
+    ParamKind::Choice { options: T::NAMES }
 }
 
 const fn closed(min: f64, max: f64) -> ParamKind {
@@ -331,9 +555,9 @@ hyperparams! {
     }
     "peft" {
         /// Which PEFT module to train: lora or adapter (bottleneck).
-        peft_method: String = "lora".into(), ParamKind::Choice { options: &["lora", "adapter"] };
+        peft_method: PeftKind = PeftKind::Lora, choice::<PeftKind>();
         /// Comma-separated module-name suffixes to wrap (query, key, value, output.dense, intermediate.dense, attention.output.dense).
-        targets: String = ALL_TARGETS.into(), ParamKind::List;
+        targets: Targets = Targets(ALL_TARGETS.split(',').map(str::to_string).collect()), ParamKind::List;
         /// LoRA rank r.
         lora_r: usize = 8, int(1, 1024);
         /// LoRA alpha; the branch is scaled by alpha / r.
@@ -365,11 +589,11 @@ hyperparams! {
         /// Fraction of the surviving modules' rank dimensions removed.
         rank_ratio: f64 = 0.5, closed(0.0, 1.0);
         /// Rank heads within each layer (reference) or over all layers (lightpeft extension).
-        head_method: String = "layerwise".into(), ParamKind::Choice { options: &["layerwise", "global"] };
+        head_method: PruningScope = PruningScope::Layerwise, choice::<PruningScope>();
         /// Rank FFN neurons over all layers (the scripts) or within each layer.
-        ffn_method: String = "global".into(), ParamKind::Choice { options: &["global", "layerwise"] };
+        ffn_method: PruningScope = PruningScope::Global, choice::<PruningScope>();
         /// Rank rank dimensions over all surviving modules (the scripts) or per module.
-        rank_method: String = "global".into(), ParamKind::Choice { options: &["global", "per_module"] };
+        rank_method: RankScope = RankScope::Global, choice::<RankScope>();
         /// Keep at least one head and one neuron per layer (lightpeft extension; the reference may empty a layer).
         keep_at_least_one: bool = false, ParamKind::Bool;
         /// Random-pruning ablation: prune the same counts at random with this seed (empty = importance-based).
@@ -431,7 +655,7 @@ impl Preset {
         match self {
             Preset::Paper => base,
             Preset::VanillaReference => Hyperparams {
-                targets: "query,value".into(),
+                targets: Targets(vec!["query".into(), "value".into()]),
                 warmup_ratio: 0.06,
                 weight_decay: 0.1,
                 epochs: 5,
@@ -510,5 +734,94 @@ mod tests {
         let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, vec!["lr", "epochs"]);
         assert!(serde_json::from_str::<Hyperparams>(r#"{"lrr": 1}"#).is_err());
+    }
+
+    #[test]
+    fn choices_are_typed_and_serialise_as_their_words() {
+        let json = serde_json::to_value(Hyperparams::default()).unwrap();
+        assert_eq!(json["peft_method"], "lora");
+        assert_eq!(json["rank_method"], "global");
+        assert_eq!(json["targets"], ALL_TARGETS);
+        let p: Hyperparams = serde_json::from_str(
+            r#"{"peft_method": "adapter", "head_method": "global", "rank_method": "per_module", "targets": "query, value"}"#,
+        )
+        .unwrap();
+        assert_eq!(p.peft_method, PeftKind::Adapter);
+        assert_eq!(p.head_method, PruningScope::Global);
+        assert_eq!(p.rank_method, RankScope::PerModule);
+        assert_eq!(p.targets.words(), ["query", "value"]);
+        let bad = serde_json::from_str::<Hyperparams>(r#"{"rank_method": "layerwise"}"#);
+        assert!(bad.is_err());
+        for kind in PeftKind::ALL {
+            assert_eq!(kind.as_str().parse::<PeftKind>(), Ok(*kind));
+        }
+        // The planner's enums keep their own serde words: the choice words must be those.
+        fn words_are_serde_names<T: Choice + Serialize + std::fmt::Debug>() {
+            for value in T::ALL {
+                let json = serde_json::to_value(value).unwrap();
+                assert_eq!(json, value.as_str(), "{json}");
+                assert_eq!(T::from_word(value.as_str()).ok(), Some(*value));
+            }
+        }
+        words_are_serde_names::<PeftKind>();
+        words_are_serde_names::<PruningScope>();
+        words_are_serde_names::<RankScope>();
+        let Some(spec) = PARAMS.iter().find(|s| s.name == "rank_method") else {
+            panic!("rank_method is listed");
+        };
+        assert_eq!(
+            spec.kind,
+            ParamKind::Choice {
+                options: &["global", "per_module"]
+            }
+        );
+    }
+
+    #[test]
+    fn targets_must_match_a_module() {
+        for good in ["query", "self.query", "dense", "output.dense", "attention.output.dense"] {
+            assert!(Targets::parse(good).is_ok(), "{good}");
+        }
+        for bad in ["nothing", "ery", "query,nothing", "", "query,,value"] {
+            assert!(Targets::parse(bad).is_err(), "{bad}");
+        }
+        let mut p = Hyperparams::default();
+        let err = p.set("targets", "nothing").unwrap_err();
+        assert!(err.message.contains("matches no module"), "{}", err.message);
+        assert!(serde_json::from_str::<Hyperparams>(r#"{"targets": "nothing"}"#).is_err());
+    }
+
+    #[test]
+    fn a_patch_applies_atomically_and_keeps_what_it_does_not_name() {
+        let mut p = Hyperparams::default();
+        let patch: HyperparamsPatch =
+            serde_json::from_str(r#"{"head_ratio": 0.5, "ffn_method": "layerwise", "random_seed": 7}"#)
+                .unwrap();
+        assert_eq!(patch.names(), ["head_ratio", "ffn_method", "random_seed"]);
+        p.apply(&patch).unwrap();
+        assert_eq!(p.head_ratio, 0.5);
+        assert_eq!(p.ffn_method, PruningScope::Layerwise);
+        assert_eq!(p.random_seed, Some(7));
+        assert_eq!(p.lr, Hyperparams::default().lr);
+        // null clears an optional value; a missing key leaves it.
+        let clear: HyperparamsPatch = serde_json::from_str(r#"{"random_seed": null}"#).unwrap();
+        p.apply(&clear).unwrap();
+        assert_eq!(p.random_seed, None);
+        // Out-of-range values: every field at fault named, nothing changed.
+        let before = p.clone();
+        let bad: HyperparamsPatch =
+            serde_json::from_str(r#"{"head_ratio": 1.5, "lr": 0, "epochs": 3}"#).unwrap();
+        let errors = p.apply(&bad).unwrap_err();
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["lr", "head_ratio"]);
+        assert_eq!(p, before);
+        // The text parser is the same one Hyperparams::set uses.
+        let mut text = HyperparamsPatch::default();
+        text.set("rank_method", "per_module").unwrap();
+        assert_eq!(text.rank_method, Some(RankScope::PerModule));
+        assert!(text.set("rank_method", "everywhere").is_err());
+        let plan = HyperparamsPatch::of_sections(&p, &["pruning"]);
+        assert!(plan.names().iter().all(|n| PARAMS.iter().any(|s| s.name == *n && s.section == "pruning")));
+        assert_eq!(plan.names().len(), PARAMS.iter().filter(|s| s.section == "pruning").count());
     }
 }

@@ -29,6 +29,26 @@ pub struct ApiError {
     pub field: Option<String>,
 }
 
+/// The kind of value a hyper-parameter takes ([`ParamKind`] without its bounds, which
+/// [`ParamInfo`] carries beside it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ParamType {
+    /// A whole number in `[min, max]`.
+    Int,
+    /// A real number in `[min, max]` (or `(min, max]`).
+    Float,
+    /// true or false.
+    Bool,
+    /// One of `options`.
+    Choice,
+    /// Comma-separated words.
+    List,
+    /// A whole number, or empty for none.
+    OptionalSeed,
+}
+
 /// One hyper-parameter as the form shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
@@ -37,8 +57,8 @@ pub struct ParamInfo {
     pub name: String,
     /// Pipeline part that reads it.
     pub section: String,
-    /// `int`, `float`, `bool`, `choice`, `list` or `optional_seed`.
-    pub kind: String,
+    /// What kind of value it takes, which decides the form's input.
+    pub kind: ParamType,
     /// Lower bound of numbers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min: Option<f64>,
@@ -65,29 +85,33 @@ impl ParamInfo {
             .iter()
             .map(|spec| {
                 let (kind, min, max, min_exclusive, options) = match spec.kind {
-                    ParamKind::Int { min, max } => {
-                        ("int", Some(min as f64), Some(max as f64), false, vec![])
-                    }
+                    ParamKind::Int { min, max } => (
+                        ParamType::Int,
+                        Some(min as f64),
+                        Some(max as f64),
+                        false,
+                        vec![],
+                    ),
                     ParamKind::Float {
                         min,
                         max,
                         min_exclusive,
-                    } => ("float", Some(min), Some(max), min_exclusive, vec![]),
-                    ParamKind::Bool => ("bool", None, None, false, vec![]),
+                    } => (ParamType::Float, Some(min), Some(max), min_exclusive, vec![]),
+                    ParamKind::Bool => (ParamType::Bool, None, None, false, vec![]),
                     ParamKind::Choice { options } => (
-                        "choice",
+                        ParamType::Choice,
                         None,
                         None,
                         false,
                         options.iter().map(|o| o.to_string()).collect(),
                     ),
-                    ParamKind::List => ("list", None, None, false, vec![]),
-                    ParamKind::OptionalSeed => ("optional_seed", None, None, false, vec![]),
+                    ParamKind::List => (ParamType::List, None, None, false, vec![]),
+                    ParamKind::OptionalSeed => (ParamType::OptionalSeed, None, None, false, vec![]),
                 };
                 ParamInfo {
                     name: spec.name.into(),
                     section: spec.section.into(),
-                    kind: kind.into(),
+                    kind,
                     min,
                     max,
                     min_exclusive,
@@ -532,43 +556,12 @@ pub struct Convergence {
     pub ffn_ratio: f64,
 }
 
-/// Ratios and methods of a plan (a subset of the hyper-parameters; missing ones keep the
-/// experiment's values).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
-#[serde(deny_unknown_fields)]
-pub struct PlanSettings {
-    /// Fraction of heads removed.
-    #[serde(default)]
-    pub head_ratio: Option<f64>,
-    /// Fraction of FFN neurons removed.
-    #[serde(default)]
-    pub ffn_ratio: Option<f64>,
-    /// Fraction of PEFT modules removed.
-    #[serde(default)]
-    pub module_ratio: Option<f64>,
-    /// Fraction of rank dimensions removed.
-    #[serde(default)]
-    pub rank_ratio: Option<f64>,
-    /// `layerwise` or `global`.
-    #[serde(default)]
-    pub head_method: Option<String>,
-    /// `global` or `layerwise`.
-    #[serde(default)]
-    pub ffn_method: Option<String>,
-    /// `global` or `per_module`.
-    #[serde(default)]
-    pub rank_method: Option<String>,
-    /// Keep one head and one neuron per layer.
-    #[serde(default)]
-    pub keep_at_least_one: Option<bool>,
-    /// Random ablation seed.
-    #[serde(default)]
-    pub random_seed: Option<u64>,
-    /// Stage-2 epochs (commit only).
-    #[serde(default)]
-    pub epochs: Option<usize>,
-}
+/// Ratios and methods of a plan: a patch of the [`PLAN_SECTIONS`] parameters; missing ones
+/// keep the experiment's values (`epochs` is read at commit only).
+pub type PlanSettings = crate::params::HyperparamsPatch;
+
+/// The sections of the parameter table a plan may change.
+pub const PLAN_SECTIONS: [&str; 2] = ["pruning", "finetune"];
 
 /// What one layer keeps under a plan.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
-use lightpeft_api::Hyperparams;
+use lightpeft_api::{Hyperparams, PeftKind};
 use lightpeft_engine::data::{Baseline, Dataset};
-use lightpeft_engine::plan::{PlanRequest, PruningScope, RankScope};
+use lightpeft_engine::plan::PlanRequest;
 use lightpeft_engine::train::{EstimationExtras, EvalRecord, Length, Stage, TrainConfig};
 use lightpeft_engine::{AdapterConfig, Device, LoraConfig, Model, ModelOptions, PeftMethod};
 use serde::{Deserialize, Serialize};
@@ -14,9 +14,9 @@ use crate::error::Result;
 
 /// The PEFT modules the parameters ask for.
 pub fn peft_method(params: &Hyperparams) -> PeftMethod {
-    let targets = params.targets.split(',').map(str::to_string).collect();
-    match params.peft_method.as_str() {
-        "adapter" => PeftMethod::Adapter {
+    let targets = params.targets.words().to_vec();
+    match params.peft_method {
+        PeftKind::Adapter => PeftMethod::Adapter {
             config: AdapterConfig {
                 size: params.adapter_size,
                 dropout: params.adapter_dropout as f32,
@@ -24,7 +24,7 @@ pub fn peft_method(params: &Hyperparams) -> PeftMethod {
             },
             targets,
         },
-        _ => PeftMethod::Lora {
+        PeftKind::Lora => PeftMethod::Lora {
             config: LoraConfig {
                 r: params.lora_r,
                 alpha: params.lora_alpha,
@@ -61,21 +61,14 @@ pub fn train_config(params: &Hyperparams, stage: Stage) -> TrainConfig {
 
 /// The planner's request from the pruning parameters.
 pub fn plan_request(params: &Hyperparams) -> PlanRequest {
-    let scope = |s: &str| match s {
-        "global" => PruningScope::Global,
-        _ => PruningScope::Layerwise,
-    };
     PlanRequest {
         head_ratio: params.head_ratio,
         ffn_ratio: params.ffn_ratio,
         module_ratio: params.module_ratio,
         rank_ratio: params.rank_ratio,
-        head_method: scope(&params.head_method),
-        ffn_method: scope(&params.ffn_method),
-        rank_method: match params.rank_method.as_str() {
-            "per_module" => RankScope::PerModule,
-            _ => RankScope::Global,
-        },
+        head_method: params.head_method,
+        ffn_method: params.ffn_method,
+        rank_method: params.rank_method,
         keep_at_least_one: params.keep_at_least_one,
         random: params.random_seed,
     }

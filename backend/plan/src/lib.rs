@@ -94,7 +94,8 @@ pub struct EstimationSummary {
 }
 
 /// How to rank heads or FFN neurons.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum PruningScope {
     /// One threshold per layer: every layer loses the same number (barring ties).
@@ -104,7 +105,8 @@ pub enum PruningScope {
 }
 
 /// How to rank the rank dimensions of the LoRA modules that survive module pruning.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RankScope {
     /// One threshold over all surviving modules (the scripts' `global`): a module can lose all

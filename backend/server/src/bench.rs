@@ -133,7 +133,7 @@ pub fn bench(
         let mut p = params.clone();
         let args = match config.kind {
             Kind::Baseline { targets } => {
-                p.targets = targets.into();
+                p.targets = lightpeft_api::Targets::parse(targets).map_err(Error::Usage)?;
                 let mut a = vec![
                     "baseline".into(),
                     "--run".into(),

@@ -8,7 +8,7 @@ use leptos::{prelude::*, task::spawn_local};
 use leptos_router::hooks::use_navigate;
 use lightpeft_api::{
     Preset,
-    rest::{CreateExperiment, Experiment, Job, ParamInfo, PresetInfo, Schema},
+    rest::{CreateExperiment, Experiment, Job, ParamInfo, ParamType, PresetInfo, Schema},
 };
 
 use crate::{
@@ -355,8 +355,8 @@ fn ParamField(
             .and_then(|p| name.with_value(|n| p.params.get(n).ok()));
         preset_value.is_some_and(|d| d != value())
     };
-    let input = match info.kind.as_str() {
-        "bool" => view! {
+    let input = match info.kind {
+        ParamType::Bool => view! {
             <input
                 id=id.clone()
                 type="checkbox"
@@ -365,7 +365,7 @@ fn ParamField(
             />
         }
         .into_any(),
-        "choice" => view! {
+        ParamType::Choice => view! {
             <select id=id.clone() prop:value=value on:change=move |ev| set(event_target_value(&ev))>
                 {info
                     .options
@@ -383,13 +383,16 @@ fn ParamField(
         }
         .into_any(),
         kind => {
-            let mode = if kind == "int" || kind == "optional_seed" {
-                "numeric"
-            } else {
-                "decimal"
+            let mode = match kind {
+                ParamType::Int | ParamType::OptionalSeed => "numeric",
+                ParamType::List => "text",
+                _ => "decimal",
             };
-            let mode = if kind == "list" { "text" } else { mode };
-            let placeholder = if kind == "optional_seed" { "none" } else { "" };
+            let placeholder = if kind == ParamType::OptionalSeed {
+                "none"
+            } else {
+                ""
+            };
             view! {
                 <input
                     id=id.clone()

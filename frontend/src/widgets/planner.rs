@@ -8,8 +8,8 @@ use leptos::{prelude::*, task::spawn_local};
 use lightpeft_api::{
     Hyperparams,
     rest::{
-        Committed, Experiment, Job, JobStatus, ParamInfo, ParamTotals, Plan, PlanPreview,
-        PlanSettings,
+        Committed, Experiment, Job, JobStatus, ParamInfo, ParamTotals, ParamType, Plan,
+        PlanPreview, PlanSettings,
     },
 };
 
@@ -27,40 +27,25 @@ fn planner_params(all: &[ParamInfo]) -> Vec<ParamInfo> {
         .collect()
 }
 
-/// The request body for `values`, typed by each parameter's kind.
+/// The request body for `values`, parsed by the parameter table's own text parser (the one
+/// the server and the CLI use), so a value the server would refuse is caught here with the
+/// same message.
 fn settings(
     params: &[ParamInfo],
     values: &HashMap<String, String>,
     commit: bool,
 ) -> Result<PlanSettings, String> {
-    let mut body = serde_json::Map::new();
+    let mut patch = PlanSettings::default();
     for p in params {
         if p.name == "epochs" && !commit {
             continue;
         }
-        let Some(text) = values.get(&p.name).map(|t| t.trim()) else {
+        let Some(text) = values.get(&p.name) else {
             continue;
         };
-        let value = match p.kind.as_str() {
-            "float" => serde_json::json!(
-                text.parse::<f64>()
-                    .map_err(|_| format!("{}: `{text}` is not a number", p.name))?
-            ),
-            "int" => serde_json::json!(
-                text.parse::<u64>()
-                    .map_err(|_| format!("{}: `{text}` is not a whole number", p.name))?
-            ),
-            "optional_seed" if text.is_empty() || text == "none" => continue,
-            "optional_seed" => serde_json::json!(
-                text.parse::<u64>()
-                    .map_err(|_| format!("{}: `{text}` is not a whole number", p.name))?
-            ),
-            "bool" => serde_json::json!(text == "true"),
-            _ => serde_json::json!(text),
-        };
-        body.insert(p.name.clone(), value);
+        patch.set(&p.name, text).map_err(|e| e.to_string())?;
     }
-    serde_json::from_value(serde_json::Value::Object(body)).map_err(|e| e.to_string())
+    Ok(patch)
 }
 
 /// Sends previews one at a time; a change made while one is in flight is sent when it returns,
@@ -314,6 +299,7 @@ fn CommittedRow(plan: Plan, viewing: RwSignal<Option<Plan>>) -> impl IntoView {
         ratio(s.module_ratio),
         ratio(s.rank_ratio),
         s.random_seed
+            .flatten()
             .map(|r| format!(" · random (seed {r})"))
             .unwrap_or_default(),
         format::params(plan.preview.parameters_before.total),
@@ -351,15 +337,15 @@ fn PlanField(
     };
     let id = format!("plan-{}", info.name);
     let label = info.name.replace('_', " ");
-    let input = match info.kind.as_str() {
-        "float" => {
+    let input = match info.kind {
+        ParamType::Float => {
             let (min, max) = (info.min.unwrap_or(0.0), info.max.unwrap_or(1.0));
             view! {
                 <input type="range" id=id.clone() min=min max=max step="0.01" prop:value=value disabled=read_only on:input=move |ev| set(event_target_value(&ev)) aria-label=label.clone() />
                 <input type="text" inputmode="decimal" class="num-box" id=format!("{id}-text") prop:value=value disabled=read_only on:change=move |ev| set(event_target_value(&ev)) aria-label=format!("{label} value") />
             }.into_any()
         }
-        "choice" => {
+        ParamType::Choice => {
             let options = info.options.clone();
             view! {
                 <span class="segmented" role="radiogroup" aria-label=label.clone()>
@@ -388,7 +374,7 @@ fn PlanField(
                 </span>
             }.into_any()
         }
-        "bool" => view! {
+        ParamType::Bool => view! {
             <input type="checkbox" id=id.clone() prop:checked=move || value() == "true" disabled=read_only on:change=move |ev| set(event_target_checked(&ev).to_string()) />
         }.into_any(),
         _ => view! {

@@ -278,7 +278,7 @@ mod tests {
     fn the_convergence_sets_are_the_planners_removed_units() {
         let mut draw = Draw(2024);
         let ratios = [0.0, 0.1, 0.2, 0.25, 1.0 / 3.0, 0.5, 0.75, 0.9, 1.0];
-        let methods = ["layerwise", "global"];
+        let methods = [PruningScope::Layerwise, PruningScope::Global];
         for case in 0..400 {
             let (layers, heads) = (1 + draw.below(6), 1 + draw.below(16));
             let ffn = 1 + draw.below(64);
@@ -290,8 +290,8 @@ mod tests {
                 ..EstimationSummary::default()
             };
             let params = Hyperparams {
-                head_method: methods[draw.below(2)].into(),
-                ffn_method: methods[draw.below(2)].into(),
+                head_method: methods[draw.below(2)],
+                ffn_method: methods[draw.below(2)],
                 keep_at_least_one: draw.below(2) == 1,
                 head_ratio: ratios[draw.below(ratios.len())],
                 ffn_ratio: ratios[draw.below(ratios.len())],
@@ -307,7 +307,7 @@ mod tests {
                 .unwrap();
             let [head_key, neuron_key] = set_keys(7, &params, params.head_ratio, params.ffn_ratio);
             let context = format!(
-                "case {case}: {layers}×{heads} heads, {ffn} neurons, {} {} / {} {}, keep one {}",
+                "case {case}: {layers}×{heads} heads, {ffn} neurons, {} {:?} / {} {:?}, keep one {}",
                 params.head_ratio,
                 params.head_method,
                 params.ffn_ratio,
@@ -336,7 +336,7 @@ mod tests {
         };
         let params = Hyperparams {
             head_ratio: 0.1,
-            head_method: "layerwise".into(),
+            head_method: PruningScope::Layerwise,
             ffn_ratio: 0.0,
             module_ratio: 0.0,
             rank_ratio: 0.0,

@@ -7,10 +7,10 @@ use std::time::Instant;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use lightpeft_api::Hyperparams;
+use lightpeft_api::{Hyperparams, PARAMS};
 use lightpeft_api::rest::{
     Committed, Event, JobKind, JobStatus, LayerPlan, ModulePlan, ParamTotals, Plan, PlanPreview,
-    PlanSettings,
+    PLAN_SECTIONS, PlanSettings,
 };
 use lightpeft_engine::plan::{ParameterCounts, Planner, PruningPlan};
 
@@ -67,40 +67,31 @@ async fn planner(state: &AppState, job_id: i64) -> ApiResult<(Arc<CachedPlanner>
     Ok((cached, params))
 }
 
-/// The experiment's values with the request's settings on top, through the one validation
-/// table.
-fn merged(mut params: Hyperparams, s: &PlanSettings) -> ApiResult<(Hyperparams, PlanSettings)> {
-    let mut set = |name: &str, value: Option<String>| -> ApiResult<()> {
-        if let Some(v) = value {
-            params.set(name, &v).map_err(param_failure)?;
-        }
-        Ok(())
-    };
-    set("head_ratio", s.head_ratio.map(|v| v.to_string()))?;
-    set("ffn_ratio", s.ffn_ratio.map(|v| v.to_string()))?;
-    set("module_ratio", s.module_ratio.map(|v| v.to_string()))?;
-    set("rank_ratio", s.rank_ratio.map(|v| v.to_string()))?;
-    set("head_method", s.head_method.clone())?;
-    set("ffn_method", s.ffn_method.clone())?;
-    set("rank_method", s.rank_method.clone())?;
-    set(
-        "keep_at_least_one",
-        s.keep_at_least_one.map(|v| v.to_string()),
-    )?;
-    set("random_seed", s.random_seed.map(|v| v.to_string()))?;
-    set("epochs", s.epochs.map(|v| v.to_string()))?;
-    let settings = PlanSettings {
-        head_ratio: Some(params.head_ratio),
-        ffn_ratio: Some(params.ffn_ratio),
-        module_ratio: Some(params.module_ratio),
-        rank_ratio: Some(params.rank_ratio),
-        head_method: Some(params.head_method.clone()),
-        ffn_method: Some(params.ffn_method.clone()),
-        rank_method: Some(params.rank_method.clone()),
-        keep_at_least_one: Some(params.keep_at_least_one),
-        random_seed: params.random_seed,
-        epochs: Some(params.epochs),
-    };
+/// The experiment's values with the request's settings on top, checked by the one table; the
+/// settings returned are the plan's whole section of it, as applied.
+fn merged(
+    mut params: Hyperparams,
+    patch: &PlanSettings,
+) -> ApiResult<(Hyperparams, PlanSettings)> {
+    let outside = patch.names().into_iter().find(|name| {
+        !PARAMS
+            .iter()
+            .any(|spec| spec.name == *name && PLAN_SECTIONS.contains(&spec.section))
+    });
+    if let Some(name) = outside {
+        return Err(ApiFailure::invalid(
+            "invalid_param",
+            format!(
+                "{name}: a plan sets only the {} parameters; change the experiment for the others",
+                PLAN_SECTIONS.join(" and ")
+            ),
+        )
+        .field(name));
+    }
+    params
+        .apply(patch)
+        .map_err(|errors| param_failure(errors.into_iter().next().expect("a refusal names a field")))?;
+    let settings = PlanSettings::of_sections(&params, &PLAN_SECTIONS);
     Ok((params, settings))
 }
 
