@@ -178,7 +178,6 @@ impl ParamValue for Option<u64> {
     }
 }
 
-
 /// A parameter whose value is one word of a fixed set. The words are the serde names, so the
 /// JSON form, the CLI flag, the form's options and the stored value all agree.
 pub trait Choice: Copy + PartialEq + 'static {
@@ -779,7 +778,13 @@ mod tests {
 
     #[test]
     fn targets_must_match_a_module() {
-        for good in ["query", "self.query", "dense", "output.dense", "attention.output.dense"] {
+        for good in [
+            "query",
+            "self.query",
+            "dense",
+            "output.dense",
+            "attention.output.dense",
+        ] {
             assert!(Targets::parse(good).is_ok(), "{good}");
         }
         for bad in ["nothing", "ery", "query,nothing", "", "query,,value"] {
@@ -794,9 +799,10 @@ mod tests {
     #[test]
     fn a_patch_applies_atomically_and_keeps_what_it_does_not_name() {
         let mut p = Hyperparams::default();
-        let patch: HyperparamsPatch =
-            serde_json::from_str(r#"{"head_ratio": 0.5, "ffn_method": "layerwise", "random_seed": 7}"#)
-                .unwrap();
+        let patch: HyperparamsPatch = serde_json::from_str(
+            r#"{"head_ratio": 0.5, "ffn_method": "layerwise", "random_seed": 7}"#,
+        )
+        .unwrap();
         assert_eq!(patch.names(), ["head_ratio", "ffn_method", "random_seed"]);
         p.apply(&patch).unwrap();
         assert_eq!(p.head_ratio, 0.5);
@@ -821,7 +827,14 @@ mod tests {
         assert_eq!(text.rank_method, Some(RankScope::PerModule));
         assert!(text.set("rank_method", "everywhere").is_err());
         let plan = HyperparamsPatch::of_sections(&p, &["pruning"]);
-        assert!(plan.names().iter().all(|n| PARAMS.iter().any(|s| s.name == *n && s.section == "pruning")));
-        assert_eq!(plan.names().len(), PARAMS.iter().filter(|s| s.section == "pruning").count());
+        assert!(plan.names().iter().all(|n| {
+            PARAMS
+                .iter()
+                .any(|s| s.name == *n && s.section == "pruning")
+        }));
+        assert_eq!(
+            plan.names().len(),
+            PARAMS.iter().filter(|s| s.section == "pruning").count()
+        );
     }
 }

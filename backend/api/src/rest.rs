@@ -96,7 +96,13 @@ impl ParamInfo {
                         min,
                         max,
                         min_exclusive,
-                    } => (ParamType::Float, Some(min), Some(max), min_exclusive, vec![]),
+                    } => (
+                        ParamType::Float,
+                        Some(min),
+                        Some(max),
+                        min_exclusive,
+                        vec![],
+                    ),
                     ParamKind::Bool => (ParamType::Bool, None, None, false, vec![]),
                     ParamKind::Choice { options } => (
                         ParamType::Choice,

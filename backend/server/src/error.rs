@@ -5,15 +5,16 @@ use std::path::PathBuf;
 /// Everything that can stop a command.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// From the engine (model, data, training).
+    /// From the engine (model, data, training). Boxed, like the pipeline's and the store's:
+    /// tensor and database errors are large, and every `Result` here would carry their size.
     #[error(transparent)]
-    Engine(#[from] lightpeft_engine::Error),
+    Engine(Box<lightpeft_engine::Error>),
     /// From the planner (a plan the estimation cannot give).
     #[error(transparent)]
     Plan(#[from] lightpeft_engine::plan::Error),
     /// From the pipeline (data, model, artifacts of a run).
     #[error(transparent)]
-    Pipeline(#[from] lightpeft_pipeline::Error),
+    Pipeline(Box<lightpeft_pipeline::Error>),
     /// From fetching or importing assets.
     #[error(transparent)]
     Assets(#[from] lightpeft_assets::AssetError),
@@ -36,7 +37,25 @@ pub enum Error {
     Server(String),
     /// The server's store failed (a job's thread reads and writes through it).
     #[error(transparent)]
-    Store(#[from] crate::server::StoreError),
+    Store(Box<crate::server::StoreError>),
+}
+
+impl From<lightpeft_engine::Error> for Error {
+    fn from(e: lightpeft_engine::Error) -> Self {
+        Error::Engine(Box::new(e))
+    }
+}
+
+impl From<lightpeft_pipeline::Error> for Error {
+    fn from(e: lightpeft_pipeline::Error) -> Self {
+        Error::Pipeline(Box::new(e))
+    }
+}
+
+impl From<crate::server::StoreError> for Error {
+    fn from(e: crate::server::StoreError) -> Self {
+        Error::Store(Box::new(e))
+    }
 }
 
 impl Error {

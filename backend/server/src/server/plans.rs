@@ -7,11 +7,11 @@ use std::time::Instant;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use lightpeft_api::{Hyperparams, PARAMS};
 use lightpeft_api::rest::{
-    Committed, Event, JobKind, JobStatus, LayerPlan, ModulePlan, ParamTotals, Plan, PlanPreview,
-    PLAN_SECTIONS, PlanSettings,
+    Committed, Event, JobKind, JobStatus, LayerPlan, ModulePlan, PLAN_SECTIONS, ParamTotals, Plan,
+    PlanPreview, PlanSettings,
 };
+use lightpeft_api::{Hyperparams, PARAMS};
 use lightpeft_engine::plan::{ParameterCounts, Planner, PruningPlan};
 
 use super::AppState;
@@ -69,10 +69,7 @@ async fn planner(state: &AppState, job_id: i64) -> ApiResult<(Arc<CachedPlanner>
 
 /// The experiment's values with the request's settings on top, checked by the one table; the
 /// settings returned are the plan's whole section of it, as applied.
-fn merged(
-    mut params: Hyperparams,
-    patch: &PlanSettings,
-) -> ApiResult<(Hyperparams, PlanSettings)> {
+fn merged(mut params: Hyperparams, patch: &PlanSettings) -> ApiResult<(Hyperparams, PlanSettings)> {
     let outside = patch.names().into_iter().find(|name| {
         !PARAMS
             .iter()
@@ -88,9 +85,9 @@ fn merged(
         )
         .field(name));
     }
-    params
-        .apply(patch)
-        .map_err(|errors| param_failure(errors.into_iter().next().expect("a refusal names a field")))?;
+    params.apply(patch).map_err(|errors| {
+        param_failure(errors.into_iter().next().expect("a refusal names a field"))
+    })?;
     let settings = PlanSettings::of_sections(&params, &PLAN_SECTIONS);
     Ok((params, settings))
 }
