@@ -166,11 +166,12 @@ where
 }
 
 impl From<super::store::StoreError> for ApiFailure {
-    /// The one place a store failure gets its status: a missing row is the client's 404,
-    /// anything else is the server's 500.
+    /// The one place a store failure gets its status: a missing row is the client's 404, a
+    /// refused state change its 409, anything else is the server's 500.
     fn from(e: super::store::StoreError) -> Self {
         match e {
             super::store::StoreError::NotFound { .. } => ApiFailure::not_found(e.to_string()),
+            super::store::StoreError::Conflict(message) => ApiFailure::conflict(message),
             other => ApiFailure::internal(other.to_string()),
         }
     }

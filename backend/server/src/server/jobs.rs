@@ -72,22 +72,28 @@ pub async fn resume(
     State(state): State<AppState>,
     PathId(id): PathId,
 ) -> ApiResult<(StatusCode, Json<Job>)> {
-    let job = state.store.job(id).await?;
-    if !matches!(
-        job.status,
-        JobStatus::Interrupted | JobStatus::Cancelled | JobStatus::Failed
-    ) || state.runner.is_running(id)
-    {
+    state.store.job(id).await?;
+    if state.runner.is_running(id) {
         return Err(ApiFailure::conflict(format!(
-            "job {id} is {}; only interrupted, cancelled or failed jobs can be resumed",
-            job.status.as_str()
+            "job {id} is still stopping; resume it once its status is final"
         )));
     }
+    // The one conditional update decides: of concurrent resumes exactly one gets here, the
+    // others are refused with the status it set.
+    let job = state
+        .store
+        .set_status(id, JobStatus::Queued, None)
+        .await
+        .map_err(|e| match e {
+            super::StoreError::Conflict(now) => ApiFailure::conflict(format!(
+                "{now}; only interrupted, cancelled or failed jobs can be resumed"
+            )),
+            other => other.into(),
+        })?;
     let from_snapshot = job.resumable;
     if !from_snapshot {
         state.store.truncate_records(id, 0).await?;
     }
-    let job = state.store.set_status(id, JobStatus::Queued, None).await?;
     // The resumed run records its later steps again: cached sets of those steps go.
     state
         .pruned_sets

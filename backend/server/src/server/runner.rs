@@ -164,11 +164,15 @@ impl Runner {
             };
             let Some((id, resume)) = next else { return };
             let token = CancelToken::new();
-            self.inner
-                .running
-                .lock()
-                .expect("running")
-                .insert(id, token.clone());
+            {
+                let mut running = self.inner.running.lock().expect("running");
+                if running.contains_key(&id) {
+                    // Queued twice: the store lets only one claim win, and the running one
+                    // keeps its cancel token.
+                    continue;
+                }
+                running.insert(id, token.clone());
+            }
             let runner = self.clone();
             tokio::spawn(async move {
                 runner.run(id, resume, token).await;
@@ -178,10 +182,17 @@ impl Runner {
         }
     }
 
-    async fn set_status(&self, id: i64, status: JobStatus, error: Option<&str>) {
+    /// Moves a job on (see `store::leaves_for`); false when the store refused.
+    async fn set_status(&self, id: i64, status: JobStatus, error: Option<&str>) -> bool {
         match self.inner.store.set_status(id, status, error).await {
-            Ok(job) => self.publish(Event::Job { job }),
-            Err(e) => tracing::error!(job_id = id, ?status, error = %e, "cannot set the status"),
+            Ok(job) => {
+                self.publish(Event::Job { job });
+                true
+            }
+            Err(e) => {
+                tracing::error!(job_id = id, ?status, error = %e, "cannot set the status");
+                false
+            }
         }
     }
 
@@ -212,7 +223,11 @@ impl Runner {
                 return;
             }
         };
-        self.set_status(id, JobStatus::Running, None).await;
+        // The claim: only a job still queued starts (one cancelled or deleted meanwhile
+        // does not), and only once.
+        if !self.set_status(id, JobStatus::Running, None).await {
+            return;
+        }
         let stop = cancel.clone();
         let work = Work {
             job,
@@ -272,7 +287,9 @@ impl Runner {
                         .await;
                 }
             }
-            Ok(Err(message)) => self.set_status(id, JobStatus::Failed, Some(&message)).await,
+            Ok(Err(message)) => {
+                self.set_status(id, JobStatus::Failed, Some(&message)).await;
+            }
             Err(join) => {
                 let message = format!("the job's thread panicked: {join}");
                 self.set_status(id, JobStatus::Failed, Some(&message)).await;

@@ -26,6 +26,10 @@ pub enum StoreError {
         /// Its id.
         id: i64,
     },
+    /// The row is not in a state that allows the change (a job already resumed, a job still
+    /// running): the client's 409, with the row's current state in the words.
+    #[error("{0}")]
+    Conflict(String),
     /// The database refused or failed a statement.
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
@@ -62,6 +66,23 @@ impl StoreError {
             what,
             detail: detail.to_string(),
         }
+    }
+}
+
+/// A job's life as one table: the states a job may be in for it to move to `to`. Every status
+/// change is one conditional update naming these, so of two concurrent requests for the same
+/// change exactly one succeeds; the other gets [`StoreError::Conflict`].
+///
+/// queued → running (claimed by a runner) · queued/running → cancelled or failed ·
+/// running → succeeded or interrupted (shutdown) · interrupted/cancelled/failed → queued
+/// (resumed).
+pub fn leaves_for(to: JobStatus) -> &'static [JobStatus] {
+    use JobStatus::*;
+    match to {
+        Queued => &[Interrupted, Cancelled, Failed],
+        Running => &[Queued],
+        Succeeded | Interrupted => &[Running],
+        Failed | Cancelled => &[Queued, Running],
     }
 }
 
@@ -125,7 +146,8 @@ pub trait Store: Send + Sync {
     /// Every experiment, newest first.
     async fn experiments(&self) -> StoreResult<Vec<Experiment>>;
 
-    /// Deletes an experiment and everything of its jobs.
+    /// Deletes an experiment and everything of its jobs; refused ([`StoreError::Conflict`])
+    /// while any of its jobs is queued or running, so no cascade removes a live job's row.
     async fn delete_experiment(&self, id: i64) -> StoreResult<()>;
 
     // ----- jobs -----
@@ -150,6 +172,9 @@ pub trait Store: Send + Sync {
     ) -> StoreResult<Vec<Job>>;
 
     /// Moves a job to `status`, logging the change; sets start/finish times and error text.
+    ///
+    /// Refused with [`StoreError::Conflict`] unless the job is in one of
+    /// [`leaves_for`]`(status)`.
     async fn set_status(&self, id: i64, status: JobStatus, error: Option<&str>)
     -> StoreResult<Job>;
 
@@ -177,7 +202,9 @@ pub trait Store: Send + Sync {
     /// before them, so no step is recorded twice).
     async fn truncate_records(&self, id: i64, step: i64) -> StoreResult<()>;
 
-    /// Deletes a job and its records.
+    /// Deletes a finished job and its records; refused ([`StoreError::Conflict`]) while it,
+    /// or a job that depends on it (a fine-tune of its plans, an evaluation of its model), is
+    /// queued or running.
     async fn delete_job(&self, id: i64) -> StoreResult<()>;
 
     // ----- records -----

@@ -29,6 +29,12 @@ const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 
 /// SQL built only from this file's constants (table names, the time expression), never from
 /// request data, which always goes through binds.
+/// The id the next row of `table` gets: one past the highest ever issued (migration 0003), so
+/// an id is never handed out twice, even after the newest row is deleted.
+fn next_id(table: &'static str) -> String {
+    format!("(SELECT last + 1 FROM id_marks WHERE name = '{table}')")
+}
+
 fn audited(sql: String) -> sqlx::AssertSqlSafe<String> {
     sqlx::AssertSqlSafe(sql)
 }
@@ -78,8 +84,9 @@ impl Store for SqliteStore {
     ) -> StoreResult<Experiment> {
         let params_json = serde_json::to_string(params).expect("plain data");
         let id: i64 = sqlx::query_scalar(audited(format!(
-            "INSERT INTO experiments (name, task, model, preset, params, train_file, dev_file, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, {NOW}) RETURNING id"
+            "INSERT INTO experiments (id, name, task, model, preset, params, train_file, dev_file, created_at)
+             VALUES ({}, ?, ?, ?, ?, ?, ?, ?, {NOW}) RETURNING id",
+            next_id("experiments")
         )))
         .bind(name)
         .bind(task)
@@ -113,11 +120,21 @@ impl Store for SqliteStore {
     }
 
     async fn delete_experiment(&self, id: i64) -> StoreResult<()> {
-        sqlx::query("DELETE FROM experiments WHERE id = ?")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        let deleted = sqlx::query(
+            "DELETE FROM experiments WHERE id = ?1 AND NOT EXISTS (
+               SELECT 1 FROM jobs WHERE experiment_id = ?1 AND status IN ('queued', 'running'))",
+        )
+        .bind(id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if deleted == 1 {
+            return Ok(());
+        }
+        self.experiment(id).await?;
+        Err(StoreError::Conflict(format!(
+            "experiment {id} has queued or running jobs; cancel them first"
+        )))
     }
 
     // ----- jobs -----
@@ -131,8 +148,9 @@ impl Store for SqliteStore {
     ) -> StoreResult<Job> {
         let mut tx = self.pool.begin().await?;
         let id: i64 = sqlx::query_scalar(audited(format!(
-            "INSERT INTO jobs (experiment_id, kind, plan_id, source_job_id, status, created_at)
-             VALUES (?, ?, ?, ?, 'queued', {NOW}) RETURNING id"
+            "INSERT INTO jobs (id, experiment_id, kind, plan_id, source_job_id, status, created_at)
+             VALUES ({}, ?, ?, ?, ?, 'queued', {NOW}) RETURNING id",
+            next_id("jobs")
         )))
         .bind(experiment_id)
         .bind(kind.as_str())
@@ -187,14 +205,29 @@ impl Store for SqliteStore {
             JobStatus::Queued => ", finished_at = NULL, error = NULL".to_string(),
             _ => format!(", finished_at = {NOW}"),
         };
-        sqlx::query(audited(format!(
-            "UPDATE jobs SET status = ?, error = COALESCE(?, error) {times} WHERE id = ?"
+        let leaves = super::leaves_for(status)
+            .iter()
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let changed = sqlx::query(audited(format!(
+            "UPDATE jobs SET status = ?, error = COALESCE(?, error) {times}
+             WHERE id = ? AND status IN ({leaves})"
         )))
         .bind(status.as_str())
         .bind(error)
         .bind(id)
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            drop(tx);
+            let job = self.job(id).await?;
+            return Err(StoreError::Conflict(format!(
+                "job {id} is {}",
+                job.status.as_str()
+            )));
+        }
         sqlx::query(audited(format!(
             "INSERT INTO job_status_log (job_id, status, at) VALUES (?, ?, {NOW})"
         )))
@@ -299,11 +332,41 @@ impl Store for SqliteStore {
     }
 
     async fn delete_job(&self, id: i64) -> StoreResult<()> {
-        sqlx::query("DELETE FROM jobs WHERE id = ?")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        // One statement decides and deletes, so a job cannot be queued or resumed between
+        // the check and the delete.
+        let deleted = sqlx::query(
+            "DELETE FROM jobs WHERE id = ?1
+               AND status NOT IN ('queued', 'running')
+               AND NOT EXISTS (
+                 SELECT 1 FROM jobs d LEFT JOIN plans p ON p.id = d.plan_id
+                  WHERE d.status IN ('queued', 'running')
+                    AND (d.source_job_id = ?1 OR p.estimation_job_id = ?1))",
+        )
+        .bind(id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if deleted == 1 {
+            return Ok(());
+        }
+        let job = self.job(id).await?;
+        if !job.status.is_final() {
+            return Err(StoreError::Conflict(format!(
+                "job {id} is {}; cancel it first",
+                job.status.as_str()
+            )));
+        }
+        let live: Vec<i64> = sqlx::query_scalar(
+            "SELECT d.id FROM jobs d LEFT JOIN plans p ON p.id = d.plan_id
+              WHERE d.status IN ('queued', 'running')
+                AND (d.source_job_id = ?1 OR p.estimation_job_id = ?1) ORDER BY d.id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        Err(StoreError::Conflict(format!(
+            "job {id} is used by queued or running job(s) {live:?}; cancel them first"
+        )))
     }
 
     // ----- records -----
@@ -454,8 +517,9 @@ impl Store for SqliteStore {
         snapshot_step: i64,
     ) -> StoreResult<i64> {
         Ok(sqlx::query_scalar(audited(format!(
-            "INSERT INTO plans (estimation_job_id, settings, preview, plan, snapshot_step, created_at)
-             VALUES (?, ?, ?, ?, ?, {NOW}) RETURNING id"
+            "INSERT INTO plans (id, estimation_job_id, settings, preview, plan, snapshot_step, created_at)
+             VALUES ({}, ?, ?, ?, ?, ?, {NOW}) RETURNING id",
+            next_id("plans")
         )))
         .bind(estimation_job_id)
         .bind(settings)
