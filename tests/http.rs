@@ -41,6 +41,7 @@ impl App {
             database: dir.path().join("lightpeft.sqlite"),
             discard_records: false,
             device: Default::default(),
+            allowed_hosts: Vec::new(),
         };
         let started = server::start(&config).await.unwrap();
         let router = server::app(started.state.clone());
@@ -72,7 +73,13 @@ impl App {
                     .header(header::CONTENT_LENGTH, b.len());
                 Body::from(b)
             }
-            None => Body::empty(),
+            None => {
+                // A bodiless POST still says JSON, as the dashboard's do.
+                if method == "POST" {
+                    builder = builder.header(header::CONTENT_TYPE, "application/json");
+                }
+                Body::empty()
+            }
         };
         self.send(builder.body(body).unwrap()).await
     }
@@ -166,9 +173,11 @@ async fn served(app: &App, method: &str, path: &str) -> bool {
     let concrete = path
         .replace("{id}", "999999")
         .replace("{name}", "model/config.json");
+    // Saying JSON: otherwise the cross-site guard answers every POST, served or not.
     let request = Request::builder()
         .method(method.to_uppercase().as_str())
         .uri(format!("/api/v1{concrete}"))
+        .header(header::CONTENT_TYPE, "application/json")
         .body(Body::empty())
         .unwrap();
     // Only a 404's body is read: an event stream's never ends.
@@ -417,5 +426,81 @@ async fn tokens_of_any_printable_characters_work_in_the_header_and_the_query() {
         )))
         .await;
     assert_eq!(code, StatusCode::UNAUTHORIZED);
+    app.started.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_site_writes_and_foreign_hosts_are_refused() {
+    let app = App::start(None).await;
+    let exp: Experiment = app
+        .ok(
+            "POST",
+            "/experiments",
+            Some(json!({"task": "sst2-rt", "model": "tiny-bert", "preset": "quick_demo"})),
+        )
+        .await;
+    let start = format!("/api/v1/experiments/{}/estimation", exp.id);
+    let db = app.dir.path().join("lightpeft.sqlite");
+    let before = row_counts(&db).await;
+    // What a page in another tab can send without a preflight: a form, text/plain, nothing.
+    for content_type in [
+        Some("application/x-www-form-urlencoded"),
+        Some("multipart/form-data; boundary=x"),
+        Some("text/plain"),
+        None,
+    ] {
+        let mut request = Request::builder()
+            .method("POST")
+            .uri(&start)
+            .header(header::HOST, "127.0.0.1:8080");
+        if let Some(t) = content_type {
+            request = request.header(header::CONTENT_TYPE, t);
+        }
+        let (status, body) = app.send(request.body(Body::from("{}")).unwrap()).await;
+        let text = String::from_utf8_lossy(&body);
+        assert_eq!(
+            status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{content_type:?}: {text}"
+        );
+        let error: ErrorBody = serde_json::from_slice(&body).unwrap();
+        assert_eq!(error.error.code, "unsupported_media_type");
+    }
+    // DNS rebinding: a foreign name resolving to loopback.
+    for (method, host) in [
+        ("GET", "evil.example:8080"),
+        ("POST", "localhost.evil.example"),
+    ] {
+        let request = Request::builder()
+            .method(method)
+            .uri(&start)
+            .header(header::HOST, host)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from("{}"))
+            .unwrap();
+        let (status, body) = app.send(request).await;
+        let text = String::from_utf8_lossy(&body);
+        assert_eq!(status, StatusCode::FORBIDDEN, "{host}: {text}");
+    }
+    assert_eq!(
+        row_counts(&db).await,
+        before,
+        "a refused request changed the database"
+    );
+    // The same request from the dashboard's origin works.
+    let request = Request::builder()
+        .method("POST")
+        .uri(&start)
+        .header(header::HOST, "localhost:8080")
+        .header(header::CONTENT_TYPE, "application/json; charset=utf-8")
+        .body(Body::from("{}"))
+        .unwrap();
+    let (status, body) = app.send(request).await;
+    assert_eq!(
+        status,
+        StatusCode::ACCEPTED,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
     app.started.shutdown().await;
 }

@@ -51,7 +51,12 @@ async fn concurrent_resumes_of_one_cancelled_job_start_it_once() {
             let client = server.client.clone();
             let url = server.url(&format!("/jobs/{id}/resume"));
             tokio::spawn(async move {
-                let r = client.post(url).send().await.unwrap();
+                let r = client
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .send()
+                    .await
+                    .unwrap();
                 let status = r.status().as_u16();
                 (status, r.json::<Value>().await.unwrap())
             })

@@ -170,9 +170,11 @@ pub async fn post<B: Serialize, T: DeserializeOwned>(rest: &str, body: &B) -> Re
     decode(resp).await
 }
 
-/// `POST rest` without a body.
+/// `POST rest` without a body (still saying JSON: the server refuses other POSTs, which a
+/// cross-site form could send).
 pub async fn post_empty<T: DeserializeOwned>(rest: &str) -> Result<T, Failure> {
-    let resp = send(authorised(Request::post(&path(rest))).build()).await?;
+    let request = authorised(Request::post(&path(rest))).header("Content-Type", "application/json");
+    let resp = send(request.build()).await?;
     decode(resp).await
 }
 

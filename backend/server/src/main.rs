@@ -92,6 +92,10 @@ struct ServeArgs {
     /// Where models are loaded and trained: cpu (the only device this build has).
     #[arg(long, default_value = "cpu", value_parser = parse_device)]
     device: DeviceChoice,
+    /// Another host name the API answers to (repeatable): a request's Host must name the
+    /// listening address, `localhost` on loopback, or one of these.
+    #[arg(long = "allow-host", value_name = "NAME")]
+    allowed_hosts: Vec<String>,
 }
 
 #[derive(Args)]
@@ -533,6 +537,7 @@ fn serve(data_dir: &Path, args: ServeArgs) -> error::Result<()> {
         checkpoint_every: args.checkpoint_every as usize,
         discard_records: args.discard_records,
         device: args.device,
+        allowed_hosts: args.allowed_hosts,
         database: args
             .database
             .unwrap_or_else(|| data_dir.join("lightpeft.sqlite")),

@@ -5,6 +5,7 @@ mod auth;
 mod convergence;
 mod downloads;
 mod experiments;
+mod guard;
 mod http_error;
 mod jobs;
 mod plans;
@@ -71,6 +72,9 @@ pub struct ServeConfig {
     pub discard_records: bool,
     /// Where jobs load and train their models.
     pub device: lightpeft_pipeline::DeviceChoice,
+    /// Host names the API answers to besides the listening address (and, on loopback,
+    /// `localhost`); requests naming any other host are refused (DNS rebinding).
+    pub allowed_hosts: Vec<String>,
 }
 
 /// What every handler reaches.
@@ -89,6 +93,8 @@ pub struct AppState {
     closing: tokio::sync::watch::Receiver<bool>,
     /// The built dashboard served under `/`.
     dashboard_dir: PathBuf,
+    /// The names a request's `Host` may give.
+    hosts: guard::HostPolicy,
 }
 
 #[derive(OpenApi)]
@@ -257,6 +263,10 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             auth::require_token,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::refuse_cross_site,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(refuse_oversized))
         .layer(axum::middleware::from_fn(http_error::log_internal))
@@ -358,6 +368,7 @@ pub async fn start(config: &ServeConfig) -> Result<Started, String> {
         planners: Arc::default(),
         pruned_sets: Arc::default(),
         dashboard_dir: config.dashboard_dir.clone(),
+        hosts: guard::HostPolicy::new(config.addr, &config.allowed_hosts),
     };
     Ok(Started { state, close })
 }
