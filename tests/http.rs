@@ -42,6 +42,7 @@ impl App {
             discard_records: false,
             device: Default::default(),
             allowed_hosts: Vec::new(),
+            max_connections: 64,
         };
         let started = server::start(&config).await.unwrap();
         let router = server::app(started.state.clone());

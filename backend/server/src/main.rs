@@ -96,6 +96,9 @@ struct ServeArgs {
     /// listening address, `localhost` on loopback, or one of these.
     #[arg(long = "allow-host", value_name = "NAME")]
     allowed_hosts: Vec<String>,
+    /// Connections served at once; past it a new connection is answered 503 and closed.
+    #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    max_connections: u32,
 }
 
 #[derive(Args)]
@@ -538,6 +541,7 @@ fn serve(data_dir: &Path, args: ServeArgs) -> error::Result<()> {
         discard_records: args.discard_records,
         device: args.device,
         allowed_hosts: args.allowed_hosts,
+        max_connections: args.max_connections as usize,
         database: args
             .database
             .unwrap_or_else(|| data_dir.join("lightpeft.sqlite")),

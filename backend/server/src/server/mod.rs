@@ -8,6 +8,7 @@ mod experiments;
 mod guard;
 mod http_error;
 mod jobs;
+mod listen;
 mod plans;
 mod recorder;
 mod records;
@@ -75,6 +76,8 @@ pub struct ServeConfig {
     /// Host names the API answers to besides the listening address (and, on loopback,
     /// `localhost`); requests naming any other host are refused (DNS rebinding).
     pub allowed_hosts: Vec<String>,
+    /// Connections served at once; past it new ones get a 503.
+    pub max_connections: usize,
 }
 
 /// What every handler reaches.
@@ -390,14 +393,12 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     // Tests and scripts read this line to find a port chosen by the system.
     println!("lightpeft listening on http://{local}");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down: stopping jobs after their current step");
-            started.shutdown().await;
-        })
-        .await
-        .map_err(|e| e.to_string())?;
+    let shutdown = async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: stopping jobs after their current step");
+        started.shutdown().await;
+    };
+    listen::serve(listener, app, config.max_connections, shutdown).await;
     Ok(())
 }
 

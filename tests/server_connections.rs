@@ -1,0 +1,104 @@
+//! Half-sent requests cannot starve the server: a thousand connections that never finish
+//! their headers leave `/health` answering, are closed after the header deadline, and past
+//! `--max-connections` a new connection gets a 503 instead of waiting.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Server, data_dir};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// `host:port` of the server's listening address.
+fn address(server: &Server) -> String {
+    let url = server.url("");
+    let rest = url.strip_prefix("http://").unwrap();
+    rest.split('/').next().unwrap().to_string()
+}
+
+/// A connection that sent the start of a request and stops before the headers end.
+async fn half_open(addr: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        .await
+        .unwrap();
+    stream
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_open_connections_do_not_stop_health_and_are_closed() {
+    let dir = data_dir(false);
+    let server = Server::start(dir.path(), &[], None);
+    let addr = address(&server);
+    let mut held = Vec::new();
+    for _ in 0..1000 {
+        held.push(half_open(&addr).await);
+    }
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let answer = client.get(server.url("/health")).send().await;
+    let answer = answer.expect("/health answers within 1 s beside 1,000 half-open connections");
+    assert_eq!(answer.status(), 200);
+
+    // The header deadline (10 s) closes them: the server ends each stream.
+    let started = Instant::now();
+    let mut first = held.swap_remove(0);
+    let mut buf = [0u8; 256];
+    let read = tokio::time::timeout(Duration::from_secs(30), first.read(&mut buf)).await;
+    let n = read.expect("closed before 30 s").unwrap_or(0);
+    let text = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(
+        n == 0 || text.starts_with("HTTP/1.1 408"),
+        "a half-sent request got {text:?}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(5),
+        "closed too early"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_connection_cap_new_connections_get_503() {
+    let dir = data_dir(false);
+    let server = Server::start(dir.path(), &["--max-connections", "20"], None);
+    let addr = address(&server);
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        held.push(half_open(&addr).await);
+    }
+    // The server has accepted them all once /health cannot get a slot.
+    let mut busy = String::new();
+    for _ in 0..50 {
+        let mut stream = TcpStream::connect(&addr).await.unwrap();
+        stream
+            .write_all(
+                b"GET /api/v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+        busy = String::from_utf8_lossy(&answer).to_string();
+        if busy.starts_with("HTTP/1.1 503") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(busy.starts_with("HTTP/1.1 503"), "{busy:?}");
+    assert!(busy.contains("\"code\":\"busy\""), "{busy:?}");
+    // Freed slots serve again.
+    drop(held);
+    let started = Instant::now();
+    loop {
+        let (status, _) = server.get("/health").await;
+        if status == 200 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "still busy");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
