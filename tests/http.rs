@@ -310,6 +310,8 @@ async fn bad_requests_get_a_4xx_with_the_error_shape_and_change_nothing() {
         ("POST", format!("/jobs/{est}/resume"), None, 409, "conflict", None),
         ("GET", "/jobs/424242/result".into(), None, 404, "not_found", None),
         ("GET", "/no/such/route".into(), None, 404, "not_found", None),
+        ("PUT", "/health".into(), None, 405, "method_not_allowed", None),
+        ("DELETE", "/schema".into(), None, 405, "method_not_allowed", None),
     ];
     assert!(cases.len() >= 45);
     let db = dir.join("lightpeft.sqlite");
@@ -405,9 +407,17 @@ async fn tokens_of_any_printable_characters_work_in_the_header_and_the_query() {
         StatusCode::UNAUTHORIZED
     );
     let get = |uri: String| Request::builder().uri(uri).body(Body::empty()).unwrap();
+    let response = app
+        .router
+        .clone()
+        .oneshot(get("/api/v1/experiments".into()))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(
-        status(get("/api/v1/experiments".into())).await,
-        StatusCode::UNAUTHORIZED
+        response.headers()[header::WWW_AUTHENTICATE],
+        r#"Bearer realm="lightpeft""#,
+        "a 401 names its scheme"
     );
     // encodeURIComponent's spelling, and the form spelling (`+` for a space).
     let form: String = form_urlencoded::byte_serialize(secret.as_bytes()).collect();

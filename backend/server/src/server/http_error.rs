@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use lightpeft_api::rest::{ApiError, ErrorBody};
@@ -100,6 +100,16 @@ static NEXT_REFERENCE: AtomicU64 = AtomicU64::new(1);
 
 impl IntoResponse for ApiFailure {
     fn into_response(self) -> Response {
+        if self.status == StatusCode::UNAUTHORIZED {
+            // RFC 9110: a 401 names the scheme that would succeed.
+            let challenge = [(header::WWW_AUTHENTICATE, r#"Bearer realm="lightpeft""#)];
+            return (
+                self.status,
+                challenge,
+                Json(ErrorBody { error: self.error }),
+            )
+                .into_response();
+        }
         if self.status != StatusCode::INTERNAL_SERVER_ERROR {
             return (self.status, Json(ErrorBody { error: self.error })).into_response();
         }

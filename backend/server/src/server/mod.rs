@@ -188,6 +188,14 @@ async fn job_events(
     )
 }
 
+async fn api_method_not_allowed(method: axum::http::Method) -> ApiFailure {
+    ApiFailure::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("this route does not answer {method}; see /api/v1/openapi.json"),
+    )
+}
+
 async fn api_not_found() -> ApiFailure {
     ApiFailure::not_found("no such API route; see /api/v1/openapi.json")
 }
@@ -262,6 +270,7 @@ pub fn app(state: AppState) -> Router {
     let (api, _) = api_routes().split_for_parts();
     let api = api
         .fallback(api_not_found)
+        .method_not_allowed_fallback(api_method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
