@@ -515,3 +515,49 @@ async fn cross_site_writes_and_foreign_hosts_are_refused() {
     );
     app.started.shutdown().await;
 }
+
+/// Every `$ref` in `value`, in document order.
+fn refs(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map {
+                match (key.as_str(), v) {
+                    ("$ref", Value::String(target)) => out.push(target.clone()),
+                    _ => refs(v, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn the_openapi_document_defines_every_schema_it_references() {
+    let doc = serde_json::to_value(server::openapi()).unwrap();
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    let mut found = Vec::new();
+    refs(&doc, &mut found);
+    assert!(!found.is_empty());
+    let dangling: Vec<&String> = found
+        .iter()
+        .filter(|r| {
+            r.strip_prefix("#/components/schemas/")
+                .is_none_or(|name| !schemas.contains_key(name))
+        })
+        .collect();
+    assert!(dangling.is_empty(), "dangling references: {dangling:?}");
+    // Every route answers errors in the one shape, and documents at least one of them.
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let responses = op["responses"].as_object().unwrap();
+            let has_error = responses
+                .iter()
+                .any(|(code, r)| code.starts_with('4') && r.to_string().contains("ErrorBody"));
+            assert!(
+                has_error,
+                "{method} {path} documents no 4xx answer with the error shape"
+            );
+        }
+    }
+}

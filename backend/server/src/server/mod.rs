@@ -106,7 +106,17 @@ pub struct AppState {
         title = "lightpeft",
         description = "Light-PEFT fine-tuning you can run, watch and steer. Errors are `{\"error\": {code, message, field}}`."
     ),
-    components(schemas(lightpeft_api::rest::ErrorBody, lightpeft_api::rest::Event))
+    // Query parameters reference their enums but do not register them: listed here so that
+    // every `$ref` resolves (tests/http.rs checks).
+    components(schemas(
+        lightpeft_api::rest::ErrorBody,
+        lightpeft_api::rest::Event,
+        lightpeft_api::rest::NeuronOrder,
+        lightpeft_api::rest::MaskKind,
+        lightpeft_api::rest::JobStatus,
+        lightpeft_api::query::ArrayKind,
+        lightpeft_api::query::ArrayFormat
+    ))
 )]
 struct ApiDoc;
 
@@ -261,7 +271,52 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         .into_iter()
         .map(|(path, item)| (path.replace("{*", "{"), item))
         .collect();
+    document_edge_errors(&mut doc);
     doc
+}
+
+/// The answers the layers in front of every handler can give (token, Host, content type,
+/// body size), added to each operation that does not document them itself.
+fn document_edge_errors(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    let error = |why: &str| -> RefOr<utoipa::openapi::Response> {
+        let body = ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name("ErrorBody")))
+            .build();
+        ResponseBuilder::new()
+            .description(why)
+            .content("application/json", body)
+            .build()
+            .into()
+    };
+    for item in doc.paths.paths.values_mut() {
+        let operations = [
+            (item.get.as_mut(), false),
+            (item.post.as_mut(), true),
+            (item.delete.as_mut(), false),
+        ];
+        for (operation, writes) in operations {
+            let Some(operation) = operation else { continue };
+            let answers = &mut operation.responses.responses;
+            let mut add = |code: &str, why: &str| {
+                answers
+                    .entry(code.to_string())
+                    .or_insert_with(|| error(why));
+            };
+            add(
+                "401",
+                "A token is configured and the request lacks it or has another.",
+            );
+            add("403", "The Host header names another server.");
+            if writes {
+                add("413", "The body is larger than the server accepts.");
+                add(
+                    "415",
+                    "The request does not say Content-Type: application/json.",
+                );
+            }
+        }
+    }
 }
 
 /// The whole HTTP surface over `state`: the API under `/api/v1` (token check, body limits,
