@@ -142,3 +142,68 @@ async fn cancel_stops_a_running_job_within_a_step_and_a_queued_one_at_once() {
     );
     assert_eq!(job["resumable"], true);
 }
+
+/// Kills the server while job `id` is past step `kill_at`, restarts it and resumes the job:
+/// it continues from its snapshot and records each of its steps once.
+async fn killed_and_resumed(dir: &std::path::Path, mut server: Server, id: i64, kill_at: i64) {
+    server.wait_steps(id, kill_at, LONG).await;
+    let before = server.ok(&format!("/jobs/{id}/scalars?max_points=0")).await;
+    server.kill();
+
+    let server = Server::start(dir, &["--checkpoint-every", "5"], None);
+    let job = server.ok(&format!("/jobs/{id}")).await;
+    assert_eq!(job["status"], "interrupted", "{job}");
+    assert_eq!(job["resumable"], true, "{job}");
+    let (status, resumed) = server.post(&format!("/jobs/{id}/resume"), json!({})).await;
+    assert_eq!(status, 202, "{resumed}");
+    let done = server.wait_job(id, LONG).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let total = done["total_steps"].as_i64().unwrap();
+    let all = server.ok(&format!("/jobs/{id}/scalars?max_points=0")).await;
+    let steps: Vec<i64> = all["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        (0..total).collect::<Vec<i64>>(),
+        "each step exactly once"
+    );
+    // Continued, not started over: the steps before the kill kept their records.
+    assert_eq!(all["loss"][0], before["loss"][0], "{id}");
+    assert!(
+        server.ok(&format!("/jobs/{id}/result")).await["steps"]
+            .as_i64()
+            .unwrap()
+            == total
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_baseline_and_mid_stage_two_then_resume_from_the_snapshot() {
+    let dir = data_dir(false);
+    let server = Server::start(dir.path(), &["--checkpoint-every", "5"], None);
+    let exp = server
+        .tiny_experiment(json!({"estimation_steps": 20, "epochs": 12, "max_train_examples": 320}))
+        .await;
+    let (_, base) = server
+        .post(&format!("/experiments/{exp}/baseline"), json!({}))
+        .await;
+    let base = base["id"].as_i64().unwrap();
+    killed_and_resumed(dir.path(), server, base, 23).await;
+
+    let server = Server::start(dir.path(), &["--checkpoint-every", "5"], None);
+    let (_, est) = server
+        .post(&format!("/experiments/{exp}/estimation"), json!({}))
+        .await;
+    let est = est["id"].as_i64().unwrap();
+    assert_eq!(server.wait_job(est, LONG).await["status"], "succeeded");
+    let (status, committed) = server
+        .post(&format!("/jobs/{est}/plans"), json!({"head_ratio": 0.5}))
+        .await;
+    assert_eq!(status, 201, "{committed}");
+    let ft = committed["job"]["id"].as_i64().unwrap();
+    killed_and_resumed(dir.path(), server, ft, 23).await;
+}

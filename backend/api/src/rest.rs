@@ -358,8 +358,9 @@ impl Job {
             (JobStatus::Running, Some(s)) => Some(s * (self.total_steps - self.step).max(0) as f64),
             _ => None,
         };
-        // Only estimations write snapshots, and only one stopped early has steps left.
-        self.resumable = self.kind == JobKind::Estimation
+        // Every training job writes snapshots (an evaluation has none), and only one stopped
+        // early has steps left.
+        self.resumable = self.kind != JobKind::Evaluation
             && has_snapshot
             && matches!(self.status, JobStatus::Interrupted | JobStatus::Cancelled);
     }
@@ -407,13 +408,16 @@ mod job_tests {
     }
 
     #[test]
-    fn only_a_stopped_estimation_with_a_snapshot_resumes_from_it() {
+    fn only_a_stopped_training_job_with_a_snapshot_resumes_from_it() {
         for (kind, status, snapshot, expected) in [
             (JobKind::Estimation, JobStatus::Interrupted, true, true),
             (JobKind::Estimation, JobStatus::Cancelled, true, true),
             (JobKind::Estimation, JobStatus::Interrupted, false, false),
             (JobKind::Estimation, JobStatus::Failed, true, false),
-            (JobKind::Finetune, JobStatus::Interrupted, true, false),
+            (JobKind::Finetune, JobStatus::Interrupted, true, true),
+            (JobKind::Baseline, JobStatus::Cancelled, true, true),
+            (JobKind::Baseline, JobStatus::Interrupted, false, false),
+            (JobKind::Evaluation, JobStatus::Interrupted, true, false),
         ] {
             let mut j = job(kind, status);
             j.fill_derived(snapshot);

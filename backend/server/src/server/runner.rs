@@ -90,7 +90,7 @@ impl Runner {
         runner
     }
 
-    /// Queues a job (`resume`: continue an estimation from its snapshot).
+    /// Queues a job (`resume`: continue a training job from its snapshot).
     pub fn enqueue(&self, id: i64, resume: bool) {
         self.inner
             .queue
@@ -350,8 +350,10 @@ impl Work {
                 }
             }
         };
-        let resume = match (self.resume, self.job.kind) {
-            (true, JobKind::Estimation) => {
+        // Every training job (not an evaluation) snapshots and resumes the same way.
+        let trains = self.job.kind != JobKind::Evaluation;
+        let resume = match (self.resume, trains) {
+            (true, true) => {
                 let next = block_on(&self.handle, self.store.checkpoint_step(self.job.id))
                     .map_err(crate::error::Error::Usage)?
                     .ok_or_else(|| usage("the job has no snapshot to resume from"))?;
@@ -367,7 +369,7 @@ impl Work {
             job_id: self.job.id,
             recorder: self.recorder.clone(),
             events: self.events.clone(),
-            checkpoint: (self.job.kind == JobKind::Estimation && every > 0)
+            checkpoint: (trains && every > 0)
                 .then(|| (dir.join(pipeline::store::CHECKPOINTS), every)),
             store: self.store.clone(),
             handle: self.handle.clone(),
