@@ -327,6 +327,8 @@ pub async fn compare(
                 .preview
                 .settings
                 .random_seed
+                // A patch's seed is `Some(None)` when the plan names no seed: importance-based.
+                .flatten()
                 .is_some(),
             None => false,
         };
