@@ -210,7 +210,10 @@ async fn create_estimate_watch_plan_commit_finetune_compare_download() {
     assert_eq!(cmp["baseline"]["job_id"], base);
     let run = &cmp["runs"][0];
     assert_eq!(run["result"]["job_id"], ft);
-    assert_eq!(run["random"], false, "a plan without a seed is Light-PEFT, not random pruning");
+    assert_eq!(
+        run["random"], false,
+        "a plan without a seed is Light-PEFT, not random pruning"
+    );
     assert!(run["encoder_params_ratio"].as_f64().unwrap() < 0.8, "{run}");
     assert!(run["train_speedup"].as_f64().unwrap() > 0.0);
     assert!(run["result"]["best_score"].as_f64().unwrap() > 0.0);
