@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use common::data_dir;
+use common::{data_dir, row_counts};
 use lightpeft::server::{self, ServeConfig, Started, Token};
 use lightpeft_api::rest::{ErrorBody, Experiment, Health, Job, JobStatus, Plan};
 use serde::de::DeserializeOwned;
@@ -341,27 +341,6 @@ async fn bad_requests_get_a_4xx_with_the_error_shape_and_change_nothing() {
     let plans_after: Vec<Plan> = app.ok("GET", &format!("/jobs/{est}/plans"), None).await;
     assert_eq!(plans_after, plans_before);
     app.started.shutdown().await;
-}
-
-async fn row_counts(db: &std::path::Path) -> Vec<i64> {
-    use sqlx::ConnectOptions;
-    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(db)
-        .read_only(true)
-        .connect()
-        .await
-        .unwrap();
-    let mut out = Vec::new();
-    for q in [
-        "SELECT COUNT(*) FROM experiments",
-        "SELECT COUNT(*) FROM jobs",
-        "SELECT COUNT(*) FROM step_scalars",
-        "SELECT COUNT(*) FROM plans",
-        "SELECT COUNT(*) FROM results",
-    ] {
-        out.push(sqlx::query_scalar(q).fetch_one(&mut conn).await.unwrap());
-    }
-    out
 }
 
 /// Every byte but ASCII letters and digits as `%XX`, as `encodeURIComponent` and stricter.

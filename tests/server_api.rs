@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Server, data_dir};
+use common::{Server, data_dir, row_counts};
 use serde_json::{Value, json};
 
 const LONG: Duration = Duration::from_secs(300);
@@ -347,27 +347,6 @@ async fn over_a_socket_an_oversized_body_gets_its_413_and_an_untyped_one_its_415
         counts_before,
         "rejected requests store nothing"
     );
-}
-
-async fn row_counts(db: &std::path::Path) -> Vec<i64> {
-    use sqlx::ConnectOptions;
-    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(db)
-        .read_only(true)
-        .connect()
-        .await
-        .unwrap();
-    let mut out = Vec::new();
-    for q in [
-        "SELECT COUNT(*) FROM experiments",
-        "SELECT COUNT(*) FROM jobs",
-        "SELECT COUNT(*) FROM step_scalars",
-        "SELECT COUNT(*) FROM plans",
-        "SELECT COUNT(*) FROM results",
-    ] {
-        out.push(sqlx::query_scalar(q).fetch_one(&mut conn).await.unwrap());
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,17 +17,6 @@ async fn delete(server: &Server, path: &str) -> (u16, Value) {
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
-/// The steps job `id` recorded, in order.
-async fn recorded_steps(server: &Server, id: i64) -> Vec<i64> {
-    let scalars = server.ok(&format!("/jobs/{id}/scalars?max_points=0")).await;
-    scalars["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s.as_i64().unwrap())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_resumes_of_one_cancelled_job_start_it_once() {
     let dir = data_dir(false);
@@ -85,7 +74,7 @@ async fn concurrent_resumes_of_one_cancelled_job_start_it_once() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(
-        recorded_steps(&server, id).await,
+        server.recorded_steps(id).await,
         (0..total).collect::<Vec<_>>()
     );
     // A finished job cannot be resumed again.

@@ -178,6 +178,17 @@ impl Server {
         }
     }
 
+    /// The steps job `id` recorded, in order.
+    pub async fn recorded_steps(&self, id: i64) -> Vec<i64> {
+        let scalars = self.ok(&format!("/jobs/{id}/scalars?max_points=0")).await;
+        scalars["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_i64().unwrap())
+            .collect()
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -189,6 +200,29 @@ impl Server {
         Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         self.child.wait().unwrap()
     }
+}
+
+/// Rows in the tables a request could add to, read beside the server (read-only), to check
+/// that refused requests stored nothing.
+pub async fn row_counts(db: &Path) -> Vec<i64> {
+    use sqlx::ConnectOptions;
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(db)
+        .read_only(true)
+        .connect()
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    for q in [
+        "SELECT COUNT(*) FROM experiments",
+        "SELECT COUNT(*) FROM jobs",
+        "SELECT COUNT(*) FROM step_scalars",
+        "SELECT COUNT(*) FROM plans",
+        "SELECT COUNT(*) FROM results",
+    ] {
+        out.push(sqlx::query_scalar(q).fetch_one(&mut conn).await.unwrap());
+    }
+    out
 }
 
 impl Drop for Server {
