@@ -43,6 +43,7 @@ impl App {
             device: Default::default(),
             allowed_hosts: Vec::new(),
             max_connections: 64,
+            memory_budget: 8 << 30,
         };
         let started = server::start(&config).await.unwrap();
         let router = server::app(started.state.clone());

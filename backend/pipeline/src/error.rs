@@ -19,6 +19,14 @@ pub enum Error {
     /// The job asks for something impossible (bad task files, an unknown device, no plan).
     #[error("{0}")]
     Usage(String),
+    /// The run's estimated peak memory is over the caller's budget; nothing was trained.
+    #[error("{message}")]
+    OverMemory {
+        /// The hyper-parameter that sets the peak (`batch_size` or `eval_batch_size`).
+        field: &'static str,
+        /// What it needs, the budget and what to lower.
+        message: String,
+    },
     /// The caller's hook refused to let the run go on (e.g. its bookkeeping failed).
     #[error("{0}")]
     Caller(String),

@@ -7,6 +7,7 @@
 pub mod data;
 pub mod device;
 mod error;
+pub mod memory;
 pub mod recipe;
 mod run;
 pub mod store;
@@ -17,6 +18,7 @@ pub use data::{
 };
 pub use device::DeviceChoice;
 pub use error::{Error, Result};
+pub use memory::{check_memory, check_run_memory, machine_memory_budget, memory_inputs};
 pub use recipe::{ParamCounts, plan_request, train_config};
 pub use run::{EstimationFile, ForJob, JobSpec, Loaded, Prepared, Reporter, RunOutcome, Work, run};
 pub use store::{ArtifactStore, Nowhere, RunFolder};

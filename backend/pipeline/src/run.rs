@@ -92,6 +92,9 @@ pub struct JobSpec {
     pub resume: Option<usize>,
     /// The data directory (models, bundled datasets).
     pub data_dir: PathBuf,
+    /// Bytes the run may use at its peak; a run estimated over it is refused before its first
+    /// step with [`Error::OverMemory`]. `None` checks nothing.
+    pub memory_budget: Option<u64>,
 }
 
 /// What a run is about to do, told to the caller before its first step.
@@ -274,6 +277,7 @@ impl Loaded {
                 &device,
             )?,
         };
+        self.check_memory(&model, &splits)?;
         let config = train_config(params, stage);
         let shape = (stage == Stage::Estimation)
             .then(|| model_shape(&model))
@@ -342,6 +346,7 @@ impl Loaded {
             resume_from: None,
         })?;
         let model = load_exported(model_dir, &self.spec.device.device()?)?;
+        self.check_memory(&model, &splits)?;
         let eval = evaluate(&model, &splits.dev, params.eval_batch_size, dataset.metric)?;
         reporter.on_eval(&eval);
         let scored = TrainOutcome {
@@ -353,6 +358,21 @@ impl Loaded {
             rank_importance: Vec::new(),
         };
         self.outcome(&model, &scored, splits.dev.len(), Vec::new())
+    }
+
+    /// Refuses the run when its estimated peak is over the spec's budget.
+    fn check_memory(&self, model: &Model, splits: &crate::data::Splits) -> Result<()> {
+        if let Some(budget) = self.spec.memory_budget {
+            let encoder = &model.encoder;
+            let inputs = crate::memory::memory_inputs(
+                &encoder.config,
+                encoder.parameter_count(),
+                &self.spec.params,
+                splits,
+            );
+            crate::memory::check_memory(&inputs, budget)?;
+        }
+        Ok(())
     }
 
     fn export(

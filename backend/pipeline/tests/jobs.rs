@@ -44,6 +44,7 @@ fn estimation(data: &Path, resume: Option<usize>) -> JobSpec {
         device: DeviceChoice::Cpu,
         resume,
         data_dir: data.to_path_buf(),
+        memory_budget: None,
     }
 }
 

@@ -29,6 +29,7 @@
 mod counts;
 mod error;
 mod layout;
+mod memory;
 mod planner;
 mod quantile;
 mod rank;
@@ -39,6 +40,7 @@ use serde::{Deserialize, Serialize};
 
 pub use error::{Error, Result};
 pub use layout::{Architecture, ModuleId, ModuleKind};
+pub use memory::{MemoryEstimate, MemoryInputs, Peak};
 pub use planner::{Planner, plan};
 pub use quantile::{QuantileValue, aggregate_importance, numpy_quantile};
 pub use rank::{UnitSelection, pruned_units};

@@ -173,6 +173,7 @@ fn start_run(common: &Common, run: NewRun) -> Result<(PathBuf, RunOutcome)> {
         device: common.device,
         resume: None,
         data_dir: common.data_dir.to_path_buf(),
+        memory_budget: lightpeft_pipeline::machine_memory_budget(),
     })?;
     let dataset = loaded.dataset();
     if dataset.skipped.total() > 0 {
@@ -270,6 +271,7 @@ pub fn finetune(
         device: common.device,
         resume: None,
         data_dir: common.data_dir.to_path_buf(),
+        memory_budget: lightpeft_pipeline::machine_memory_budget(),
     })?;
     out.put("params.json", &to_json(&loaded.spec().params))?;
     Ok(run_in(common, &loaded, &out)?.into())
@@ -323,6 +325,7 @@ pub fn eval(
         device: common.device,
         resume: None,
         data_dir: common.data_dir.to_path_buf(),
+        memory_budget: lightpeft_pipeline::machine_memory_budget(),
     };
     let outcome = lightpeft_pipeline::run(spec, &Nowhere, &mut Discard, &CancelToken::new())?;
     outcome

@@ -99,6 +99,11 @@ struct ServeArgs {
     /// Connections served at once; past it a new connection is answered 503 and closed.
     #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     max_connections: u32,
+    /// MiB that running jobs together may use at their peaks (each of `--jobs` gets an equal
+    /// share); a job estimated over its share is refused before it starts. Default: three
+    /// quarters of the machine's memory (or of the cgroup's limit).
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(64..=1 << 30))]
+    memory_budget: Option<u64>,
 }
 
 #[derive(Args)]
@@ -542,6 +547,14 @@ fn serve(data_dir: &Path, args: ServeArgs) -> error::Result<()> {
         device: args.device,
         allowed_hosts: args.allowed_hosts,
         max_connections: args.max_connections as usize,
+        memory_budget: match args.memory_budget {
+            Some(mib) => mib << 20,
+            None => lightpeft_pipeline::machine_memory_budget().ok_or_else(|| {
+                error::Error::Usage(
+                    "cannot read this machine's memory size: give --memory-budget MIB".into(),
+                )
+            })?,
+        },
         database: args
             .database
             .unwrap_or_else(|| data_dir.join("lightpeft.sqlite")),

@@ -134,7 +134,8 @@ pub fn confined(data_dir: &Path, field: &str, relative: &str) -> ApiResult<PathB
 
 /// Creates an experiment after checking the task, the model, the files and every value.
 #[utoipa::path(post, path = "/experiments", request_body = CreateExperiment,
-    responses((status = 201, body = Experiment), (status = 400, body = lightpeft_api::rest::ErrorBody)))]
+    responses((status = 201, body = Experiment), (status = 400, body = lightpeft_api::rest::ErrorBody),
+        (status = 422, description = "the model or data does not load, or the run would not fit the memory budget", body = lightpeft_api::rest::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<CreateExperiment>,
@@ -211,14 +212,30 @@ pub async fn create(
         train_file: files[0].as_ref().map(|f| data_dir.join(f)),
         dev_file: files[1].as_ref().map(|f| data_dir.join(f)),
     };
+    let budget = state.job_memory_budget;
+    let run_params = params.clone();
     let checked = tokio::task::spawn_blocking(move || -> Result<(), ApiFailure> {
         let dir = lightpeft_assets::model_dir(&data_dir, &model);
-        lightpeft_engine::inspect_model_dir(&dir).map_err(|e| {
+        let summary = lightpeft_engine::inspect_model_dir(&dir).map_err(|e| {
             ApiFailure::unprocessable("bad_model", format!("model `{model}` does not load: {e}"))
                 .field("model")
         })?;
-        jobs::load_dataset(&source, &data_dir)
+        let dataset = jobs::load_dataset(&source, &data_dir)
             .map_err(|e| ApiFailure::unprocessable("bad_data", e.to_string()).field("task"))?;
+        // A run too big for the machine would abort the process: refuse it now.
+        jobs::check_run_memory(
+            &dir,
+            summary.encoder_parameters,
+            dataset,
+            &run_params,
+            budget,
+        )
+        .map_err(|e| match e {
+            jobs::Error::OverMemory { field, message } => {
+                ApiFailure::unprocessable("over_memory_budget", message).field(field)
+            }
+            e => ApiFailure::unprocessable("bad_data", e.to_string()).field("task"),
+        })?;
         Ok(())
     })
     .await

@@ -78,6 +78,16 @@ pub struct ServeConfig {
     pub allowed_hosts: Vec<String>,
     /// Connections served at once; past it new ones get a 503.
     pub max_connections: usize,
+    /// Bytes every running job together may use at their peaks; each of the
+    /// `concurrent_jobs` gets an equal share, and a job estimated over its share is refused.
+    pub memory_budget: u64,
+}
+
+impl ServeConfig {
+    /// The share of the memory budget one job may use.
+    pub fn job_memory_budget(&self) -> u64 {
+        self.memory_budget / self.concurrent_jobs.max(1) as u64
+    }
 }
 
 /// What every handler reaches.
@@ -98,6 +108,8 @@ pub struct AppState {
     dashboard_dir: PathBuf,
     /// The names a request's `Host` may give.
     hosts: guard::HostPolicy,
+    /// Bytes one job may use at its peak.
+    job_memory_budget: u64,
 }
 
 #[derive(OpenApi)]
@@ -412,6 +424,7 @@ pub async fn start(config: &ServeConfig) -> Result<Started, String> {
             checkpoint_every: config.checkpoint_every,
             discard_records: config.discard_records,
             device: config.device,
+            job_memory_budget: config.job_memory_budget(),
         },
     );
     let (interrupted, queued) = store.recover().await.map_err(|e| e.to_string())?;
@@ -436,6 +449,7 @@ pub async fn start(config: &ServeConfig) -> Result<Started, String> {
         pruned_sets: Arc::default(),
         dashboard_dir: config.dashboard_dir.clone(),
         hosts: guard::HostPolicy::new(config.addr, &config.allowed_hosts),
+        job_memory_budget: config.job_memory_budget(),
     };
     Ok(Started { state, close })
 }

@@ -38,6 +38,8 @@ pub struct JobSettings {
     pub discard_records: bool,
     /// Where every job loads and trains its models.
     pub device: DeviceChoice,
+    /// Bytes one job may use at its peak.
+    pub job_memory_budget: u64,
 }
 
 struct Inner {
@@ -382,6 +384,7 @@ impl Work {
             device: self.settings.device,
             resume,
             data_dir: data_dir.clone(),
+            memory_budget: Some(self.settings.job_memory_budget),
         };
         let outcome = pipeline::run(spec, &RunFolder::new(&dir), &mut observer, &self.cancel)?;
         for warning in &outcome.warnings {
