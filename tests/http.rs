@@ -39,6 +39,7 @@ impl App {
             max_snapshots: 256,
             checkpoint_every: 10,
             database: dir.path().join("lightpeft.sqlite"),
+            max_store_bytes: None,
             discard_records: false,
             device: Default::default(),
             allowed_hosts: Vec::new(),

@@ -18,6 +18,12 @@ pub fn real_data_dir() -> PathBuf {
 /// MiniLM (linked, not copied).
 pub fn data_dir(minilm: bool) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
+    fill_data_dir(dir.path(), minilm);
+    dir
+}
+
+/// [`data_dir`]'s contents, written into `dir`.
+pub fn fill_data_dir(dir: &Path, minilm: bool) {
     let real = real_data_dir();
     let vader = lightpeft_assets::vader_movie_file(&real);
     assert!(
@@ -25,12 +31,12 @@ pub fn data_dir(minilm: bool) -> tempfile::TempDir {
         "the bundled data are missing at {}: run `lightpeft assets fetch` first",
         vader.display()
     );
-    let dest = lightpeft_assets::vader_movie_file(dir.path());
+    let dest = lightpeft_assets::vader_movie_file(dir);
     std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
     std::fs::copy(&vader, &dest).unwrap();
     let status = Command::new(env!("CARGO_BIN_EXE_lightpeft"))
         .args(["--data-dir"])
-        .arg(dir.path())
+        .arg(dir)
         .args(["assets", "tiny", "--name", "tiny-bert"])
         .stdout(Stdio::null())
         .status()
@@ -43,13 +49,12 @@ pub fn data_dir(minilm: bool) -> tempfile::TempDir {
             "MiniLM missing at {}",
             src.display()
         );
-        let dst = lightpeft_assets::model_dir(dir.path(), "all-MiniLM-L6-v2");
+        let dst = lightpeft_assets::model_dir(dir, "all-MiniLM-L6-v2");
         std::fs::create_dir_all(&dst).unwrap();
         for f in ["config.json", "model.safetensors", "tokenizer.json"] {
             std::os::unix::fs::symlink(src.join(f), dst.join(f)).unwrap();
         }
     }
-    dir
 }
 
 /// A running server; killed on drop.

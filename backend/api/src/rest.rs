@@ -783,10 +783,39 @@ pub enum Event {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct Health {
-    /// `ok`.
+    /// `ok`, or `degraded` while the store cannot read or write (see `store`).
     pub status: String,
     /// Crate version.
     pub version: String,
     /// Whether requests need a bearer token.
     pub auth: bool,
+    /// The store's state.
+    pub store: StoreState,
+}
+
+/// Whether the store reads and writes, in `GET /health`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct StoreState {
+    /// `ok`; `unwritable` while writes fail for want of storage (a full disk or store: jobs
+    /// that write fail, other writes answer 507, until space returns and a write succeeds);
+    /// `unreadable` when a read fails now.
+    pub status: String,
+    /// Why, when not `ok`.
+    pub error: Option<String>,
+    /// Seconds since writes began failing, when `unwritable`.
+    pub failing_for_seconds: Option<f64>,
+    /// The latest write that failed for want of storage since the server started, even if
+    /// writes succeed again.
+    pub last_fault: Option<StoreFault>,
+}
+
+/// A write the storage refused, in [`StoreState`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct StoreFault {
+    /// The database's words.
+    pub error: String,
+    /// Seconds ago.
+    pub seconds_ago: f64,
 }

@@ -104,6 +104,10 @@ struct ServeArgs {
     /// quarters of the machine's memory (or of the cgroup's limit).
     #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(64..=1 << 30))]
     memory_budget: Option<u64>,
+    /// MiB the SQLite file may grow to; past it, writes fail as on a full disk (the job that
+    /// writes fails, and the store works again once rows are deleted). Default: no cap.
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=1 << 30))]
+    max_store_mb: Option<u64>,
 }
 
 #[derive(Args)]
@@ -555,6 +559,7 @@ fn serve(data_dir: &Path, args: ServeArgs) -> error::Result<()> {
                 )
             })?,
         },
+        max_store_bytes: args.max_store_mb.map(|mib| mib << 20),
         database: args
             .database
             .unwrap_or_else(|| data_dir.join("lightpeft.sqlite")),

@@ -177,11 +177,17 @@ where
 
 impl From<super::store::StoreError> for ApiFailure {
     /// The one place a store failure gets its status: a missing row is the client's 404, a
-    /// refused state change its 409, anything else is the server's 500.
+    /// refused state change its 409, a write the storage refused the server's 507 (nothing
+    /// was stored; retry once space returns), anything else the server's 500.
     fn from(e: super::store::StoreError) -> Self {
         match e {
             super::store::StoreError::NotFound { .. } => ApiFailure::not_found(e.to_string()),
             super::store::StoreError::Conflict(message) => ApiFailure::conflict(message),
+            e if e.is_storage_fault() => ApiFailure::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "store_unwritable",
+                format!("nothing was stored: {e}. Free space where the database lives, then retry"),
+            ),
             other => ApiFailure::internal(other.to_string()),
         }
     }

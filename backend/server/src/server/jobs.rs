@@ -18,11 +18,12 @@ pub async fn list(
     State(state): State<AppState>,
     ApiQuery(filter): ApiQuery<JobFilter>,
 ) -> ApiResult<Json<Vec<Job>>> {
+    let jobs = state
+        .store
+        .jobs(filter.experiment_id, filter.status)
+        .await?;
     Ok(Json(
-        state
-            .store
-            .jobs(filter.experiment_id, filter.status)
-            .await?,
+        jobs.into_iter().map(|j| state.runner.current(j)).collect(),
     ))
 }
 
@@ -30,7 +31,7 @@ pub async fn list(
 #[utoipa::path(get, path = "/jobs/{id}", params(("id" = i64, Path)),
     responses((status = 200, body = Job), (status = 404, body = lightpeft_api::rest::ErrorBody)))]
 pub async fn get(State(state): State<AppState>, PathId(id): PathId) -> ApiResult<Json<Job>> {
-    Ok(Json(state.store.job(id).await?))
+    Ok(Json(state.runner.current(state.store.job(id).await?)))
 }
 
 /// Stops a job: a queued one at once, a running one after its current step (202; watch its
@@ -41,7 +42,7 @@ pub async fn cancel(
     State(state): State<AppState>,
     PathId(id): PathId,
 ) -> ApiResult<(StatusCode, Json<Job>)> {
-    let job = state.store.job(id).await?;
+    let job = state.runner.current(state.store.job(id).await?);
     if job.status == JobStatus::Queued && state.runner.dequeue(id) {
         let job = state
             .store
@@ -138,8 +139,14 @@ pub async fn evaluate(
 pub async fn delete(State(state): State<AppState>, PathId(id): PathId) -> ApiResult<StatusCode> {
     let job = state.store.job(id).await?;
     if !job.status.is_final() || state.runner.is_running(id) {
+        let job = state.runner.current(job);
+        let why = if job.status.is_final() {
+            "its final status is not stored yet; delete it once it is"
+        } else {
+            "cancel it first"
+        };
         return Err(ApiFailure::conflict(format!(
-            "job {id} is {}; cancel it first",
+            "job {id} is {}; {why}",
             job.status.as_str()
         )));
     }

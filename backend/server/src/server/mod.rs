@@ -28,7 +28,7 @@ use axum::extract::State;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use futures_util::stream::{self, Stream};
-use lightpeft_api::rest::{Event, Health};
+use lightpeft_api::rest::{Event, Health, StoreFault, StoreState};
 use tokio::sync::broadcast;
 use tower_http::services::{ServeDir, ServeFile};
 use tower_http::trace::TraceLayer;
@@ -69,6 +69,8 @@ pub struct ServeConfig {
     pub checkpoint_every: usize,
     /// The SQLite file.
     pub database: PathBuf,
+    /// Bytes the SQLite file may grow to (None: as far as the disk allows).
+    pub max_store_bytes: Option<u64>,
     /// Benchmarking only: step records are not sent to the store.
     pub discard_records: bool,
     /// Where jobs load and train their models.
@@ -132,13 +134,35 @@ pub struct AppState {
 )]
 struct ApiDoc;
 
-/// Liveness and whether a token is needed.
+/// Liveness, whether a token is needed, and whether the store reads and writes.
 #[utoipa::path(get, path = "/health", responses((status = 200, body = Health)))]
 async fn health(State(state): State<AppState>) -> Json<Health> {
+    let probe = state.store.health().await;
+    let last_fault = probe.last_fault.map(|(error, at)| StoreFault {
+        error,
+        seconds_ago: at.elapsed().as_secs_f64(),
+    });
+    let (status, error) = match (probe.read_error, probe.failing_since) {
+        (Some(error), _) => ("unreadable", Some(error)),
+        (None, Some(_)) => ("unwritable", last_fault.as_ref().map(|f| f.error.clone())),
+        (None, None) => ("ok", None),
+    };
+    let store = StoreState {
+        status: status.into(),
+        error,
+        failing_for_seconds: probe.failing_since.map(|at| at.elapsed().as_secs_f64()),
+        last_fault,
+    };
     Json(Health {
-        status: "ok".into(),
+        status: if store.status == "ok" {
+            "ok"
+        } else {
+            "degraded"
+        }
+        .into(),
         version: env!("CARGO_PKG_VERSION").into(),
         auth: state.token.is_some(),
+        store,
     })
 }
 
@@ -302,12 +326,13 @@ fn document_edge_errors(doc: &mut utoipa::openapi::OpenApi) {
             .into()
     };
     for item in doc.paths.paths.values_mut() {
+        // (operation, takes a body, may write to the store)
         let operations = [
-            (item.get.as_mut(), false),
-            (item.post.as_mut(), true),
-            (item.delete.as_mut(), false),
+            (item.get.as_mut(), false, false),
+            (item.post.as_mut(), true, true),
+            (item.delete.as_mut(), false, true),
         ];
-        for (operation, writes) in operations {
+        for (operation, has_body, writes) in operations {
             let Some(operation) = operation else { continue };
             let answers = &mut operation.responses.responses;
             let mut add = |code: &str, why: &str| {
@@ -320,7 +345,17 @@ fn document_edge_errors(doc: &mut utoipa::openapi::OpenApi) {
                 "A token is configured and the request lacks it or has another.",
             );
             add("403", "The Host header names another server.");
+            add(
+                "500",
+                "The server failed; the body's reference matches its log line.",
+            );
             if writes {
+                add(
+                    "507",
+                    "The store cannot write (a full disk or store); nothing was stored.",
+                );
+            }
+            if has_body {
                 add("413", "The body is larger than the server accepts.");
                 add(
                     "415",
@@ -408,7 +443,7 @@ pub async fn start(config: &ServeConfig) -> Result<Started, String> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
     let store: Arc<dyn store::Store> = Arc::new(
-        store::SqliteStore::open(&config.database)
+        store::SqliteStore::open(&config.database, config.max_store_bytes)
             .await
             .map_err(|e| e.to_string())?,
     );

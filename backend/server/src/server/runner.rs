@@ -16,6 +16,9 @@ use tokio::sync::{Notify, broadcast};
 use super::recorder::{Record, Recorder};
 use super::store::Store;
 
+/// The longest wait between two tries of a final status the storage refused.
+const MAX_STATUS_RETRY: Duration = Duration::from_secs(5);
+
 /// Where a job keeps its files: `<data>/jobs/<id>/`.
 pub fn job_dir(data_dir: &Path, id: i64) -> PathBuf {
     data_dir.join("jobs").join(id.to_string())
@@ -50,6 +53,11 @@ struct Inner {
     slots: usize,
     queue: Mutex<VecDeque<(i64, bool)>>,
     running: Mutex<HashMap<i64, CancelToken>>,
+    /// Jobs whose work ended with a final status the storage refused at first (it is tried
+    /// again until it lands): what reads show while the store still says `running`. Kept
+    /// after it lands (a read that saw `running` just before must still find it) until the
+    /// job is claimed again.
+    unsettled: Mutex<HashMap<i64, (JobStatus, String)>>,
     shutting_down: AtomicBool,
     wake: Notify,
 }
@@ -78,6 +86,7 @@ impl Runner {
                 slots: slots.max(1),
                 queue: Mutex::new(VecDeque::new()),
                 running: Mutex::new(HashMap::new()),
+                unsettled: Mutex::new(HashMap::new()),
                 shutting_down: AtomicBool::new(false),
                 wake: Notify::new(),
             }),
@@ -128,6 +137,18 @@ impl Runner {
             .lock()
             .expect("running")
             .contains_key(&id)
+    }
+
+    /// The job as it stands: a final status not yet stored replaces the stored one.
+    pub fn current(&self, mut job: Job) -> Job {
+        if job.status != JobStatus::Running {
+            return job;
+        }
+        if let Some((status, why)) = self.inner.unsettled.lock().expect("unsettled").get(&job.id) {
+            job.status = *status;
+            job.error = Some(why.clone());
+        }
+        job
     }
 
     /// Publishes an event to every stream.
@@ -185,15 +206,41 @@ impl Runner {
     }
 
     /// Moves a job on (see `store::leaves_for`); false when the store refused.
+    ///
+    /// A final status the storage cannot take (a full disk) is tried again, every few seconds,
+    /// until it lands: a job whose work has ended must not stay `running` in the store. The
+    /// job keeps its slot meanwhile, and shutdown waits for it as for any running job (a
+    /// restart marks it interrupted if it never lands).
     async fn set_status(&self, id: i64, status: JobStatus, error: Option<&str>) -> bool {
-        match self.inner.store.set_status(id, status, error).await {
-            Ok(job) => {
-                self.publish(Event::Job { job });
-                true
-            }
-            Err(e) => {
-                tracing::error!(job_id = id, ?status, error = %e, "cannot set the status");
-                false
+        let mut wait = Duration::from_millis(250);
+        loop {
+            match self.inner.store.set_status(id, status, error).await {
+                Ok(job) => {
+                    self.publish(Event::Job { job });
+                    return true;
+                }
+                Err(e) if e.is_storage_fault() => {
+                    tracing::error!(job_id = id, ?status, error = %e,
+                        "cannot set the final status; trying again in {wait:?}");
+                    let why = format!(
+                        "{}(not stored yet: {e}; it will be once space returns)",
+                        error.map(|m| format!("{m} ")).unwrap_or_default()
+                    );
+                    let first = (self.inner.unsettled.lock().expect("unsettled"))
+                        .insert(id, (status, why))
+                        .is_none();
+                    if first && let Ok(job) = self.inner.store.job(id).await {
+                        self.publish(Event::Job {
+                            job: self.current(job),
+                        });
+                    }
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(MAX_STATUS_RETRY);
+                }
+                Err(e) => {
+                    tracing::error!(job_id = id, ?status, error = %e, "cannot set the status");
+                    return false;
+                }
             }
         }
     }
@@ -227,8 +274,26 @@ impl Runner {
         };
         // The claim: only a job still queued starts (one cancelled or deleted meanwhile
         // does not), and only once.
-        if !self.set_status(id, JobStatus::Running, None).await {
-            return;
+        match store.set_status(id, JobStatus::Running, None).await {
+            Ok(job) => {
+                // A final status of an earlier run no longer stands in for this one's.
+                self.inner.unsettled.lock().expect("unsettled").remove(&id);
+                self.publish(Event::Job { job });
+            }
+            Err(e) if e.is_storage_fault() => {
+                // Still queued in the store: it starts once the storage takes writes again.
+                tracing::warn!(job_id = id, error = %e, "cannot claim the job; queued again");
+                let runner = self.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(MAX_STATUS_RETRY).await;
+                    runner.enqueue(id, resume);
+                });
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(job_id = id, error = %e, "not claimed");
+                return;
+            }
         }
         let stop = cancel.clone();
         let work = Work {

@@ -60,6 +60,22 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether the database could not write to its storage (a full disk, a full store, an
+    /// I/O error): the server's fault, not the request's, and one that passes once space
+    /// returns, so the store stays usable and the caller may try again.
+    pub fn is_storage_fault(&self) -> bool {
+        let StoreError::Db(sqlx::Error::Database(db)) = self else {
+            return false;
+        };
+        // SQLite's primary result codes (the low byte of an extended one): SQLITE_IOERR 10,
+        // SQLITE_FULL 13.
+        let primary = db
+            .code()
+            .and_then(|c| c.parse::<i64>().ok())
+            .map(|c| c & 0xff);
+        matches!(primary, Some(10 | 13))
+    }
+
     /// A stored value that does not decode.
     pub fn corrupt(what: &'static str, detail: impl std::fmt::Display) -> Self {
         StoreError::Corrupt {
@@ -267,6 +283,24 @@ pub trait Store: Send + Sync {
 
     /// Results of an experiment's finished jobs, oldest first.
     async fn results_of(&self, experiment_id: i64) -> StoreResult<Vec<JobResult>>;
+
+    // ----- health -----
+
+    /// Whether the store answers a read now, whether writes are failing for want of storage,
+    /// and the latest such failure.
+    async fn health(&self) -> StoreHealth;
+}
+
+/// The store's state as `GET /health` reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreHealth {
+    /// A read failed now: the message.
+    pub read_error: Option<String>,
+    /// Writes have failed for want of storage since then, none succeeding since.
+    pub failing_since: Option<std::time::Instant>,
+    /// The latest write that failed for want of storage, even if later ones succeeded: the
+    /// message and when.
+    pub last_fault: Option<(String, std::time::Instant)>,
 }
 
 /// One row of `step_scalars`.

@@ -3,7 +3,8 @@
 
 use std::path::Path;
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use lightpeft_api::rest::{Eval, Experiment, Job, JobKind, JobResult, JobStatus, MaskKind, Plan};
 use lightpeft_api::{Hyperparams, Preset};
@@ -13,7 +14,9 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
-use super::{JobRecord, RecordBatch, ScalarRow, Store, StoreError, StoreResult, summarize};
+use super::{
+    JobRecord, RecordBatch, ScalarRow, Store, StoreError, StoreHealth, StoreResult, summarize,
+};
 
 /// Migrations from the workspace's `migrations/`, embedded at build time.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
@@ -22,6 +25,26 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Storage faults of writes, for [`Store::health`].
+    faults: Arc<Mutex<Faults>>,
+}
+
+/// What [`SqliteStore::watch`] has seen.
+#[derive(Debug, Default)]
+struct Faults {
+    /// Since when writes fail for want of storage (None once one succeeds).
+    failing_since: Option<Instant>,
+    /// The latest fault.
+    last: Option<(String, Instant)>,
+}
+
+/// Whether a connection `age` old was open at the latest storage fault.
+fn lived_through_fault(faults: &Mutex<Faults>, age: Duration) -> bool {
+    let faults = faults.lock().expect("faults");
+    faults
+        .last
+        .as_ref()
+        .is_some_and(|(_, at)| age >= at.elapsed())
 }
 
 /// Now, in the format every timestamp uses.
@@ -40,17 +63,37 @@ fn audited(sql: String) -> sqlx::AssertSqlSafe<String> {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database file and applies pending migrations.
-    pub async fn open(path: &Path) -> StoreResult<SqliteStore> {
-        let options = SqliteConnectOptions::new()
+    /// Opens (creating if needed) the database file and applies pending migrations. With
+    /// `max_bytes`, the file may not grow past that size: writes beyond it fail as on a full
+    /// disk.
+    pub async fn open(path: &Path, max_bytes: Option<u64>) -> StoreResult<SqliteStore> {
+        let mut options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
+        if let Some(max) = max_bytes {
+            // SQLite's default page size; the cap holds on every connection of the pool.
+            options = options.pragma("max_page_count", (max / 4096).max(1).to_string());
+        }
+        let faults = Arc::<Mutex<Faults>>::default();
+        // A connection that lived through a storage fault may hold a transaction SQLite left
+        // open (or one sqlx and SQLite disagree about); it is closed rather than reused, so
+        // the store works as new once space returns.
+        let before = faults.clone();
+        let after = faults.clone();
         let pool = sqlx::sqlite::SqlitePoolOptions::new()
             .max_connections(4)
+            .before_acquire(move |_, meta| {
+                let keep = !lived_through_fault(&before, meta.age);
+                Box::pin(async move { Ok(keep) })
+            })
+            .after_release(move |_, meta| {
+                let keep = !lived_through_fault(&after, meta.age);
+                Box::pin(async move { Ok(keep) })
+            })
             .connect_with(options)
             .await
             .map_err(|source| StoreError::Open {
@@ -65,7 +108,23 @@ impl SqliteStore {
                 source,
             })?;
         tracing::debug!(path = %path.display(), "store opened");
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore { pool, faults })
+    }
+
+    /// A write's outcome, noted for [`Store::health`].
+    async fn watch<T>(&self, write: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
+        let outcome = write.await;
+        let mut faults = self.faults.lock().expect("faults");
+        match &outcome {
+            Ok(_) => faults.failing_since = None,
+            Err(e) if e.is_storage_fault() => {
+                let now = Instant::now();
+                faults.failing_since.get_or_insert(now);
+                faults.last = Some((e.to_string(), now));
+            }
+            Err(_) => {}
+        }
+        outcome
     }
 }
 
@@ -82,22 +141,29 @@ impl Store for SqliteStore {
         params: &Hyperparams,
         files: (Option<&str>, Option<&str>),
     ) -> StoreResult<Experiment> {
-        let params_json = serde_json::to_string(params).expect("plain data");
-        let id: i64 = sqlx::query_scalar(audited(format!(
-            "INSERT INTO experiments (id, name, task, model, preset, params, train_file, dev_file, created_at)
-             VALUES ({}, ?, ?, ?, ?, ?, ?, ?, {NOW}) RETURNING id",
-            next_id("experiments")
-        )))
-        .bind(name)
-        .bind(task)
-        .bind(model)
-        .bind(preset.as_str())
-        .bind(params_json)
-        .bind(files.0)
-        .bind(files.1)
-        .fetch_one(&self.pool)
-        .await?;
-        self.experiment(id).await
+        self.watch(async {
+            let params_json = serde_json::to_string(params).expect("plain data");
+            // In an explicit transaction: outside one, the first row of a RETURNING
+            // arrives before the implicit commit, whose failure (a full disk) would be lost.
+            let mut tx = self.pool.begin().await?;
+            let id: i64 = sqlx::query_scalar(audited(format!(
+                "INSERT INTO experiments (id, name, task, model, preset, params, train_file, dev_file, created_at)
+                 VALUES ({}, ?, ?, ?, ?, ?, ?, ?, {NOW}) RETURNING id",
+                next_id("experiments")
+            )))
+            .bind(name)
+            .bind(task)
+            .bind(model)
+            .bind(preset.as_str())
+            .bind(params_json)
+            .bind(files.0)
+            .bind(files.1)
+            .fetch_one(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            self.experiment(id).await
+        })
+        .await
     }
 
     async fn experiment(&self, id: i64) -> StoreResult<Experiment> {
@@ -120,21 +186,24 @@ impl Store for SqliteStore {
     }
 
     async fn delete_experiment(&self, id: i64) -> StoreResult<()> {
-        let deleted = sqlx::query(
-            "DELETE FROM experiments WHERE id = ?1 AND NOT EXISTS (
-               SELECT 1 FROM jobs WHERE experiment_id = ?1 AND status IN ('queued', 'running'))",
-        )
-        .bind(id)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        if deleted == 1 {
-            return Ok(());
-        }
-        self.experiment(id).await?;
-        Err(StoreError::Conflict(format!(
-            "experiment {id} has queued or running jobs; cancel them first"
-        )))
+        self.watch(async {
+            let deleted = sqlx::query(
+                "DELETE FROM experiments WHERE id = ?1 AND NOT EXISTS (
+                   SELECT 1 FROM jobs WHERE experiment_id = ?1 AND status IN ('queued', 'running'))",
+            )
+            .bind(id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            if deleted == 1 {
+                return Ok(());
+            }
+            self.experiment(id).await?;
+            Err(StoreError::Conflict(format!(
+                "experiment {id} has queued or running jobs; cancel them first"
+            )))
+        })
+        .await
     }
 
     // ----- jobs -----
@@ -146,26 +215,29 @@ impl Store for SqliteStore {
         plan_id: Option<i64>,
         source_job_id: Option<i64>,
     ) -> StoreResult<Job> {
-        let mut tx = self.pool.begin().await?;
-        let id: i64 = sqlx::query_scalar(audited(format!(
-            "INSERT INTO jobs (id, experiment_id, kind, plan_id, source_job_id, status, created_at)
-             VALUES ({}, ?, ?, ?, ?, 'queued', {NOW}) RETURNING id",
-            next_id("jobs")
-        )))
-        .bind(experiment_id)
-        .bind(kind.as_str())
-        .bind(plan_id)
-        .bind(source_job_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        sqlx::query(audited(format!(
-            "INSERT INTO job_status_log (job_id, status, at) VALUES (?, 'queued', {NOW})"
-        )))
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        self.job(id).await
+        self.watch(async {
+            let mut tx = self.pool.begin().await?;
+            let id: i64 = sqlx::query_scalar(audited(format!(
+                "INSERT INTO jobs (id, experiment_id, kind, plan_id, source_job_id, status, created_at)
+                 VALUES ({}, ?, ?, ?, ?, 'queued', {NOW}) RETURNING id",
+                next_id("jobs")
+            )))
+            .bind(experiment_id)
+            .bind(kind.as_str())
+            .bind(plan_id)
+            .bind(source_job_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            sqlx::query(audited(format!(
+                "INSERT INTO job_status_log (job_id, status, at) VALUES (?, 'queued', {NOW})"
+            )))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            self.job(id).await
+        })
+        .await
     }
 
     async fn job(&self, id: i64) -> StoreResult<Job> {
@@ -199,62 +271,72 @@ impl Store for SqliteStore {
         status: JobStatus,
         error: Option<&str>,
     ) -> StoreResult<Job> {
-        let mut tx = self.pool.begin().await?;
-        let times = match status {
-            JobStatus::Running => format!(", started_at = {NOW}, finished_at = NULL, error = NULL"),
-            JobStatus::Queued => ", finished_at = NULL, error = NULL".to_string(),
-            _ => format!(", finished_at = {NOW}"),
-        };
-        let leaves = super::leaves_for(status)
-            .iter()
-            .map(|s| format!("'{}'", s.as_str()))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let changed = sqlx::query(audited(format!(
-            "UPDATE jobs SET status = ?, error = COALESCE(?, error) {times}
-             WHERE id = ? AND status IN ({leaves})"
-        )))
-        .bind(status.as_str())
-        .bind(error)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if changed == 0 {
-            drop(tx);
-            let job = self.job(id).await?;
-            return Err(StoreError::Conflict(format!(
-                "job {id} is {}",
-                job.status.as_str()
-            )));
-        }
-        sqlx::query(audited(format!(
-            "INSERT INTO job_status_log (job_id, status, at) VALUES (?, ?, {NOW})"
-        )))
-        .bind(id)
-        .bind(status.as_str())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        self.job(id).await
+        self.watch(async {
+            let mut tx = self.pool.begin().await?;
+            let times = match status {
+                JobStatus::Running => {
+                    format!(", started_at = {NOW}, finished_at = NULL, error = NULL")
+                }
+                JobStatus::Queued => ", finished_at = NULL, error = NULL".to_string(),
+                _ => format!(", finished_at = {NOW}"),
+            };
+            let leaves = super::leaves_for(status)
+                .iter()
+                .map(|s| format!("'{}'", s.as_str()))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let changed = sqlx::query(audited(format!(
+                "UPDATE jobs SET status = ?, error = COALESCE(?, error) {times}
+                 WHERE id = ? AND status IN ({leaves})"
+            )))
+            .bind(status.as_str())
+            .bind(error)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if changed == 0 {
+                drop(tx);
+                let job = self.job(id).await?;
+                return Err(StoreError::Conflict(format!(
+                    "job {id} is {}",
+                    job.status.as_str()
+                )));
+            }
+            sqlx::query(audited(format!(
+                "INSERT INTO job_status_log (job_id, status, at) VALUES (?, ?, {NOW})"
+            )))
+            .bind(id)
+            .bind(status.as_str())
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            self.job(id).await
+        })
+        .await
     }
 
     async fn recover(&self) -> StoreResult<(Vec<i64>, Vec<i64>)> {
-        let running: Vec<i64> = sqlx::query_scalar("SELECT id FROM jobs WHERE status = 'running'")
-            .fetch_all(&self.pool)
-            .await?;
-        for id in &running {
-            self.set_status(
-                *id,
-                JobStatus::Interrupted,
-                Some("the server stopped while it ran"),
-            )
-            .await?;
-        }
-        let queued = sqlx::query_scalar("SELECT id FROM jobs WHERE status = 'queued' ORDER BY id")
-            .fetch_all(&self.pool)
-            .await?;
-        Ok((running, queued))
+        self.watch(async {
+            let running: Vec<i64> =
+                sqlx::query_scalar("SELECT id FROM jobs WHERE status = 'running'")
+                    .fetch_all(&self.pool)
+                    .await?;
+            for id in &running {
+                self.set_status(
+                    *id,
+                    JobStatus::Interrupted,
+                    Some("the server stopped while it ran"),
+                )
+                .await?;
+            }
+            let queued =
+                sqlx::query_scalar("SELECT id FROM jobs WHERE status = 'queued' ORDER BY id")
+                    .fetch_all(&self.pool)
+                    .await?;
+            Ok((running, queued))
+        })
+        .await
     }
 
     async fn set_job_plan_inputs(
@@ -264,17 +346,20 @@ impl Store for SqliteStore {
         metric: &str,
         modules: Option<&str>,
     ) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE jobs SET total_steps = ?, metric = ?, modules = COALESCE(?, modules)
-             WHERE id = ?",
-        )
-        .bind(total_steps as i64)
-        .bind(metric)
-        .bind(modules)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        self.watch(async {
+            sqlx::query(
+                "UPDATE jobs SET total_steps = ?, metric = ?, modules = COALESCE(?, modules)
+                 WHERE id = ?",
+            )
+            .bind(total_steps as i64)
+            .bind(metric)
+            .bind(modules)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn job_modules(&self, id: i64) -> StoreResult<Option<String>> {
@@ -294,108 +379,117 @@ impl Store for SqliteStore {
     }
 
     async fn truncate_records(&self, id: i64, step: i64) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        for table in [
-            "step_scalars",
-            "mask_snapshots",
-            "mask_summaries",
-            "importances",
-        ] {
-            sqlx::query(audited(format!(
-                "DELETE FROM {table} WHERE job_id = ? AND step >= ?"
-            )))
+        self.watch(async {
+            let mut tx = self.pool.begin().await?;
+            for table in [
+                "step_scalars",
+                "mask_snapshots",
+                "mask_summaries",
+                "importances",
+            ] {
+                sqlx::query(audited(format!(
+                    "DELETE FROM {table} WHERE job_id = ? AND step >= ?"
+                )))
+                .bind(id)
+                .bind(step)
+                .execute(&mut *tx)
+                .await?;
+            }
+            // An evaluation at step s follows step s-1.
+            sqlx::query("DELETE FROM evals WHERE job_id = ? AND step > ?")
+                .bind(id)
+                .bind(step)
+                .execute(&mut *tx)
+                .await?;
+            let last: Option<(i64, f64)> = sqlx::query_as(
+                "SELECT step, loss FROM step_scalars WHERE job_id = ? ORDER BY step DESC LIMIT 1",
+            )
             .bind(id)
-            .bind(step)
-            .execute(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await?;
-        }
-        // An evaluation at step s follows step s-1.
-        sqlx::query("DELETE FROM evals WHERE job_id = ? AND step > ?")
-            .bind(id)
-            .bind(step)
-            .execute(&mut *tx)
-            .await?;
-        let last: Option<(i64, f64)> = sqlx::query_as(
-            "SELECT step, loss FROM step_scalars WHERE job_id = ? ORDER BY step DESC LIMIT 1",
-        )
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        sqlx::query("UPDATE jobs SET step = ?, loss = ? WHERE id = ?")
-            .bind(last.map_or(0, |(s, _)| s + 1))
-            .bind(last.map(|(_, l)| l))
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
+            sqlx::query("UPDATE jobs SET step = ?, loss = ? WHERE id = ?")
+                .bind(last.map_or(0, |(s, _)| s + 1))
+                .bind(last.map(|(_, l)| l))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn delete_job(&self, id: i64) -> StoreResult<()> {
-        // One statement decides and deletes, so a job cannot be queued or resumed between
-        // the check and the delete.
-        let deleted = sqlx::query(
-            "DELETE FROM jobs WHERE id = ?1
-               AND status NOT IN ('queued', 'running')
-               AND NOT EXISTS (
-                 SELECT 1 FROM jobs d LEFT JOIN plans p ON p.id = d.plan_id
+        self.watch(async {
+            // One statement decides and deletes, so a job cannot be queued or resumed between
+            // the check and the delete.
+            let deleted = sqlx::query(
+                "DELETE FROM jobs WHERE id = ?1
+                   AND status NOT IN ('queued', 'running')
+                   AND NOT EXISTS (
+                     SELECT 1 FROM jobs d LEFT JOIN plans p ON p.id = d.plan_id
+                      WHERE d.status IN ('queued', 'running')
+                        AND (d.source_job_id = ?1 OR p.estimation_job_id = ?1))",
+            )
+            .bind(id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            if deleted == 1 {
+                return Ok(());
+            }
+            let job = self.job(id).await?;
+            if !job.status.is_final() {
+                return Err(StoreError::Conflict(format!(
+                    "job {id} is {}; cancel it first",
+                    job.status.as_str()
+                )));
+            }
+            let live: Vec<i64> = sqlx::query_scalar(
+                "SELECT d.id FROM jobs d LEFT JOIN plans p ON p.id = d.plan_id
                   WHERE d.status IN ('queued', 'running')
-                    AND (d.source_job_id = ?1 OR p.estimation_job_id = ?1))",
-        )
-        .bind(id)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        if deleted == 1 {
-            return Ok(());
-        }
-        let job = self.job(id).await?;
-        if !job.status.is_final() {
-            return Err(StoreError::Conflict(format!(
-                "job {id} is {}; cancel it first",
-                job.status.as_str()
-            )));
-        }
-        let live: Vec<i64> = sqlx::query_scalar(
-            "SELECT d.id FROM jobs d LEFT JOIN plans p ON p.id = d.plan_id
-              WHERE d.status IN ('queued', 'running')
-                AND (d.source_job_id = ?1 OR p.estimation_job_id = ?1) ORDER BY d.id",
-        )
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await?;
-        Err(StoreError::Conflict(format!(
-            "job {id} is used by queued or running job(s) {live:?}; cancel them first"
-        )))
+                    AND (d.source_job_id = ?1 OR p.estimation_job_id = ?1) ORDER BY d.id",
+            )
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+            Err(StoreError::Conflict(format!(
+                "job {id} is used by queued or running job(s) {live:?}; cancel them first"
+            )))
+        })
+        .await
     }
 
     // ----- records -----
 
     async fn write_batch(&self, batch: &RecordBatch) -> StoreResult<()> {
-        let job_id = batch.job_id;
-        let mut tx = self.pool.begin().await?;
-        for record in &batch.records {
-            match record {
-                JobRecord::Step(r) => write_step(&mut tx, job_id, r).await?,
-                JobRecord::Eval(r) => write_eval(&mut tx, job_id, r).await?,
-                JobRecord::Checkpoint { next_step } => {
-                    sqlx::query("UPDATE jobs SET checkpoint_step = ? WHERE id = ?")
-                        .bind(*next_step as i64)
-                        .bind(job_id)
-                        .execute(&mut *tx)
-                        .await?;
+        self.watch(async {
+            let job_id = batch.job_id;
+            let mut tx = self.pool.begin().await?;
+            for record in &batch.records {
+                match record {
+                    JobRecord::Step(r) => write_step(&mut tx, job_id, r).await?,
+                    JobRecord::Eval(r) => write_eval(&mut tx, job_id, r).await?,
+                    JobRecord::Checkpoint { next_step } => {
+                        sqlx::query("UPDATE jobs SET checkpoint_step = ? WHERE id = ?")
+                            .bind(*next_step as i64)
+                            .bind(job_id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
                 }
             }
-        }
-        for &step in &batch.drop_snapshots {
-            sqlx::query("DELETE FROM mask_snapshots WHERE job_id = ? AND step = ?")
-                .bind(job_id)
-                .bind(step)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+            for &step in &batch.drop_snapshots {
+                sqlx::query("DELETE FROM mask_snapshots WHERE job_id = ? AND step = ?")
+                    .bind(job_id)
+                    .bind(step)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn mask_snapshot_steps(&self, id: i64) -> StoreResult<Vec<i64>> {
@@ -516,18 +610,25 @@ impl Store for SqliteStore {
         plan: &str,
         snapshot_step: i64,
     ) -> StoreResult<i64> {
-        Ok(sqlx::query_scalar(audited(format!(
-            "INSERT INTO plans (id, estimation_job_id, settings, preview, plan, snapshot_step, created_at)
-             VALUES ({}, ?, ?, ?, ?, ?, {NOW}) RETURNING id",
-            next_id("plans")
-        )))
-        .bind(estimation_job_id)
-        .bind(settings)
-        .bind(preview)
-        .bind(plan)
-        .bind(snapshot_step)
-        .fetch_one(&self.pool)
-        .await?)
+        self.watch(async {
+            // In a transaction for the commit's error (see `insert_experiment`).
+            let mut tx = self.pool.begin().await?;
+            let id = sqlx::query_scalar(audited(format!(
+                "INSERT INTO plans (id, estimation_job_id, settings, preview, plan, snapshot_step, created_at)
+                 VALUES ({}, ?, ?, ?, ?, ?, {NOW}) RETURNING id",
+                next_id("plans")
+            )))
+            .bind(estimation_job_id)
+            .bind(settings)
+            .bind(preview)
+            .bind(plan)
+            .bind(snapshot_step)
+            .fetch_one(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(id)
+        })
+        .await
     }
 
     async fn plan(&self, id: i64) -> StoreResult<(Plan, String)> {
@@ -548,19 +649,22 @@ impl Store for SqliteStore {
     }
 
     async fn insert_result(&self, result: &JobResult) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("INSERT OR REPLACE INTO results (job_id, result) VALUES (?, ?)")
-            .bind(result.job_id)
-            .bind(serde_json::to_string(result).expect("plain data"))
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("UPDATE jobs SET best_score = ? WHERE id = ?")
-            .bind(result.best_score)
-            .bind(result.job_id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
+        self.watch(async {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("INSERT OR REPLACE INTO results (job_id, result) VALUES (?, ?)")
+                .bind(result.job_id)
+                .bind(serde_json::to_string(result).expect("plain data"))
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("UPDATE jobs SET best_score = ? WHERE id = ?")
+                .bind(result.best_score)
+                .bind(result.job_id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn result(&self, job_id: i64) -> StoreResult<Option<JobResult>> {
@@ -571,6 +675,25 @@ impl Store for SqliteStore {
                 .await?;
         text.map(|t| serde_json::from_str(&t).map_err(|e| StoreError::corrupt("result", e)))
             .transpose()
+    }
+
+    async fn health(&self) -> StoreHealth {
+        let read = tokio::time::timeout(
+            Duration::from_secs(2),
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM id_marks").fetch_one(&self.pool),
+        )
+        .await;
+        let read_error = match read {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(StoreError::from(e).to_string()),
+            Err(_) => Some("a read took over 2 s".to_string()),
+        };
+        let faults = self.faults.lock().expect("faults");
+        StoreHealth {
+            read_error,
+            failing_since: faults.failing_since,
+            last_fault: faults.last.clone(),
+        }
     }
 
     async fn results_of(&self, experiment_id: i64) -> StoreResult<Vec<JobResult>> {
