@@ -37,6 +37,69 @@ pub enum ParamKind {
     OptionalSeed,
 }
 
+impl ParamKind {
+    /// The JSON form of a value of this kind as a JSON Schema (OpenAPI 3.1), with the table's
+    /// ranges and words, so the document a client generates from and the server's checks
+    /// agree. (The text form, `"0.5"` for 0.5, is accepted too and left undocumented.)
+    pub fn json_schema(&self) -> serde_json::Value {
+        use serde_json::json;
+        match *self {
+            ParamKind::Int { min, max } => {
+                json!({"type": "integer", "minimum": min, "maximum": max})
+            }
+            ParamKind::Float {
+                min,
+                max,
+                min_exclusive,
+            } => {
+                let low = if min_exclusive {
+                    "exclusiveMinimum"
+                } else {
+                    "minimum"
+                };
+                json!({"type": "number", low: min, "maximum": max})
+            }
+            ParamKind::Bool => json!({"type": "boolean"}),
+            ParamKind::Choice { options } => json!({"type": "string", "enum": options}),
+            // The one list is `targets`: words that each name a module's dotted tail.
+            ParamKind::List => {
+                let mut tails: Vec<String> = Vec::new();
+                for path in MODULE_PATHS {
+                    let parts: Vec<&str> = path.split('.').collect();
+                    for start in 0..parts.len() {
+                        let tail = parts[start..].join(".").replace('.', "\\.");
+                        if !tails.contains(&tail) {
+                            tails.push(tail);
+                        }
+                    }
+                }
+                let word = format!("({})", tails.join("|"));
+                json!({"type": "string", "pattern": format!("^{word}(,{word})*$")})
+            }
+            ParamKind::OptionalSeed => json!({"type": ["integer", "null"], "minimum": 0}),
+        }
+    }
+}
+
+/// Every parameter of [`PARAMS`] as the properties of one JSON object, each optional (a
+/// patch) and none other allowed: the schema of `HyperparamsPatch` in the OpenAPI document.
+pub fn patch_json_schema() -> serde_json::Value {
+    let properties: serde_json::Map<String, serde_json::Value> = PARAMS
+        .iter()
+        .map(|spec| {
+            let mut schema = spec.kind.json_schema();
+            schema["description"] = spec.help.into();
+            (spec.name.to_string(), schema)
+        })
+        .collect();
+    serde_json::json!({
+        "type": "object",
+        "description": "Hyper-parameters that differ from the values they are applied to; each is optional.",
+        "properties": properties,
+        "additionalProperties": false,
+    })
+}
+
 /// One hyper-parameter's definition.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct ParamSpec {
@@ -218,14 +281,17 @@ impl<T: Choice> ParamValue for T {
     }
 }
 
-/// Defines a [`Choice`] enum whose serde names are the given words.
+/// Defines a [`Choice`] enum whose words are its variants in snake case (serde's names, and
+/// the OpenAPI schema's: a per-variant rename passed through this macro is invisible to
+/// utoipa's derive). A unit test checks the words against serde.
 macro_rules! choice {
     ($(#[doc = $doc:literal])* $name:ident { $( $(#[doc = $vdoc:literal])* $variant:ident = $word:literal, )+ }) => {
         $(#[doc = $doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
         #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+        #[serde(rename_all = "snake_case")]
         pub enum $name {
-            $( $(#[doc = $vdoc])* #[serde(rename = $word)] $variant, )+
+            $( $(#[doc = $vdoc])* $variant, )+
         }
 
         impl Choice for $name {

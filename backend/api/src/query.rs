@@ -10,7 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 
 /// `GET /jobs` filters.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(IntoParams))]
+#[cfg_attr(feature = "openapi", derive(IntoParams), into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct JobFilter {
     /// Only jobs of this experiment.
@@ -21,20 +21,23 @@ pub struct JobFilter {
 
 /// A step range and a point budget (`GET /jobs/{id}/scalars`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(IntoParams))]
+#[cfg_attr(feature = "openapi", derive(IntoParams), into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct Range {
     /// First step (default 0).
+    #[cfg_attr(feature = "openapi", param(minimum = 0))]
     pub from: Option<i64>,
-    /// Last step (default: the newest).
+    /// Last step (default: the newest); not before `from`.
+    #[cfg_attr(feature = "openapi", param(minimum = 0))]
     pub to: Option<i64>,
     /// At most this many points, evenly spread, the last always kept (default 1000; 0 = all).
+    #[cfg_attr(feature = "openapi", param(maximum = 100_000))]
     pub max_points: Option<usize>,
 }
 
 /// Which snapshot and how to lay it out (`GET /jobs/{id}/heatmap`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(IntoParams))]
+#[cfg_attr(feature = "openapi", derive(IntoParams), into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct HeatmapQuery {
     /// `head` or `neuron`.
@@ -49,7 +52,7 @@ pub struct HeatmapQuery {
 
 /// A mask family and a point budget (`GET /jobs/{id}/mask-summary`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(IntoParams))]
+#[cfg_attr(feature = "openapi", derive(IntoParams), into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct SummaryQuery {
     /// `head` or `neuron`.
@@ -60,7 +63,7 @@ pub struct SummaryQuery {
 
 /// One step, or the planner's average (`GET /jobs/{id}/importance`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(IntoParams))]
+#[cfg_attr(feature = "openapi", derive(IntoParams), into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct ImportanceQuery {
     /// Step; without it, the average over the second half of the steps (what the planner
@@ -70,12 +73,14 @@ pub struct ImportanceQuery {
 
 /// Ratios the convergence signal uses (`GET /jobs/{id}/convergence`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(IntoParams))]
+#[cfg_attr(feature = "openapi", derive(IntoParams), into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct ConvergenceQuery {
     /// Head ratio (default: the experiment's).
+    #[cfg_attr(feature = "openapi", param(minimum = 0.0, maximum = 1.0))]
     pub head_ratio: Option<f64>,
     /// FFN ratio (default: the experiment's).
+    #[cfg_attr(feature = "openapi", param(minimum = 0.0, maximum = 1.0))]
     pub ffn_ratio: Option<f64>,
 }
 
@@ -147,7 +152,7 @@ impl ArrayFormat {
 
 /// Which arrays, in which format (`GET /jobs/{id}/arrays`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(IntoParams))]
+#[cfg_attr(feature = "openapi", derive(IntoParams), into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct ArraysQuery {
     /// `head`, `neuron`, `module` or `rank`.

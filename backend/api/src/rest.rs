@@ -8,6 +8,13 @@ use crate::params::{Hyperparams, ParamKind, Preset};
 #[cfg(feature = "openapi")]
 use utoipa::ToSchema;
 
+/// The body of a POST that takes no options: `{}`. It is still sent, as JSON, because a
+/// cross-site form cannot send that content type (an empty body with the header works too).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct NoOptions {}
+
 /// Every error body: `{"error": {...}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]

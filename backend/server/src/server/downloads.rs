@@ -116,7 +116,9 @@ fn download(bytes: Vec<u8>, filename: &str, mime: &str) -> Response {
 
 /// Every kept snapshot of masks, or every step's importances, as CSV or safetensors.
 #[utoipa::path(get, path = "/jobs/{id}/arrays", params(("id" = i64, Path), ArraysQuery),
-    responses((status = 200, content_type = "text/csv"), (status = 400, body = lightpeft_api::rest::ErrorBody)))]
+    responses((status = 200, description = "CSV, or safetensors with `format=safetensors`",
+        content((String = "text/csv"), (Vec<u8> = "application/octet-stream"))),
+        (status = 400, body = lightpeft_api::rest::ErrorBody)))]
 pub async fn arrays(
     State(state): State<AppState>,
     PathId(id): PathId,

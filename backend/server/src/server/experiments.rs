@@ -14,7 +14,7 @@ use lightpeft_api::{Hyperparams, ParamError};
 use lightpeft_engine::data::{TASKS, TaskId, TaskInputs};
 
 use super::AppState;
-use super::http_error::{ApiFailure, ApiJson, PathId};
+use super::http_error::{ApiFailure, ApiJson, NoBody, PathId};
 use super::runner::job_dir;
 use lightpeft_pipeline::{self as jobs, DataSource};
 
@@ -300,21 +300,23 @@ async fn start(state: &AppState, id: i64, kind: JobKind) -> ApiResult<(StatusCod
 }
 
 /// Queues stage 1 of an experiment.
-#[utoipa::path(post, path = "/experiments/{id}/estimation", params(("id" = i64, Path)),
+#[utoipa::path(post, path = "/experiments/{id}/estimation", params(("id" = i64, Path)), request_body = lightpeft_api::rest::NoOptions,
     responses((status = 202, body = Job), (status = 404, body = lightpeft_api::rest::ErrorBody)))]
 pub async fn estimate(
     State(state): State<AppState>,
     PathId(id): PathId,
+    _: NoBody,
 ) -> ApiResult<(StatusCode, Json<Job>)> {
     start(&state, id, JobKind::Estimation).await
 }
 
 /// Queues the vanilla PEFT baseline of an experiment (unpruned model, same data and epochs).
-#[utoipa::path(post, path = "/experiments/{id}/baseline", params(("id" = i64, Path)),
+#[utoipa::path(post, path = "/experiments/{id}/baseline", params(("id" = i64, Path)), request_body = lightpeft_api::rest::NoOptions,
     responses((status = 202, body = Job), (status = 404, body = lightpeft_api::rest::ErrorBody)))]
 pub async fn baseline(
     State(state): State<AppState>,
     PathId(id): PathId,
+    _: NoBody,
 ) -> ApiResult<(StatusCode, Json<Job>)> {
     start(&state, id, JobKind::Baseline).await
 }

@@ -54,10 +54,9 @@ impl HostPolicy {
     }
 }
 
-/// Refuses a POST that does not say `Content-Type: application/json` (415), and a request
-/// whose `Host` names another server (403). A request without `Host` (HTTP/1.0, in-process
-/// calls) passes: browsers always send one.
-pub async fn refuse_cross_site(
+/// Refuses a request whose `Host` names another server (403). A request without `Host`
+/// (HTTP/1.0, in-process calls) passes: browsers always send one.
+pub async fn refuse_foreign_host(
     State(state): State<AppState>,
     request: Request,
     next: Next,
@@ -75,6 +74,13 @@ pub async fn refuse_cross_site(
             .into_response();
         }
     }
+    next.run(request).await
+}
+
+/// Refuses a POST that does not say `Content-Type: application/json` (415), which a
+/// cross-site form cannot send. Installed on the routes only, so a method a path does not
+/// take is still its 405.
+pub async fn refuse_non_json_post(request: Request, next: Next) -> Response {
     if request.method() == Method::POST && !says_json(&request) {
         return ApiFailure::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,

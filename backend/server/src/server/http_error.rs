@@ -239,6 +239,35 @@ impl From<PathRejection> for ApiFailure {
     }
 }
 
+/// The body of a POST that takes no options: `{}` or nothing (the content type is checked in
+/// front of every POST); anything else is a 400, so a client that thinks it sent options
+/// learns that none were read.
+#[derive(Debug, Clone, Copy)]
+pub struct NoBody;
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for NoBody {
+    type Rejection = ApiFailure;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiFailure> {
+        let bytes = axum::body::Bytes::from_request(request, state)
+            .await
+            .map_err(|e| match e.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => ApiFailure::payload_too_large(),
+                _ => ApiFailure::invalid("invalid_body", e.body_text()),
+            })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(NoBody);
+        }
+        match serde_json::from_slice::<lightpeft_api::rest::NoOptions>(&bytes) {
+            Ok(_) => Ok(NoBody),
+            Err(e) => Err(ApiFailure::invalid(
+                "invalid_body",
+                format!("this request takes no options: send `{{}}` ({e})"),
+            )),
+        }
+    }
+}
+
 /// A JSON body; a body that does not parse is a 400 (415 without the JSON content type)
 /// naming the field at fault.
 #[derive(Debug, FromRequest)]

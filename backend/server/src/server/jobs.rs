@@ -7,7 +7,7 @@ use lightpeft_api::query::JobFilter;
 use lightpeft_api::rest::{Event, Job, JobKind, JobStatus};
 
 use super::AppState;
-use super::http_error::{ApiFailure, ApiQuery, PathId};
+use super::http_error::{ApiFailure, ApiQuery, NoBody, PathId};
 use super::runner::job_dir;
 
 type ApiResult<T> = Result<T, ApiFailure>;
@@ -36,11 +36,12 @@ pub async fn get(State(state): State<AppState>, PathId(id): PathId) -> ApiResult
 
 /// Stops a job: a queued one at once, a running one after its current step (202; watch its
 /// status).
-#[utoipa::path(post, path = "/jobs/{id}/cancel", params(("id" = i64, Path)),
+#[utoipa::path(post, path = "/jobs/{id}/cancel", params(("id" = i64, Path)), request_body = lightpeft_api::rest::NoOptions,
     responses((status = 202, body = Job), (status = 409, body = lightpeft_api::rest::ErrorBody)))]
 pub async fn cancel(
     State(state): State<AppState>,
     PathId(id): PathId,
+    _: NoBody,
 ) -> ApiResult<(StatusCode, Json<Job>)> {
     let job = state.runner.current(state.store.job(id).await?);
     if job.status == JobStatus::Queued && state.runner.dequeue(id) {
@@ -67,11 +68,12 @@ pub async fn cancel(
 /// Queues an interrupted, cancelled or failed job again. An estimation with a snapshot
 /// continues from it (steps after the snapshot are dropped and taken again); other jobs start
 /// over.
-#[utoipa::path(post, path = "/jobs/{id}/resume", params(("id" = i64, Path)),
+#[utoipa::path(post, path = "/jobs/{id}/resume", params(("id" = i64, Path)), request_body = lightpeft_api::rest::NoOptions,
     responses((status = 202, body = Job), (status = 409, body = lightpeft_api::rest::ErrorBody)))]
 pub async fn resume(
     State(state): State<AppState>,
     PathId(id): PathId,
+    _: NoBody,
 ) -> ApiResult<(StatusCode, Json<Job>)> {
     state.store.job(id).await?;
     if state.runner.is_running(id) {
@@ -108,11 +110,12 @@ pub async fn resume(
 
 /// Queues an evaluation of the model a finished fine-tuning or baseline job trained, on its
 /// experiment's dev split (inference time and scores, nothing trained).
-#[utoipa::path(post, path = "/jobs/{id}/evaluate", params(("id" = i64, Path)),
+#[utoipa::path(post, path = "/jobs/{id}/evaluate", params(("id" = i64, Path)), request_body = lightpeft_api::rest::NoOptions,
     responses((status = 202, body = Job), (status = 409, body = lightpeft_api::rest::ErrorBody)))]
 pub async fn evaluate(
     State(state): State<AppState>,
     PathId(id): PathId,
+    _: NoBody,
 ) -> ApiResult<(StatusCode, Json<Job>)> {
     let job = state.store.job(id).await?;
     if !matches!(job.kind, JobKind::Finetune | JobKind::Baseline)

@@ -308,7 +308,54 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         .map(|(path, item)| (path.replace("{*", "{"), item))
         .collect();
     document_edge_errors(&mut doc);
-    doc
+    document_request_values(doc)
+}
+
+/// What the derives cannot say, filled in from the tables the server checks against: every
+/// hyper-parameter with its range or words (the patch a create, preview or commit sends), and
+/// the task names a create accepts.
+fn document_request_values(doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    let mut json = serde_json::to_value(&doc).expect("the document serialises");
+    let schemas = &mut json["components"]["schemas"];
+    schemas["HyperparamsPatch"] = lightpeft_api::params::patch_json_schema();
+    let create = &mut schemas["CreateExperiment"]["properties"];
+    let description = create["params"]["description"].clone();
+    create["params"] = serde_json::json!({
+        "allOf": [{"$ref": "#/components/schemas/HyperparamsPatch"}],
+        "description": description,
+    });
+    let tasks: Vec<&str> = lightpeft_engine::data::TASKS
+        .iter()
+        .map(|t| t.name)
+        .collect();
+    create["task"]["enum"] = tasks.into();
+    // An event stream's schema describes one event (as OpenAPI 3.2's `itemSchema` does), whose
+    // `data` is the JSON of an `Event`.
+    let sse_event = serde_json::json!({
+        "type": "object",
+        "description": "One Server-Sent Event: `data` is an `Event` as JSON; an event named `lagged` says in `data` how many events this reader missed.",
+        "required": ["data"],
+        "properties": {
+            "event": {"type": "string"},
+            "id": {"type": "string"},
+            "retry": {"type": "integer"},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": {"$ref": "#/components/schemas/Event"},
+            },
+        },
+    });
+    if let Some(paths) = json["paths"].as_object_mut() {
+        for item in paths.values_mut() {
+            // A pointer, not indexing: indexing a missing key would add it.
+            let at = "/get/responses/200/content/text~1event-stream";
+            if let Some(stream) = item.pointer_mut(at) {
+                stream["schema"] = sse_event.clone();
+            }
+        }
+    }
+    serde_json::from_value(json).expect("the edited document is still one")
 }
 
 /// The answers the layers in front of every handler can give (token, Host, content type,
@@ -325,7 +372,7 @@ fn document_edge_errors(doc: &mut utoipa::openapi::OpenApi) {
             .build()
             .into()
     };
-    for item in doc.paths.paths.values_mut() {
+    for (path, item) in doc.paths.paths.iter_mut() {
         // (operation, takes a body, may write to the store)
         let operations = [
             (item.get.as_mut(), false, false),
@@ -345,6 +392,12 @@ fn document_edge_errors(doc: &mut utoipa::openapi::OpenApi) {
                 "A token is configured and the request lacks it or has another.",
             );
             add("403", "The Host header names another server.");
+            if !operation.parameters.as_ref().is_none_or(Vec::is_empty) {
+                add("400", "A path or query parameter does not parse.");
+            }
+            if path.contains('{') {
+                add("404", "No such experiment, job, plan or file.");
+            }
             add(
                 "500",
                 "The server failed; the body's reference matches its log line.",
@@ -371,6 +424,7 @@ fn document_edge_errors(doc: &mut utoipa::openapi::OpenApi) {
 pub fn app(state: AppState) -> Router {
     let (api, _) = api_routes().split_for_parts();
     let api = api
+        .route_layer(axum::middleware::from_fn(guard::refuse_non_json_post))
         .fallback(api_not_found)
         .method_not_allowed_fallback(api_method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -379,7 +433,7 @@ pub fn app(state: AppState) -> Router {
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            guard::refuse_cross_site,
+            guard::refuse_foreign_host,
         ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(refuse_oversized))
