@@ -69,8 +69,10 @@ async fn sigkill_mid_estimation_then_restart_and_resume() {
         (0..total).collect::<Vec<i64>>(),
         "each step exactly once"
     );
-    // The resumed run continued: its first steps' records survived unchanged.
+    // The resumed run continued: its first steps' records survived unchanged, down to their
+    // measured wall times (a run started over would take and time step 0 again).
     assert_eq!(all["loss"][0], after["loss"][0]);
+    assert_eq!(all["seconds"][0], after["seconds"][0]);
     let imp = server.ok(&format!("/jobs/{id}/importance")).await;
     assert_eq!(imp["steps"], total);
     let (status, _) = server.post(&format!("/jobs/{id}/preview"), json!({})).await;
@@ -144,8 +146,14 @@ async fn cancel_stops_a_running_job_within_a_step_and_a_queued_one_at_once() {
 }
 
 /// Kills the server while job `id` is past step `kill_at`, restarts it and resumes the job:
-/// it continues from its snapshot and records each of its steps once.
-async fn killed_and_resumed(dir: &std::path::Path, mut server: Server, id: i64, kill_at: i64) {
+/// it continues from its snapshot and records each of its steps once. Returns the restarted
+/// server.
+async fn killed_and_resumed(
+    dir: &std::path::Path,
+    mut server: Server,
+    id: i64,
+    kill_at: i64,
+) -> Server {
     server.wait_steps(id, kill_at, LONG).await;
     let before = server.ok(&format!("/jobs/{id}/scalars?max_points=0")).await;
     server.kill();
@@ -165,14 +173,74 @@ async fn killed_and_resumed(dir: &std::path::Path, mut server: Server, id: i64, 
         "each step exactly once"
     );
     let all = server.ok(&format!("/jobs/{id}/scalars?max_points=0")).await;
-    // Continued, not started over: the steps before the kill kept their records.
+    // Continued, not started over: the steps before the kill kept their records, down to
+    // their measured wall times (a run started over would take and time step 0 again).
     assert_eq!(all["loss"][0], before["loss"][0], "{id}");
+    assert_eq!(all["seconds"][0], before["seconds"][0], "{id}");
     assert!(
         server.ok(&format!("/jobs/{id}/result")).await["steps"]
             .as_i64()
             .unwrap()
             == total
     );
+    server
+}
+
+/// Job `resumed` (killed and resumed) ended where the uninterrupted job `whole` of the same
+/// work did: the same loss at every step and the same dev scores.
+async fn same_run(server: &Server, resumed: i64, whole: i64) {
+    let done = server.wait_job(whole, LONG).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let a = server
+        .ok(&format!("/jobs/{resumed}/scalars?max_points=0"))
+        .await;
+    let b = server
+        .ok(&format!("/jobs/{whole}/scalars?max_points=0"))
+        .await;
+    assert_eq!(a["steps"], b["steps"]);
+    let losses = |v: &serde_json::Value| -> Vec<f64> {
+        v["loss"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l.as_f64().unwrap())
+            .collect()
+    };
+    for (step, (x, y)) in losses(&a).iter().zip(losses(&b)).enumerate() {
+        assert!(
+            (x - y).abs() < 1e-5,
+            "step {step}: resumed {x}, uninterrupted {y}"
+        );
+    }
+    let a = server.ok(&format!("/jobs/{resumed}/evals")).await;
+    let b = server.ok(&format!("/jobs/{whole}/evals")).await;
+    let a = a.as_array().unwrap();
+    let b = b.as_array().unwrap();
+    assert_eq!(a.len(), b.len());
+    assert!(!a.is_empty());
+    for (x, y) in a.iter().zip(b) {
+        assert_eq!(x["step"], y["step"]);
+        // `metrics` is a list of [name, value] pairs.
+        assert_eq!(
+            x["metrics"].as_array().unwrap().len(),
+            y["metrics"].as_array().unwrap().len()
+        );
+        for (m, n) in x["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(y["metrics"].as_array().unwrap())
+        {
+            assert_eq!(m[0], n[0]);
+            let (value, other) = (m[1].as_f64().unwrap(), n[1].as_f64().unwrap());
+            assert!(
+                (value - other).abs() < 1e-6,
+                "{} at step {}: resumed {value}, uninterrupted {other}",
+                m[0],
+                x["step"]
+            );
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -186,9 +254,13 @@ async fn sigkill_mid_baseline_and_mid_stage_two_then_resume_from_the_snapshot() 
         .post(&format!("/experiments/{exp}/baseline"), json!({}))
         .await;
     let base = base["id"].as_i64().unwrap();
-    killed_and_resumed(dir.path(), server, base, 23).await;
+    let server = killed_and_resumed(dir.path(), server, base, 23).await;
+    // The same baseline again, uninterrupted.
+    let (_, whole) = server
+        .post(&format!("/experiments/{exp}/baseline"), json!({}))
+        .await;
+    same_run(&server, base, whole["id"].as_i64().unwrap()).await;
 
-    let server = Server::start(dir.path(), &["--checkpoint-every", "5"], None);
     let (_, est) = server
         .post(&format!("/experiments/{exp}/estimation"), json!({}))
         .await;
@@ -199,5 +271,11 @@ async fn sigkill_mid_baseline_and_mid_stage_two_then_resume_from_the_snapshot() 
         .await;
     assert_eq!(status, 201, "{committed}");
     let ft = committed["job"]["id"].as_i64().unwrap();
-    killed_and_resumed(dir.path(), server, ft, 23).await;
+    let server = killed_and_resumed(dir.path(), server, ft, 23).await;
+    // The same plan committed again, its stage 2 uninterrupted.
+    let (status, again) = server
+        .post(&format!("/jobs/{est}/plans"), json!({"head_ratio": 0.5}))
+        .await;
+    assert_eq!(status, 201, "{again}");
+    same_run(&server, ft, again["job"]["id"].as_i64().unwrap()).await;
 }

@@ -65,9 +65,9 @@ pub async fn cancel(
     )))
 }
 
-/// Queues an interrupted, cancelled or failed job again. An estimation with a snapshot
-/// continues from it (steps after the snapshot are dropped and taken again); other jobs start
-/// over.
+/// Queues an interrupted, cancelled or failed job again. An interrupted or cancelled training
+/// job (estimation, stage 2, baseline) with a snapshot continues from it (steps after the
+/// snapshot are dropped and taken again); a failed job, or one without a snapshot, starts over.
 #[utoipa::path(post, path = "/jobs/{id}/resume", params(("id" = i64, Path)), request_body = lightpeft_api::rest::NoOptions,
     responses((status = 202, body = Job), (status = 409, body = lightpeft_api::rest::ErrorBody)))]
 pub async fn resume(
@@ -75,7 +75,9 @@ pub async fn resume(
     PathId(id): PathId,
     _: NoBody,
 ) -> ApiResult<(StatusCode, Json<Job>)> {
-    state.store.job(id).await?;
+    // Whether it continues from its snapshot is decided by the state it leaves (the job read
+    // after the change is `queued`, which is never resumable).
+    let from_snapshot = state.store.job(id).await?.resumable;
     if state.runner.is_running(id) {
         return Err(ApiFailure::conflict(format!(
             "job {id} is still stopping; resume it once its status is final"
@@ -93,7 +95,6 @@ pub async fn resume(
             )),
             other => other.into(),
         })?;
-    let from_snapshot = job.resumable;
     if !from_snapshot {
         state.store.truncate_records(id, 0).await?;
     }
