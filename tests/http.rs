@@ -542,3 +542,91 @@ fn the_openapi_document_defines_every_schema_it_references() {
         }
     }
 }
+
+/// A create the app refuses: status, code, field and the whole body, which must name no
+/// absolute path of `paths`.
+async fn refused_create(
+    app: &App,
+    body: Value,
+    paths: &[String],
+) -> (u16, String, Option<String>, String) {
+    let (status, bytes) = app
+        .call("POST", "/experiments", Some(body.to_string()))
+        .await;
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    for path in paths {
+        assert!(!text.contains(path.as_str()), "an absolute path in {text}");
+    }
+    let body: ErrorBody = serde_json::from_slice(&bytes).unwrap();
+    (status.as_u16(), body.error.code, body.error.field, text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_echo_no_file_contents_no_absolute_paths_and_no_linked_model() {
+    let app = App::start(None).await;
+    let data = app.dir.path();
+    let root = data.canonicalize().unwrap().display().to_string();
+    let given = data.display().to_string();
+    let paths = [root, given];
+    let create = |body: Value| refused_create(&app, body, &paths);
+
+    // A one-line file inside the data directory named as data: its line is not echoed.
+    std::fs::write(data.join("secret.txt"), "hunter2-the-token\n").unwrap();
+    let files = json!({"task": "glue-sst2", "model": "tiny-bert",
+        "train_file": "secret.txt", "dev_file": "secret.txt"});
+    let (status, code, field, text) = create(files).await;
+    assert_eq!(
+        (status, code.as_str(), field.as_deref()),
+        (422, "bad_data", Some("task")),
+        "{text}"
+    );
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(
+        text.contains("secret.txt"),
+        "the file is still named: {text}"
+    );
+
+    // A missing file is named by its relative path only.
+    let missing = json!({"task": "glue-sst2", "model": "tiny-bert",
+        "train_file": "nowhere.tsv", "dev_file": "secret.txt"});
+    let (status, code, _, text) = create(missing).await;
+    assert_eq!((status, code.as_str()), (400, "invalid_path"), "{text}");
+
+    // A model folder that does not load: the error names it inside the data directory.
+    let broken = data.join("models/broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(broken.join("config.json"), "{}").unwrap();
+    let (status, code, _, text) = create(json!({"task": "sst2-rt", "model": "broken"})).await;
+    assert_eq!((status, code.as_str()), (422, "bad_model"), "{text}");
+
+    // A model folder linked from outside the data directory is refused.
+    let outside = tempfile::tempdir().unwrap();
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        std::fs::copy(
+            data.join("models/tiny-bert").join(f),
+            outside.path().join(f),
+        )
+        .unwrap();
+    }
+    std::os::unix::fs::symlink(outside.path(), data.join("models/linked")).unwrap();
+    let (status, code, field, text) = create(json!({"task": "sst2-rt", "model": "linked"})).await;
+    assert_eq!(
+        (status, code.as_str(), field.as_deref()),
+        (400, "invalid_path", Some("model")),
+        "{text}"
+    );
+    // The same files inside it are a model like any other.
+    let (status, bytes) = app
+        .call(
+            "POST",
+            "/experiments",
+            Some(json!({"task": "sst2-rt", "model": "tiny-bert"}).to_string()),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+}

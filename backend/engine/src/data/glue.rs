@@ -92,6 +92,25 @@ struct Columns {
     label: usize,
 }
 
+/// The error for a header without `name`. The columns found are listed only when the line
+/// looks like a header (tab-separated, short names): a server must not echo the first line of
+/// whatever file a request names (a token file, a database) back to the client.
+fn missing_column(name: &str, found: &[&str]) -> String {
+    let header_like = found.len() >= 2
+        && found.len() <= 64
+        && found
+            .iter()
+            .all(|n| n.len() <= 64 && !n.chars().any(char::is_control));
+    if header_like {
+        format!(
+            "no `{name}` column in the header (found: {})",
+            found.join(", ")
+        )
+    } else {
+        format!("no `{name}` column: the first line is not a header of tab-separated column names")
+    }
+}
+
 fn parse_tsv(
     path: &Path,
     text: &str,
@@ -111,16 +130,10 @@ fn parse_tsv(
             };
             let names: Vec<&str> = header.split('\t').collect();
             let find = |name: &str| {
-                names.iter().position(|n| *n == name).ok_or_else(|| {
-                    data_error(
-                        path,
-                        Some(line),
-                        format!(
-                            "no `{name}` column in the header (found: {})",
-                            names.join(", ")
-                        ),
-                    )
-                })
+                names
+                    .iter()
+                    .position(|n| *n == name)
+                    .ok_or_else(|| data_error(path, Some(line), missing_column(name, &names)))
             };
             Columns {
                 width: names.len(),
@@ -262,4 +275,19 @@ fn file_name(path: &Path) -> String {
         .unwrap_or(path.as_os_str())
         .to_string_lossy()
         .into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::missing_column;
+
+    #[test]
+    fn a_header_is_listed_and_other_first_lines_are_not_echoed() {
+        let listed = missing_column("label", &["sentence", "score"]);
+        assert!(listed.contains("found: sentence, score"), "{listed}");
+        let secret = missing_column("label", &["hunter2-a-token"]);
+        assert!(!secret.contains("hunter2"), "{secret}");
+        let binary = missing_column("label", &["SQLite format 3\0", "x"]);
+        assert!(!binary.contains("SQLite"), "{binary}");
+    }
 }

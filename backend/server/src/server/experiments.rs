@@ -97,6 +97,34 @@ pub fn param_failure(e: ParamError) -> ApiFailure {
 }
 
 /// A user path that must stay inside the data directory.
+/// `message` with the data directory's absolute path taken out (`<dir>/models/x` reads
+/// `models/x`): a client learns names inside the data directory, never where it lives.
+pub fn inside_data_dir(data_dir: &Path, message: &str) -> String {
+    let mut out = message.to_string();
+    let canonical = data_dir.canonicalize().ok();
+    for root in [Some(data_dir.to_path_buf()), canonical]
+        .into_iter()
+        .flatten()
+    {
+        let root = root.display().to_string();
+        if !root.is_empty() && root != "/" {
+            out = out
+                .replace(&format!("{root}/"), "")
+                .replace(&root, "the data directory");
+        }
+    }
+    out
+}
+
+/// Whether `dir` (a model folder) resolves to a place inside the data directory; a folder
+/// linked from elsewhere is refused like a file path would be.
+fn model_inside(data_dir: &Path, dir: &Path) -> bool {
+    match (dir.canonicalize(), data_dir.canonicalize()) {
+        (Ok(dir), Ok(root)) => dir.starts_with(root) && dir.is_dir(),
+        _ => false,
+    }
+}
+
 pub fn confined(data_dir: &Path, field: &str, relative: &str) -> ApiResult<PathBuf> {
     let bad = |message: String| ApiFailure::invalid("invalid_path", message).field(field);
     if relative.is_empty() || relative.len() > 1024 || relative.contains('\0') {
@@ -116,8 +144,7 @@ pub fn confined(data_dir: &Path, field: &str, relative: &str) -> ApiResult<PathB
     let full = data_dir.join(path);
     let canonical = full.canonicalize().map_err(|_| {
         bad(format!(
-            "{field}: no file `{relative}` in the data directory ({})",
-            data_dir.display()
+            "{field}: no file `{relative}` in the data directory"
         ))
     })?;
     let root = data_dir
@@ -148,9 +175,8 @@ pub async fn create(
         )
         .field("task")
     })?;
-    if lightpeft_assets::validate_model_name(&req.model).is_err()
-        || !lightpeft_assets::model_dir(&state.data_dir, &req.model).is_dir()
-    {
+    let model_dir = lightpeft_assets::model_dir(&state.data_dir, &req.model);
+    if lightpeft_assets::validate_model_name(&req.model).is_err() || !model_dir.is_dir() {
         let known = models(&state.data_dir);
         return Err(ApiFailure::invalid(
             "unknown_model",
@@ -158,6 +184,16 @@ pub async fn create(
                 "no model `{}` in the data directory; available: {} (import one with `lightpeft assets fetch --model DIR`)",
                 req.model,
                 if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            ),
+        )
+        .field("model"));
+    }
+    if !model_inside(&state.data_dir, &model_dir) {
+        return Err(ApiFailure::invalid(
+            "invalid_path",
+            format!(
+                "model `{}` links to a folder outside the data directory; copy it in (`lightpeft assets fetch --model DIR`)",
+                req.model
             ),
         )
         .field("model"));
@@ -216,12 +252,14 @@ pub async fn create(
     let run_params = params.clone();
     let checked = tokio::task::spawn_blocking(move || -> Result<(), ApiFailure> {
         let dir = lightpeft_assets::model_dir(&data_dir, &model);
+        let inside = |e: &dyn std::fmt::Display| inside_data_dir(&data_dir, &e.to_string());
         let summary = lightpeft_engine::inspect_model_dir(&dir).map_err(|e| {
-            ApiFailure::unprocessable("bad_model", format!("model `{model}` does not load: {e}"))
+            let why = inside(&e);
+            ApiFailure::unprocessable("bad_model", format!("model `{model}` does not load: {why}"))
                 .field("model")
         })?;
         let dataset = jobs::load_dataset(&source, &data_dir)
-            .map_err(|e| ApiFailure::unprocessable("bad_data", e.to_string()).field("task"))?;
+            .map_err(|e| ApiFailure::unprocessable("bad_data", inside(&e)).field("task"))?;
         // A run too big for the machine would abort the process: refuse it now.
         jobs::check_run_memory(
             &dir,
@@ -234,7 +272,7 @@ pub async fn create(
             jobs::Error::OverMemory { field, message } => {
                 ApiFailure::unprocessable("over_memory_budget", message).field(field)
             }
-            e => ApiFailure::unprocessable("bad_data", e.to_string()).field("task"),
+            e => ApiFailure::unprocessable("bad_data", inside(&e)).field("task"),
         })?;
         Ok(())
     })

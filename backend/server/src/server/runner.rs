@@ -212,6 +212,10 @@ impl Runner {
     /// job keeps its slot meanwhile, and shutdown waits for it as for any running job (a
     /// restart marks it interrupted if it never lands).
     async fn set_status(&self, id: i64, status: JobStatus, error: Option<&str>) -> bool {
+        // What clients read: paths inside the data directory, never where it lives.
+        let error =
+            error.map(|e| super::experiments::inside_data_dir(&self.inner.settings.data_dir, e));
+        let error = error.as_deref();
         let mut wait = Duration::from_millis(250);
         loop {
             match self.inner.store.set_status(id, status, error).await {
