@@ -32,6 +32,8 @@ async fn half_open_connections_do_not_stop_health_and_are_closed() {
     let dir = data_dir(false);
     let server = Server::start(dir.path(), &[], None);
     let addr = address(&server);
+    // One connection that never sends a byte.
+    let mut silent = TcpStream::connect(&addr).await.unwrap();
     let mut held = Vec::new();
     for _ in 0..1000 {
         held.push(half_open(&addr).await);
@@ -44,20 +46,31 @@ async fn half_open_connections_do_not_stop_health_and_are_closed() {
     let answer = answer.expect("/health answers within 1 s beside 1,000 half-open connections");
     assert_eq!(answer.status(), 200);
 
-    // The header deadline (10 s) closes them: the server ends each stream.
+    // The header deadline (10 s) answers each half-sent request with a 408 and closes it.
     let started = Instant::now();
     let mut first = held.swap_remove(0);
-    let mut buf = [0u8; 256];
-    let read = tokio::time::timeout(Duration::from_secs(30), first.read(&mut buf)).await;
-    let n = read.expect("closed before 30 s").unwrap_or(0);
-    let text = String::from_utf8_lossy(&buf[..n]).to_string();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), first.read_to_end(&mut answer)).await;
+    read.expect("closed before 30 s").unwrap();
+    let text = String::from_utf8_lossy(&answer).to_string();
     assert!(
-        n == 0 || text.starts_with("HTTP/1.1 408"),
+        text.starts_with("HTTP/1.1 408") && text.contains(r#""code":"request_timeout""#),
         "a half-sent request got {text:?}"
     );
     assert!(
         started.elapsed() >= Duration::from_secs(5),
         "closed too early"
+    );
+    // A connection that sent nothing is closed by the same deadline, with no answer.
+    let mut nothing = Vec::new();
+    let read =
+        tokio::time::timeout(Duration::from_secs(30), silent.read_to_end(&mut nothing)).await;
+    read.expect("a silent connection is closed before 30 s")
+        .unwrap();
+    assert!(
+        nothing.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&nothing)
     );
 }
 

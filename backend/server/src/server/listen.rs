@@ -2,7 +2,10 @@
 //! requests cannot pile up until the server stops answering (`axum::serve` sets neither).
 
 use std::future::Future;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -12,8 +15,9 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpListener;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Semaphore, watch};
 use tower::ServiceExt;
 
@@ -33,6 +37,78 @@ fn busy_answer() -> Vec<u8> {
         body.len()
     )
     .into_bytes()
+}
+
+/// The whole answer to a request whose headers did not arrive within [`HEADER_TIMEOUT`].
+fn timeout_answer() -> Vec<u8> {
+    let body = r#"{"error":{"code":"request_timeout","message":"the request's headers did not arrive within 10 s","field":null}}"#;
+    format!(
+        "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n\
+         connection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// A connection's stream as hyper sees it, noting whether a request has begun to arrive and
+/// not been answered yet; its write half is shared, so that once hyper gives up on a
+/// half-sent request the accept loop can still answer it with a 408.
+struct Watched {
+    read: OwnedReadHalf,
+    write: Arc<Mutex<OwnedWriteHalf>>,
+    /// Bytes were read since the last write: a request is on its way.
+    pending: Arc<AtomicBool>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.read).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.pending.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.pending.store(false, Ordering::Relaxed);
+        let mut write = self.write.lock().expect("write half");
+        Pin::new(&mut *write).poll_write(cx, data)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let mut write = self.write.lock().expect("write half");
+        Pin::new(&mut *write).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let mut write = self.write.lock().expect("write half");
+        Pin::new(&mut *write).poll_shutdown(cx)
+    }
+}
+
+/// Whether hyper ended a connection for its header deadline.
+fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(e) = source {
+        if e.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_timeout)
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops accepting, lets open
@@ -74,19 +150,47 @@ pub async fn serve(
         );
         let mut stopping = stopping.clone();
         tokio::spawn(async move {
+            // hyper's deadline starts once it has read enough to tell HTTP/1 from HTTP/2; a
+            // connection that sends nothing at all would hold its slot forever without this.
+            let mut first = [0u8; 1];
+            let arrived = tokio::time::timeout(HEADER_TIMEOUT, stream.peek(&mut first)).await;
+            if !matches!(arrived, Ok(Ok(n)) if n > 0) {
+                drop(slot);
+                return;
+            }
+            let (read, write) = stream.into_split();
+            let write = Arc::new(Mutex::new(write));
+            let pending = Arc::new(AtomicBool::new(false));
+            let io = Watched {
+                read,
+                write: write.clone(),
+                pending: pending.clone(),
+            };
             let mut builder = Builder::new(TokioExecutor::new());
             builder
                 .http1()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT);
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            let mut connection = std::pin::pin!(connection);
-            tokio::select! {
-                _ = connection.as_mut() => {}
+            let mut connection =
+                Box::pin(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
                 () = async { drop(stopping.wait_for(|s| *s).await) } => {
                     connection.as_mut().graceful_shutdown();
-                    let _ = connection.as_mut().await;
+                    connection.as_mut().await
                 }
+            };
+            // hyper closes a connection whose request headers are late without a word; a
+            // request that had begun gets its 408 here (an idle kept-alive one just closes).
+            drop(connection);
+            if let Err(e) = ended
+                && timed_out(e.as_ref())
+                && pending.load(Ordering::Relaxed)
+                && let Ok(write) = Arc::try_unwrap(write)
+            {
+                let mut write = write.into_inner().expect("write half");
+                let _ = write.write_all(&timeout_answer()).await;
+                let _ = write.shutdown().await;
             }
             drop(slot);
         });
@@ -99,7 +203,18 @@ pub async fn serve(
 
 #[cfg(test)]
 mod tests {
-    use super::busy_answer;
+    use super::{busy_answer, timeout_answer};
+
+    #[test]
+    fn the_timeout_answer_is_a_408_with_the_error_shape() {
+        let answer = timeout_answer();
+        let text = std::str::from_utf8(&answer).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 408 "), "{head}");
+        assert!(head.contains(&format!("content-length: {}", body.len())));
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(json["error"]["code"], "request_timeout");
+    }
 
     #[test]
     fn the_busy_answer_declares_its_body_length() {
