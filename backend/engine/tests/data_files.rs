@@ -284,9 +284,17 @@ fn bad_glue_rows_name_the_file_and_line() {
         error.ends_with("dev.tsv:3: expected 2 tab-separated columns, found 1"),
         "{error}"
     );
+    let error = dev_error(TaskId::GlueSst2, SST2, "sentence\tscore\n");
+    assert!(
+        error.ends_with("dev.tsv:1: no `label` column in the header (found: sentence, score)"),
+        "{error}"
+    );
+    // A one-field first line may be a secret (a token file named as data): it is not echoed.
     let error = dev_error(TaskId::GlueSst2, SST2, "sentence\n");
     assert!(
-        error.ends_with("dev.tsv:1: no `label` column in the header (found: sentence)"),
+        error.ends_with(
+            "dev.tsv:1: no `label` column: the first line is not a header of tab-separated column names"
+        ),
         "{error}"
     );
     let rte = "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n";
