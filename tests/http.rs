@@ -38,13 +38,19 @@ impl App {
             dashboard_dir: dir.path().join("no-dashboard"),
             max_snapshots: 256,
             checkpoint_every: 10,
-            database: dir.path().join("lightpeft.sqlite"),
-            max_store_bytes: None,
+            database: lightpeft::server::Database::Sqlite {
+                path: dir.path().join("lightpeft.sqlite"),
+                max_bytes: None,
+            },
             discard_records: false,
             device: Default::default(),
             allowed_hosts: Vec::new(),
             max_connections: 64,
             memory_budget: 8 << 30,
+            local_worker: true,
+            worker_name: "http-test".to_string(),
+            lease: std::time::Duration::from_secs(30),
+            max_attempts: 3,
         };
         let started = server::start(&config).await.unwrap();
         let router = server::app(started.state.clone());
@@ -152,6 +158,7 @@ const SURFACE: &[(&str, &str)] = &[
     ("post", "/jobs/{id}/cancel"),
     ("post", "/jobs/{id}/resume"),
     ("post", "/jobs/{id}/evaluate"),
+    ("get", "/workers"),
     ("get", "/jobs/{id}/events"),
     ("get", "/jobs/{id}/scalars"),
     ("get", "/jobs/{id}/evals"),

@@ -49,7 +49,7 @@ impl Store {
             store.link,
             move |event| {
                 if let Event::Job { job } = event {
-                    store.upsert(job);
+                    store.upsert(*job);
                 }
             },
             move || store.refresh(),

@@ -57,6 +57,63 @@ pub fn fill_data_dir(dir: &Path, minilm: bool) {
     }
 }
 
+/// The PostgreSQL server the tests use, as `postgres://USER:PASSWORD@HOST:PORT` (no database):
+/// `scripts/postgres.sh start` starts one and prints it (`scripts/test.sh` does both).
+pub fn postgres_server() -> String {
+    std::env::var("LIGHTPEFT_TEST_POSTGRES_URL").unwrap_or_else(|_| {
+        panic!(
+            "LIGHTPEFT_TEST_POSTGRES_URL is not set: run `eval \"$(bash scripts/postgres.sh start)\"` \
+             first, or the whole suite with `bash scripts/test.sh`"
+        )
+    })
+}
+
+/// Runs `sql` with psql against `url`; its unaligned output.
+pub fn psql(url: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .arg(url)
+        .args(["-v", "ON_ERROR_STOP=1", "-qtAc", sql])
+        .output()
+        .expect("psql (Debian's postgresql-client)");
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A new, empty database on the test server; its URL.
+pub fn new_postgres_database() -> String {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let server = postgres_server();
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = format!("lp_{}_{n}", std::process::id());
+    psql(
+        &format!("{server}/postgres"),
+        &format!("CREATE DATABASE {name}"),
+    );
+    format!("{server}/{name}")
+}
+
+/// Whether this run's servers keep their store in PostgreSQL (`LIGHTPEFT_TEST_STORE=postgres`)
+/// rather than in the data directory's SQLite file.
+pub fn on_postgres() -> bool {
+    std::env::var("LIGHTPEFT_TEST_STORE").is_ok_and(|s| s == "postgres")
+}
+
+/// The PostgreSQL database of the servers started on `data_dir` (one per data directory, so a
+/// restarted server finds its jobs), made on first use.
+fn postgres_database_of(data_dir: &Path) -> String {
+    let marker = data_dir.join("test-database-url");
+    if let Ok(url) = std::fs::read_to_string(&marker) {
+        return url;
+    }
+    let url = new_postgres_database();
+    std::fs::write(&marker, &url).unwrap();
+    url
+}
+
 /// A running server; killed on drop.
 pub struct Server {
     pub child: Child,
@@ -76,11 +133,15 @@ impl Server {
             .arg(data_dir.join("no-dashboard"))
             .args(extra)
             .env_remove("LIGHTPEFT_TOKEN")
+            .env_remove("LIGHTPEFT_DATABASE_URL")
             .env("RAYON_NUM_THREADS", "1")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         if let Some(t) = token {
             cmd.env("LIGHTPEFT_TOKEN", t);
+        }
+        if on_postgres() && !extra.contains(&"--database") {
+            cmd.env("LIGHTPEFT_DATABASE_URL", postgres_database_of(data_dir));
         }
         let mut child = cmd.spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
@@ -204,6 +265,64 @@ impl Server {
         let pid = self.child.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         self.child.wait().unwrap()
+    }
+}
+
+/// A running `lightpeft worker`; killed on drop.
+pub struct Worker {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Worker {
+    /// Starts `lightpeft worker` named `name` on `database`, with the shared `data_dir` and
+    /// `extra` arguments; returns once it claims.
+    pub fn start(data_dir: &Path, database: &str, name: &str, extra: &[&str]) -> Worker {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_lightpeft"))
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["worker", "--name", name])
+            .args(extra)
+            .env("LIGHTPEFT_DATABASE_URL", database)
+            .env("RAYON_NUM_THREADS", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut reader = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+        assert!(
+            line.starts_with(&format!("lightpeft worker {name} on ")),
+            "unexpected first line: {line:?}"
+        );
+        Worker {
+            child,
+            name: name.to_string(),
+        }
+    }
+
+    /// Sends `signal` (`KILL`, `STOP`, `CONT`, `TERM`).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal}");
+    }
+
+    /// Whether the process still runs.
+    pub fn is_alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

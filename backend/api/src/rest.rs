@@ -353,6 +353,13 @@ pub struct Job {
     pub finished_at: Option<String>,
     /// Whether an interrupted or cancelled estimation has a snapshot to resume from.
     pub resumable: bool,
+    /// The worker that holds the job while it runs (and last held it after), by its name.
+    #[serde(default)]
+    pub worker: Option<String>,
+    /// Times a worker claimed the job (a job whose worker stopped renewing its lease is
+    /// claimed again, up to the server's attempt limit).
+    #[serde(default)]
+    pub attempt: i64,
 }
 
 impl Job {
@@ -397,6 +404,8 @@ mod job_tests {
             started_at: None,
             finished_at: None,
             resumable: true,
+            worker: None,
+            attempt: 0,
         }
     }
 
@@ -752,6 +761,25 @@ pub struct Artifact {
     pub description: String,
 }
 
+/// `GET /workers`: a process that trains jobs (`lightpeft worker`, or the local worker of
+/// `lightpeft serve`), as its last heartbeat left it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Worker {
+    /// Its name (`--name`; by default the host name and process id).
+    pub name: String,
+    /// Where it trains, e.g. `cpu`.
+    pub device: String,
+    /// Jobs it trains at once.
+    pub slots: i64,
+    /// When it started (RFC 3339 UTC).
+    pub started_at: String,
+    /// Seconds since its last heartbeat, on the database's clock.
+    pub seconds_since_heartbeat: f64,
+    /// The jobs it is running now.
+    pub running: Vec<i64>,
+}
+
 /// Live events (Server-Sent Events, `data:` is this JSON).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
@@ -759,8 +787,9 @@ pub struct Artifact {
 pub enum Event {
     /// A job changed: status, progress or best score.
     Job {
-        /// Its state now.
-        job: Job,
+        /// Its state now (boxed: far larger than the other events, which stream by the
+        /// thousand).
+        job: Box<Job>,
     },
     /// A training step was recorded.
     Step {
@@ -784,6 +813,13 @@ pub enum Event {
         /// The evaluation.
         eval: Eval,
     },
+}
+
+impl Event {
+    /// A job's state as an event.
+    pub fn job(job: Job) -> Event {
+        Event::Job { job: Box::new(job) }
+    }
 }
 
 /// `GET /health`.

@@ -50,8 +50,12 @@ enum Command {
     Baseline(TrainArgs),
     /// Evaluate an exported model on a task's dev split.
     Eval(EvalArgs),
-    /// Run the dashboard and the REST API (with the job runner and the SQLite store).
+    /// Run the dashboard and the REST API (with a local worker that trains jobs, unless
+    /// --no-local-worker).
     Serve(ServeArgs),
+    /// Train jobs of a store shared with a server (PostgreSQL): claim them with a lease,
+    /// run them, write their records; stop cleanly on SIGTERM.
+    Worker(WorkerArgs),
     /// Compare vanilla LoRA (q,v and 6 targets), Light-PEFT at two plans and random pruning,
     /// side by side on the same data and recipe; prints a markdown table.
     Bench(BenchArgs),
@@ -82,9 +86,17 @@ struct ServeArgs {
     /// Estimation steps between resumable snapshots (0: none).
     #[arg(long, default_value_t = 10)]
     checkpoint_every: u32,
-    /// The SQLite file (default: <data>/lightpeft.sqlite).
-    #[arg(long, value_name = "FILE")]
-    database: Option<PathBuf>,
+    /// The store: a SQLite file (default: <data>/lightpeft.sqlite), or a PostgreSQL database
+    /// as postgres://USER:PASSWORD@HOST:PORT/NAME, which several machines can share. Prefer
+    /// the environment variable for a URL with a password (a command line is visible to every
+    /// user of the machine).
+    #[arg(
+        long,
+        value_name = "FILE|URL",
+        env = "LIGHTPEFT_DATABASE_URL",
+        hide_env_values = true
+    )]
+    database: Option<String>,
     /// Benchmarking only: train without sending step records to the store (jobs then have
     /// no charts), to measure what recording costs.
     #[arg(long, hide = true)]
@@ -104,10 +116,69 @@ struct ServeArgs {
     /// quarters of the machine's memory (or of the cgroup's limit).
     #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(64..=1 << 30))]
     memory_budget: Option<u64>,
+    /// Serve only the API and the dashboard; workers elsewhere (`lightpeft worker`) train.
+    #[arg(long)]
+    no_local_worker: bool,
+    /// The local worker's name, unique among the workers of one database. Default: this
+    /// host's name and `/serve`.
+    #[arg(long, value_name = "NAME")]
+    worker_name: Option<String>,
+    #[command(flatten)]
+    queue: QueueArgs,
     /// MiB the SQLite file may grow to; past it, writes fail as on a full disk (the job that
     /// writes fails, and the store works again once rows are deleted). Default: no cap.
+    /// PostgreSQL's size is its administrator's to limit.
     #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=1 << 30))]
     max_store_mb: Option<u64>,
+}
+
+/// How this process takes part in the job queue.
+#[derive(Args)]
+struct QueueArgs {
+    /// Seconds a claimed job stays this worker's without renewal (renewed every second while
+    /// it trains); a worker silent for longer loses the job to the reaper.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(2..=3600))]
+    lease_seconds: u32,
+    /// Claims a job gets: a job whose worker stopped renewing its lease is queued again (to
+    /// continue from its snapshot) until it has had this many; then it stays interrupted.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    max_attempts: u32,
+}
+
+#[derive(Args)]
+struct WorkerArgs {
+    /// The store the server uses: a postgres:// URL (or the SQLite file, for workers on the
+    /// server's machine). $LIGHTPEFT_DATABASE_URL works too, and keeps the password off the
+    /// command line.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "LIGHTPEFT_DATABASE_URL",
+        hide_env_values = true
+    )]
+    database: String,
+    /// Jobs this worker trains at once (each uses every core).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    slots: u16,
+    /// Where models are loaded and trained: cpu (the only device this build has).
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    device: DeviceChoice,
+    /// The worker's name, unique among the workers of one database. Default: this host's
+    /// name and the process id.
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    #[command(flatten)]
+    queue: QueueArgs,
+    /// Estimation steps between resumable snapshots (0: none).
+    #[arg(long, default_value_t = 10)]
+    checkpoint_every: u32,
+    /// Full mask snapshots kept per job.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(4..=1_000_000))]
+    max_snapshots: u32,
+    /// MiB that running jobs together may use at their peaks (each slot gets an equal
+    /// share). Default: three quarters of the machine's memory (or of the cgroup's limit).
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(64..=1 << 30))]
+    memory_budget: Option<u64>,
 }
 
 #[derive(Args)]
@@ -258,7 +329,8 @@ enum AssetsAction {
 /// `info` unless `RUST_LOG` says otherwise (e.g. `RUST_LOG=tower_http=debug` for every request).
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // PostgreSQL's notices (a migration table that already exists) are not news.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx::postgres::notice=warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -306,6 +378,7 @@ fn main() -> ExitCode {
             tiny_model(&data_dir, &name, &spec)
         }
         Command::Serve(args) => serve(&data_dir, args),
+        Command::Worker(args) => worker(&data_dir, args),
         Command::Status => status(&data_dir),
         Command::Estimate(args) => estimate(&data_dir, args),
         Command::Plan(args) => plan(&data_dir, args),
@@ -559,10 +632,13 @@ fn serve(data_dir: &Path, args: ServeArgs) -> error::Result<()> {
                 )
             })?,
         },
-        max_store_bytes: args.max_store_mb.map(|mib| mib << 20),
-        database: args
-            .database
-            .unwrap_or_else(|| data_dir.join("lightpeft.sqlite")),
+        database: database_of(data_dir, args.database.as_deref(), args.max_store_mb)?,
+        local_worker: !args.no_local_worker,
+        worker_name: args
+            .worker_name
+            .unwrap_or_else(|| format!("{}/serve", host_name())),
+        lease: std::time::Duration::from_secs(args.queue.lease_seconds.into()),
+        max_attempts: args.queue.max_attempts,
     };
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -571,6 +647,82 @@ fn serve(data_dir: &Path, args: ServeArgs) -> error::Result<()> {
         .map_err(|e| error::Error::Server(format!("cannot start the runtime: {e}")))?
         .block_on(server::serve(config))
         .map_err(error::Error::Server)
+}
+
+fn worker(data_dir: &Path, args: WorkerArgs) -> error::Result<()> {
+    let slots = usize::from(args.slots);
+    let memory_budget = match args.memory_budget {
+        Some(mib) => mib << 20,
+        None => lightpeft_pipeline::machine_memory_budget().ok_or_else(|| {
+            error::Error::Usage(
+                "cannot read this machine's memory size: give --memory-budget MIB".into(),
+            )
+        })?,
+    };
+    let config = server::WorkerConfig {
+        database: database_of(data_dir, Some(&args.database), None)?,
+        worker: server::WorkerInfo {
+            name: args
+                .name
+                .unwrap_or_else(|| format!("{}/{}", host_name(), std::process::id())),
+            device: args.device.to_string(),
+            slots,
+        },
+        settings: server::JobSettings {
+            data_dir: data_dir.to_path_buf(),
+            checkpoint_every: args.checkpoint_every as usize,
+            discard_records: false,
+            device: args.device,
+            job_memory_budget: memory_budget / slots as u64,
+        },
+        lease: std::time::Duration::from_secs(args.queue.lease_seconds.into()),
+        max_attempts: args.queue.max_attempts,
+        max_snapshots: args.max_snapshots as usize,
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| error::Error::Server(format!("cannot start the runtime: {e}")))?
+        .block_on(server::work(config))
+        .map_err(error::Error::Server)
+}
+
+/// This machine's name, for default worker names.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|name| name.trim().to_string())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// The store `--database` names (default: the SQLite file in the data directory), with the
+/// SQLite size cap.
+fn database_of(
+    data_dir: &Path,
+    named: Option<&str>,
+    max_store_mb: Option<u64>,
+) -> error::Result<server::Database> {
+    let database = match named {
+        Some(text) if !text.is_empty() => server::Database::parse(text),
+        _ => server::Database::Sqlite {
+            path: data_dir.join("lightpeft.sqlite"),
+            max_bytes: None,
+        },
+    };
+    match (database, max_store_mb) {
+        (server::Database::Sqlite { path, .. }, mib) => Ok(server::Database::Sqlite {
+            path,
+            max_bytes: mib.map(|mib| mib << 20),
+        }),
+        (postgres, None) => Ok(postgres),
+        (_, Some(_)) => Err(error::Error::Usage(
+            "--max-store-mb caps a SQLite file; a PostgreSQL database's size is set by its administrator"
+                .into(),
+        )),
+    }
 }
 
 fn import_model(data_dir: &Path, dir: &Path, name: Option<String>) -> error::Result<()> {

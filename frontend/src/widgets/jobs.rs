@@ -80,6 +80,12 @@ pub fn JobCard(
         (Some(v), Some(m)) => format!("best {m} {}", format::pct(v)),
         _ => String::new(),
     };
+    // Which worker trains it (or last trained it), and which claim this is after a retry.
+    let held_by = match (&job.worker, job.attempt) {
+        (Some(w), a) if a > 1 => format!("on {w} · attempt {a}"),
+        (Some(w), _) => format!("on {w}"),
+        (None, _) => String::new(),
+    };
     let running = !job.status.is_final();
     let resumable = job.resumable;
     let error = job.error.clone();
@@ -103,6 +109,7 @@ pub fn JobCard(
             </header>
             <Progress job=job.clone() />
             <p class="muted small">{pace} " " {best}</p>
+            <p class="muted small job-worker">{held_by}</p>
             {error.map(|e| view! { <p class="error small">{e}</p> })}
             <div class="actions">
                 <Show when=move || running>

@@ -330,10 +330,10 @@ pub async fn delete(State(state): State<AppState>, PathId(id): PathId) -> ApiRes
 async fn start(state: &AppState, id: i64, kind: JobKind) -> ApiResult<(StatusCode, Json<Job>)> {
     state.store.experiment(id).await?;
     let job = state.store.insert_job(id, kind, None, None).await?;
-    state.runner.enqueue(job.id, false);
+    state.runner.wake();
     state
         .runner
-        .publish(lightpeft_api::rest::Event::Job { job: job.clone() });
+        .publish(lightpeft_api::rest::Event::job(job.clone()));
     Ok((StatusCode::ACCEPTED, Json(job)))
 }
 

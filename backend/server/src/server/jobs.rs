@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use lightpeft_api::query::JobFilter;
-use lightpeft_api::rest::{Event, Job, JobKind, JobStatus};
+use lightpeft_api::rest::{Event, Job, JobKind, JobStatus, Worker};
 
 use super::AppState;
 use super::http_error::{ApiFailure, ApiQuery, NoBody, PathId};
@@ -34,8 +34,15 @@ pub async fn get(State(state): State<AppState>, PathId(id): PathId) -> ApiResult
     Ok(Json(state.runner.current(state.store.job(id).await?)))
 }
 
+/// The workers that train jobs (each `lightpeft worker`, and the local worker of a `serve`),
+/// with their heartbeats and running jobs.
+#[utoipa::path(get, path = "/workers", responses((status = 200, body = Vec<Worker>)))]
+pub async fn workers(State(state): State<AppState>) -> ApiResult<Json<Vec<Worker>>> {
+    Ok(Json(state.store.workers().await?))
+}
+
 /// Stops a job: a queued one at once, a running one after its current step (202; watch its
-/// status).
+/// status), wherever it runs.
 #[utoipa::path(post, path = "/jobs/{id}/cancel", params(("id" = i64, Path)), request_body = lightpeft_api::rest::NoOptions,
     responses((status = 202, body = Job), (status = 409, body = lightpeft_api::rest::ErrorBody)))]
 pub async fn cancel(
@@ -43,26 +50,45 @@ pub async fn cancel(
     PathId(id): PathId,
     _: NoBody,
 ) -> ApiResult<(StatusCode, Json<Job>)> {
+    let refused = |status: JobStatus| {
+        ApiFailure::conflict(format!(
+            "job {id} is {}; only queued or running jobs can be cancelled",
+            status.as_str()
+        ))
+    };
     let job = state.runner.current(state.store.job(id).await?);
-    if job.status == JobStatus::Queued && state.runner.dequeue(id) {
-        let job = state
+    if job.status == JobStatus::Queued {
+        match state
             .store
             .set_status(
                 id,
                 JobStatus::Cancelled,
                 Some("cancelled before it started"),
             )
-            .await?;
-        state.runner.publish(Event::Job { job: job.clone() });
-        return Ok((StatusCode::ACCEPTED, Json(job)));
+            .await
+        {
+            Ok(job) => {
+                state.runner.publish(Event::job(job.clone()));
+                return Ok((StatusCode::ACCEPTED, Json(job)));
+            }
+            // Claimed meanwhile: cancelled as a running job below.
+            Err(super::StoreError::Conflict(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    } else if job.status != JobStatus::Running {
+        return Err(refused(job.status));
     }
-    if job.status == JobStatus::Running && state.runner.cancel(id) {
-        return Ok((StatusCode::ACCEPTED, Json(job)));
-    }
-    Err(ApiFailure::conflict(format!(
-        "job {id} is {}; only queued or running jobs can be cancelled",
-        job.status.as_str()
-    )))
+    // The worker holding it hears the request at its next lease renewal (within a second);
+    // one in this process stops at once.
+    let job = match state.store.request_cancel(id).await {
+        Ok(job) => job,
+        Err(super::StoreError::Conflict(_)) => {
+            return Err(refused(state.store.job(id).await?.status));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    state.runner.cancel(id);
+    Ok((StatusCode::ACCEPTED, Json(state.runner.current(job))))
 }
 
 /// Queues an interrupted, cancelled or failed job again. An interrupted or cancelled training
@@ -87,7 +113,7 @@ pub async fn resume(
     // others are refused with the status it set.
     let job = state
         .store
-        .set_status(id, JobStatus::Queued, None)
+        .requeue(id, from_snapshot)
         .await
         .map_err(|e| match e {
             super::StoreError::Conflict(now) => ApiFailure::conflict(format!(
@@ -95,17 +121,16 @@ pub async fn resume(
             )),
             other => other.into(),
         })?;
-    if !from_snapshot {
-        state.store.truncate_records(id, 0).await?;
-    }
+    // A run that starts over drops the old records when a worker claims it (fenced by that
+    // attempt, so a claim that comes first cannot lose its own records).
     // The resumed run records its later steps again: cached sets of those steps go.
     state
         .pruned_sets
         .lock()
         .expect("pruned sets")
         .forget_job(id);
-    state.runner.enqueue(id, from_snapshot);
-    state.runner.publish(Event::Job { job: job.clone() });
+    state.runner.wake();
+    state.runner.publish(Event::job(job.clone()));
     Ok((StatusCode::ACCEPTED, Json(job)))
 }
 
@@ -132,8 +157,8 @@ pub async fn evaluate(
         .store
         .insert_job(job.experiment_id, JobKind::Evaluation, None, Some(id))
         .await?;
-    state.runner.enqueue(eval.id, false);
-    state.runner.publish(Event::Job { job: eval.clone() });
+    state.runner.wake();
+    state.runner.publish(Event::job(eval.clone()));
     Ok((StatusCode::ACCEPTED, Json(eval)))
 }
 

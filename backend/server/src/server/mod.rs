@@ -5,6 +5,7 @@ mod auth;
 mod convergence;
 mod downloads;
 mod experiments;
+mod follow;
 mod guard;
 mod http_error;
 mod jobs;
@@ -13,7 +14,10 @@ mod plans;
 mod recorder;
 mod records;
 mod runner;
-mod store;
+pub mod store;
+
+pub use runner::{JobSettings, QueueSettings};
+pub use store::{Database, WorkerInfo};
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -67,10 +71,8 @@ pub struct ServeConfig {
     pub max_snapshots: usize,
     /// Estimation steps between resumable snapshots.
     pub checkpoint_every: usize,
-    /// The SQLite file.
-    pub database: PathBuf,
-    /// Bytes the SQLite file may grow to (None: as far as the disk allows).
-    pub max_store_bytes: Option<u64>,
+    /// Where the store lives: a SQLite file (the default) or a PostgreSQL database.
+    pub database: Database,
     /// Benchmarking only: step records are not sent to the store.
     pub discard_records: bool,
     /// Where jobs load and train their models.
@@ -83,6 +85,16 @@ pub struct ServeConfig {
     /// Bytes every running job together may use at their peaks; each of the
     /// `concurrent_jobs` gets an equal share, and a job estimated over its share is refused.
     pub memory_budget: u64,
+    /// Whether this process trains jobs (its local worker), or only serves the API and the
+    /// dashboard while workers elsewhere train.
+    pub local_worker: bool,
+    /// The local worker's name, unique among the workers of one database (a restarted
+    /// server takes back the jobs its name held as interrupted).
+    pub worker_name: String,
+    /// How long a claim holds without renewal, and how many claims a job gets.
+    pub lease: std::time::Duration,
+    /// Claims a job gets before the reaper leaves it interrupted instead of queuing it again.
+    pub max_attempts: u32,
 }
 
 impl ServeConfig {
@@ -277,6 +289,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(jobs::cancel))
         .routes(routes!(jobs::resume))
         .routes(routes!(jobs::evaluate))
+        .routes(routes!(jobs::workers))
         .routes(routes!(job_events))
         .routes(routes!(records::scalars))
         .routes(routes!(records::evals))
@@ -492,41 +505,71 @@ impl Started {
     }
 }
 
+/// Starts the recorder and the runner of `store`'s queue; a worker first takes back, as
+/// interrupted, the jobs its name held when its last run stopped.
+pub async fn start_runner(
+    store: Arc<dyn store::Store>,
+    events: broadcast::Sender<Event>,
+    queue: QueueSettings,
+    settings: JobSettings,
+    max_snapshots: usize,
+) -> Result<runner::Runner, String> {
+    if let Some(worker) = &queue.worker {
+        let interrupted = store
+            .recover(&worker.name)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !interrupted.is_empty() {
+            tracing::warn!(
+                ?interrupted,
+                "jobs interrupted by the last shutdown (resume them with POST /api/v1/jobs/ID/resume)"
+            );
+        }
+    }
+    let recorder = recorder::Recorder::start(store.clone(), max_snapshots);
+    let runner = runner::Runner::start(store, recorder, events, queue, settings);
+    runner.wake();
+    Ok(runner)
+}
+
 /// Opens the store and starts the job runner for `config` (nothing listens yet).
 pub async fn start(config: &ServeConfig) -> Result<Started, String> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
-    let store: Arc<dyn store::Store> = Arc::new(
-        store::SqliteStore::open(&config.database, config.max_store_bytes)
-            .await
-            .map_err(|e| e.to_string())?,
-    );
+    let store = config.database.open().await.map_err(|e| e.to_string())?;
     let (events, _) = broadcast::channel(1024);
-    let recorder = recorder::Recorder::start(store.clone(), config.max_snapshots);
-    let runner = runner::Runner::start(
+    let worker = config.local_worker.then(|| WorkerInfo {
+        name: config.worker_name.clone(),
+        device: config.device.to_string(),
+        slots: config.concurrent_jobs,
+    });
+    let settings = JobSettings {
+        data_dir: config.data_dir.clone(),
+        checkpoint_every: config.checkpoint_every,
+        discard_records: config.discard_records,
+        device: config.device,
+        job_memory_budget: config.job_memory_budget(),
+    };
+    let queue = QueueSettings {
+        worker,
+        lease: config.lease,
+        max_attempts: config.max_attempts,
+    };
+    let runner = start_runner(
         store.clone(),
-        recorder.clone(),
         events.clone(),
-        config.concurrent_jobs,
-        runner::JobSettings {
-            data_dir: config.data_dir.clone(),
-            checkpoint_every: config.checkpoint_every,
-            discard_records: config.discard_records,
-            device: config.device,
-            job_memory_budget: config.job_memory_budget(),
-        },
-    );
-    let (interrupted, queued) = store.recover().await.map_err(|e| e.to_string())?;
-    if !interrupted.is_empty() {
-        tracing::warn!(
-            ?interrupted,
-            "jobs interrupted by the last shutdown (resume them with POST /api/v1/jobs/ID/resume)"
-        );
-    }
-    for id in queued {
-        runner.enqueue(id, false);
-    }
+        queue,
+        settings,
+        config.max_snapshots,
+    )
+    .await?;
     let (close, closing) = tokio::sync::watch::channel(false);
+    follow::spawn(
+        store.clone(),
+        runner.clone(),
+        events.clone(),
+        closing.clone(),
+    );
     let state = AppState {
         closing,
         store,
@@ -541,6 +584,50 @@ pub async fn start(config: &ServeConfig) -> Result<Started, String> {
         job_memory_budget: config.job_memory_budget(),
     };
     Ok(Started { state, close })
+}
+
+/// How a `lightpeft worker` runs: the shared store, and the local folders and settings its
+/// jobs train with.
+pub struct WorkerConfig {
+    /// The store the server and every worker share.
+    pub database: Database,
+    /// Name, device and slots.
+    pub worker: WorkerInfo,
+    /// What every job is given (data directory, snapshots, device, memory share).
+    pub settings: JobSettings,
+    /// Lease length and attempts.
+    pub lease: std::time::Duration,
+    /// Claims a job gets before the reaper leaves it interrupted.
+    pub max_attempts: u32,
+    /// Full mask snapshots kept per job.
+    pub max_snapshots: usize,
+}
+
+/// Trains jobs of the shared queue until Ctrl-C or SIGTERM; then stops running jobs after
+/// their current step (each resumable, and interrupted so another worker can take it on
+/// resume), commits their records and returns.
+pub async fn work(config: WorkerConfig) -> Result<(), String> {
+    std::fs::create_dir_all(&config.settings.data_dir)
+        .map_err(|e| format!("{}: {e}", config.settings.data_dir.display()))?;
+    let store = config.database.open().await.map_err(|e| e.to_string())?;
+    let (events, _) = broadcast::channel(1024);
+    let name = config.worker.name.clone();
+    let slots = config.worker.slots;
+    let queue = QueueSettings {
+        worker: Some(config.worker),
+        lease: config.lease,
+        max_attempts: config.max_attempts,
+    };
+    let runner = start_runner(store, events, queue, config.settings, config.max_snapshots).await?;
+    // Tests and scripts read this line to know the worker is claiming.
+    println!(
+        "lightpeft worker {name} on {}: {slots} slot(s)",
+        config.database.location()
+    );
+    shutdown_signal().await;
+    tracing::info!("shutting down: stopping jobs after their current step");
+    runner.shutdown().await;
+    Ok(())
 }
 
 /// Runs the server until Ctrl-C or SIGTERM; then stops running jobs after their current

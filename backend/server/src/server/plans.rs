@@ -193,8 +193,8 @@ pub async fn commit(
         .store
         .insert_job(experiment_id, JobKind::Finetune, Some(plan_id), None)
         .await?;
-    state.runner.enqueue(job.id, false);
-    state.runner.publish(Event::Job { job: job.clone() });
+    state.runner.wake();
+    state.runner.publish(Event::job(job.clone()));
     let (plan, _) = state.store.plan(plan_id).await?;
     Ok((StatusCode::CREATED, Json(Committed { plan, job })))
 }

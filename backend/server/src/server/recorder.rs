@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use lightpeft_engine::train::{EvalRecord, StepRecord};
 use tokio::sync::{mpsc, oneshot};
 
-use super::store::{JobRecord, RecordBatch, Store, StoreError, StoreResult};
+use super::store::{JobRecord, Lease, RecordBatch, Store, StoreError, StoreResult};
 
 /// Most records taken from the channel at once.
 const BATCH: usize = 256;
@@ -66,11 +66,15 @@ enum Message {
 /// Jobs whose records could not be written, with the first error of each.
 type Failures = Arc<Mutex<HashMap<i64, StoreError>>>;
 
+/// The attempt each job's records are written for (every batch names it).
+type Holds = Arc<Mutex<HashMap<i64, Lease>>>;
+
 /// The sending side, cheap to clone.
 #[derive(Clone)]
 pub struct Recorder {
     tx: mpsc::UnboundedSender<Message>,
     failures: Failures,
+    holds: Holds,
 }
 
 impl Recorder {
@@ -78,14 +82,29 @@ impl Recorder {
     pub fn start(store: Arc<dyn Store>, max_snapshots: usize) -> Recorder {
         let (tx, rx) = mpsc::unbounded_channel();
         let failures = Failures::default();
+        let holds = Holds::default();
         let writer = Writer {
             store,
             cap: max_snapshots.max(4),
             retention: HashMap::new(),
             failures: failures.clone(),
+            holds: holds.clone(),
         };
         tokio::spawn(writer.run(rx));
-        Recorder { tx, failures }
+        Recorder {
+            tx,
+            failures,
+            holds,
+        }
+    }
+
+    /// The attempt whose records follow for its job: each batch is written only while it
+    /// still holds the job (else the job's records fail with [`StoreError::LeaseLost`]).
+    pub fn hold(&self, lease: Lease) {
+        self.holds
+            .lock()
+            .expect("holds")
+            .insert(lease.job_id, lease);
     }
 
     /// Queues a record; never blocks.
@@ -108,6 +127,7 @@ impl Recorder {
         let (done, wait) = oneshot::channel();
         let _ = self.tx.send(Message::Finish(job_id, done));
         let _ = wait.await;
+        self.holds.lock().expect("holds").remove(&job_id);
         match self.failures.lock().expect("failures").remove(&job_id) {
             Some(e) => Err(e),
             None => Ok(()),
@@ -191,6 +211,7 @@ struct Writer {
     cap: usize,
     retention: HashMap<i64, Retention>,
     failures: Failures,
+    holds: Holds,
 }
 
 impl Writer {
@@ -266,6 +287,7 @@ impl Writer {
     ) -> StoreResult<Vec<(PathBuf, usize)>> {
         let mut batch = RecordBatch {
             job_id,
+            held: self.holds.lock().expect("holds").get(&job_id).cloned(),
             ..RecordBatch::default()
         };
         let mut roots = Vec::new();

@@ -1,11 +1,15 @@
-//! The job queue: a fixed number of slots, each job's training on a blocking thread, its
-//! records sent to the recorder and its progress to the event stream.
+//! The job runner: a worker of the queue the store keeps. It claims queued jobs up to its
+//! slots, each with a lease it renews every second while the job trains on a blocking thread
+//! (records to the recorder, progress to the event stream), and settles each attempt with its
+//! final status. Every process with a runner also reaps: jobs whose lease expired (a worker
+//! that died or froze) are interrupted and queued again. A runner without a worker (`serve
+//! --no-local-worker`) only reaps and publishes.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lightpeft_api::rest::{Eval, Event, Experiment, Job, JobKind, JobResult, JobStatus};
 use lightpeft_engine::plan::PruningPlan;
@@ -14,17 +18,24 @@ use lightpeft_pipeline::{self as pipeline, DataSource, DeviceChoice, ForJob, Job
 use tokio::sync::{Notify, broadcast};
 
 use super::recorder::{Record, Recorder};
-use super::store::Store;
+use super::store::{Claim, Lease, Store, StoreError, WorkerInfo};
 
 /// The longest wait between two tries of a final status the storage refused.
 const MAX_STATUS_RETRY: Duration = Duration::from_secs(5);
+
+/// How often the queue is looked at for jobs queued elsewhere (a job queued by this process
+/// wakes the runner at once), expired leases are reaped and running leases renewed.
+const TICK: Duration = Duration::from_secs(1);
+
+/// How often a worker records its heartbeat in the workers table.
+const WORKER_HEARTBEAT: Duration = Duration::from_secs(5);
 
 /// Where a job keeps its files: `<data>/jobs/<id>/`.
 pub fn job_dir(data_dir: &Path, id: i64) -> PathBuf {
     data_dir.join("jobs").join(id.to_string())
 }
 
-/// The queue and the jobs it runs.
+/// The queue's worker and the jobs it runs.
 #[derive(Clone)]
 pub struct Runner {
     inner: Arc<Inner>,
@@ -45,13 +56,24 @@ pub struct JobSettings {
     pub job_memory_budget: u64,
 }
 
+/// How the runner takes part in the queue.
+#[derive(Debug, Clone)]
+pub struct QueueSettings {
+    /// The worker that claims and trains jobs here (its slots, name and device); None: this
+    /// process trains nothing and only reaps expired leases.
+    pub worker: Option<WorkerInfo>,
+    /// How long a claim holds without renewal; renewed every second while the job trains.
+    pub lease: Duration,
+    /// Claims a job gets before the reaper leaves it interrupted instead of queuing it again.
+    pub max_attempts: u32,
+}
+
 struct Inner {
     store: Arc<dyn Store>,
     recorder: Recorder,
     events: broadcast::Sender<Event>,
     settings: JobSettings,
-    slots: usize,
-    queue: Mutex<VecDeque<(i64, bool)>>,
+    queue: QueueSettings,
     running: Mutex<HashMap<i64, CancelToken>>,
     /// Jobs whose work ended with a final status the storage refused at first (it is tried
     /// again until it lands): what reads show while the store still says `running`. Kept
@@ -69,12 +91,12 @@ enum Ending {
 }
 
 impl Runner {
-    /// A runner with `slots` concurrent jobs; starts its dispatcher.
+    /// A runner of the store's queue; starts its dispatcher (claims, reaps, heartbeats).
     pub fn start(
         store: Arc<dyn Store>,
         recorder: Recorder,
         events: broadcast::Sender<Event>,
-        slots: usize,
+        queue: QueueSettings,
         settings: JobSettings,
     ) -> Runner {
         let runner = Runner {
@@ -83,8 +105,7 @@ impl Runner {
                 recorder,
                 events,
                 settings,
-                slots: slots.max(1),
-                queue: Mutex::new(VecDeque::new()),
+                queue,
                 running: Mutex::new(HashMap::new()),
                 unsettled: Mutex::new(HashMap::new()),
                 shutting_down: AtomicBool::new(false),
@@ -92,34 +113,21 @@ impl Runner {
             }),
         };
         let dispatcher = runner.clone();
-        tokio::spawn(async move {
-            loop {
-                dispatcher.inner.wake.notified().await;
-                dispatcher.dispatch();
-            }
-        });
+        tokio::spawn(async move { dispatcher.dispatcher().await });
         runner
     }
 
-    /// Queues a job (`resume`: continue a training job from its snapshot).
-    pub fn enqueue(&self, id: i64, resume: bool) {
-        self.inner
-            .queue
-            .lock()
-            .expect("queue")
-            .push_back((id, resume));
+    /// The worker's name, when this runner trains jobs.
+    pub fn worker_name(&self) -> Option<&str> {
+        self.inner.queue.worker.as_ref().map(|w| w.name.as_str())
+    }
+
+    /// Looks at the queue now (a job was queued here).
+    pub fn wake(&self) {
         self.inner.wake.notify_one();
     }
 
-    /// Removes a queued job; false when it was not queued.
-    pub fn dequeue(&self, id: i64) -> bool {
-        let mut queue = self.inner.queue.lock().expect("queue");
-        let before = queue.len();
-        queue.retain(|(j, _)| *j != id);
-        queue.len() != before
-    }
-
-    /// Asks a running job to stop after its current step; false when it is not running.
+    /// Stops a job running here after its current step; false when it is not running here.
     pub fn cancel(&self, id: i64) -> bool {
         match self.inner.running.lock().expect("running").get(&id) {
             Some(token) => {
@@ -156,11 +164,11 @@ impl Runner {
         let _ = self.inner.events.send(event);
     }
 
-    /// Stops every running job after its current step (they end `interrupted`, resumable from
-    /// the snapshot their stop writes) and waits for their records to be committed.
+    /// Stops claiming, stops every running job after its current step (they end
+    /// `interrupted`, resumable from the snapshot their stop writes) and waits for their
+    /// records to be committed.
     pub async fn shutdown(&self) {
         self.inner.shutting_down.store(true, Ordering::SeqCst);
-        self.inner.queue.lock().expect("queue").clear();
         for token in self.inner.running.lock().expect("running").values() {
             token.cancel();
         }
@@ -173,55 +181,117 @@ impl Runner {
         self.inner.recorder.flush().await;
     }
 
-    fn dispatch(&self) {
+    /// The runner's life: registers its worker, then every tick (or wake) reaps expired
+    /// leases, beats the worker's heartbeat and claims what its free slots can take.
+    async fn dispatcher(&self) {
+        let store = &self.inner.store;
+        if let Some(worker) = &self.inner.queue.worker
+            && let Err(e) = store.worker_heartbeat(worker, true).await
+        {
+            tracing::warn!(worker = %worker.name, error = %e, "cannot register the worker");
+        }
+        let mut last_beat = Instant::now();
         loop {
+            tokio::select! {
+                _ = self.inner.wake.notified() => {}
+                _ = tokio::time::sleep(TICK) => {}
+            }
             if self.inner.shutting_down.load(Ordering::SeqCst) {
                 return;
             }
-            let next = {
-                let running = self.inner.running.lock().expect("running");
-                if running.len() >= self.inner.slots {
+            self.reap().await;
+            if let Some(worker) = &self.inner.queue.worker
+                && last_beat.elapsed() >= WORKER_HEARTBEAT
+            {
+                last_beat = Instant::now();
+                if let Err(e) = store.worker_heartbeat(worker, false).await {
+                    tracing::warn!(worker = %worker.name, error = %e, "heartbeat not recorded");
+                }
+            }
+            self.claim_free_slots().await;
+        }
+    }
+
+    /// Interrupts (and queues again) the jobs whose lease expired, publishing each.
+    async fn reap(&self) {
+        let max = i64::from(self.inner.queue.max_attempts);
+        match self.inner.store.reap(max).await {
+            Ok(reaped) => {
+                for (id, status) in reaped {
+                    tracing::warn!(job_id = id, ?status, "a worker stopped renewing its lease");
+                    if let Ok(job) = self.inner.store.job(id).await {
+                        self.publish(Event::job(job));
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot look for expired leases"),
+        }
+    }
+
+    /// Claims queued jobs while this worker has free slots.
+    async fn claim_free_slots(&self) {
+        let Some(worker) = &self.inner.queue.worker else {
+            return;
+        };
+        loop {
+            if self.inner.shutting_down.load(Ordering::SeqCst)
+                || self.inner.running.lock().expect("running").len() >= worker.slots
+            {
+                return;
+            }
+            let claim = match self
+                .inner
+                .store
+                .claim(&worker.name, self.inner.queue.lease)
+                .await
+            {
+                Ok(Some(claim)) => claim,
+                Ok(None) => return,
+                Err(e) => {
+                    // Still queued in the store: the next tick tries again.
+                    tracing::warn!(error = %e, "cannot claim a job");
                     return;
                 }
-                self.inner.queue.lock().expect("queue").pop_front()
             };
-            let Some((id, resume)) = next else { return };
+            let id = claim.job.id;
             let token = CancelToken::new();
-            {
-                let mut running = self.inner.running.lock().expect("running");
-                if running.contains_key(&id) {
-                    // Queued twice: the store lets only one claim win, and the running one
-                    // keeps its cancel token.
-                    continue;
-                }
-                running.insert(id, token.clone());
-            }
+            self.inner
+                .running
+                .lock()
+                .expect("running")
+                .insert(id, token.clone());
+            // A final status of an earlier attempt no longer stands in for this one's.
+            self.inner.unsettled.lock().expect("unsettled").remove(&id);
+            self.inner.recorder.hold(claim.lease.clone());
+            self.publish(Event::job(claim.job.clone()));
             let runner = self.clone();
             tokio::spawn(async move {
-                runner.run(id, resume, token).await;
+                runner.run(claim, token).await;
                 runner.inner.running.lock().expect("running").remove(&id);
                 runner.inner.wake.notify_one();
             });
         }
     }
 
-    /// Moves a job on (see `store::leaves_for`); false when the store refused.
+    /// Ends the attempt `held` with `status`.
     ///
     /// A final status the storage cannot take (a full disk) is tried again, every few seconds,
     /// until it lands: a job whose work has ended must not stay `running` in the store. The
-    /// job keeps its slot meanwhile, and shutdown waits for it as for any running job (a
-    /// restart marks it interrupted if it never lands).
-    async fn set_status(&self, id: i64, status: JobStatus, error: Option<&str>) -> bool {
+    /// job keeps its slot meanwhile, and shutdown waits for it as for any running job (its
+    /// lease then expires and the reaper takes it). An attempt that lost its lease writes
+    /// nothing.
+    async fn settle(&self, held: &Lease, status: JobStatus, error: Option<&str>) {
+        let id = held.job_id;
         // What clients read: paths inside the data directory, never where it lives.
         let error =
             error.map(|e| super::experiments::inside_data_dir(&self.inner.settings.data_dir, e));
         let error = error.as_deref();
         let mut wait = Duration::from_millis(250);
         loop {
-            match self.inner.store.set_status(id, status, error).await {
+            match self.inner.store.settle(held, status, error).await {
                 Ok(job) => {
-                    self.publish(Event::Job { job });
-                    return true;
+                    self.publish(Event::job(job));
+                    return;
                 }
                 Err(e) if e.is_storage_fault() => {
                     tracing::error!(job_id = id, ?status, error = %e,
@@ -234,25 +304,30 @@ impl Runner {
                         .insert(id, (status, why))
                         .is_none();
                     if first && let Ok(job) = self.inner.store.job(id).await {
-                        self.publish(Event::Job {
-                            job: self.current(job),
-                        });
+                        self.publish(Event::job(self.current(job)));
                     }
+                    // Still ours while we try: the lease must not expire meanwhile.
+                    let _ = self.inner.store.renew(held, self.inner.queue.lease).await;
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(MAX_STATUS_RETRY);
                 }
+                Err(e @ StoreError::LeaseLost { .. }) => {
+                    tracing::warn!(job_id = id, ?status, error = %e, "not settled: the lease is lost");
+                    return;
+                }
                 Err(e) => {
                     tracing::error!(job_id = id, ?status, error = %e, "cannot set the status");
-                    return false;
+                    return;
                 }
             }
         }
     }
 
-    async fn run(&self, id: i64, resume: bool, cancel: CancelToken) {
+    async fn run(&self, claim: Claim, cancel: CancelToken) {
         let store = &self.inner.store;
+        let Claim { job, lease, resume } = claim;
+        let id = job.id;
         let prepared = async {
-            let job = store.job(id).await.map_err(|e| e.to_string())?;
             let experiment = store
                 .experiment(job.experiment_id)
                 .await
@@ -266,45 +341,31 @@ impl Runner {
                 }
                 None => None,
             };
-            Ok::<_, String>((job, experiment, plan))
+            // An attempt that starts over drops what an earlier attempt recorded.
+            if !resume && lease.attempt > 1 {
+                store
+                    .truncate_records(id, 0, Some(&lease))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok::<_, String>((experiment, plan))
         }
         .await;
-        let (job, experiment, plan) = match prepared {
+        let (experiment, plan) = match prepared {
             Ok(p) => p,
             Err(message) => {
-                self.set_status(id, JobStatus::Failed, Some(&message)).await;
+                self.inner.recorder.finish(id).await.ok();
+                self.settle(&lease, JobStatus::Failed, Some(&message)).await;
                 return;
             }
         };
-        // The claim: only a job still queued starts (one cancelled or deleted meanwhile
-        // does not), and only once.
-        match store.set_status(id, JobStatus::Running, None).await {
-            Ok(job) => {
-                // A final status of an earlier run no longer stands in for this one's.
-                self.inner.unsettled.lock().expect("unsettled").remove(&id);
-                self.publish(Event::Job { job });
-            }
-            Err(e) if e.is_storage_fault() => {
-                // Still queued in the store: it starts once the storage takes writes again.
-                tracing::warn!(job_id = id, error = %e, "cannot claim the job; queued again");
-                let runner = self.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(MAX_STATUS_RETRY).await;
-                    runner.enqueue(id, resume);
-                });
-                return;
-            }
-            Err(e) => {
-                tracing::debug!(job_id = id, error = %e, "not claimed");
-                return;
-            }
-        }
         let stop = cancel.clone();
         let work = Work {
             job,
             experiment,
             plan,
             resume,
+            held: lease.clone(),
             settings: self.inner.settings.clone(),
             store: store.clone(),
             recorder: self.inner.recorder.clone(),
@@ -313,9 +374,11 @@ impl Runner {
             handle: tokio::runtime::Handle::current(),
         };
         let mut task = tokio::task::spawn_blocking(move || work.execute());
-        // Progress for the job list, at most once a second, while the work runs.
-        let mut ticker = tokio::time::interval(Duration::from_secs(1));
+        // Every tick: the lease renewed (and a cancel asked elsewhere heard), progress for
+        // the job list published.
+        let mut ticker = tokio::time::interval(TICK);
         let mut last_step = -1;
+        let mut lost = false;
         let joined = loop {
             tokio::select! {
                 joined = &mut task => break joined,
@@ -324,46 +387,66 @@ impl Runner {
                     if self.inner.recorder.has_failed(id) {
                         stop.cancel();
                     }
+                    match store.renew(&lease, self.inner.queue.lease).await {
+                        Ok(true) => stop.cancel(),
+                        Ok(false) => {}
+                        Err(e @ StoreError::LeaseLost { .. }) => {
+                            if !lost {
+                                tracing::warn!(job_id = id, error = %e, "lease lost; abandoning the job");
+                            }
+                            lost = true;
+                            stop.cancel();
+                        }
+                        Err(e) => tracing::warn!(job_id = id, error = %e, "lease not renewed"),
+                    }
                     if let Ok(job) = store.job(id).await && job.step != last_step {
                         last_step = job.step;
-                        self.publish(Event::Job { job });
+                        self.publish(Event::job(job));
                     }
                 }
             }
         };
         // Every record of the job is committed before its final status is visible, and a job
         // with records missing never ends `succeeded` (nor cancelled: its steps are lost).
-        if let Err(e) = self.inner.recorder.finish(id).await {
+        let recorded = self.inner.recorder.finish(id).await;
+        if lost || matches!(recorded, Err(StoreError::LeaseLost { .. })) {
+            // Another attempt owns the job now: nothing of this one is written.
+            return;
+        }
+        if let Err(e) = recorded {
             let message = format!("the job's records could not be written: {e}");
-            self.set_status(id, JobStatus::Failed, Some(&message)).await;
+            self.settle(&lease, JobStatus::Failed, Some(&message)).await;
             return;
         }
         match joined {
             Ok(Ok(Ending::Done(result))) => {
                 if let Some(result) = result
-                    && let Err(e) = store.insert_result(&result).await
+                    && let Err(e) = store.insert_result(&lease, &result).await
                 {
+                    if matches!(e, StoreError::LeaseLost { .. }) {
+                        return;
+                    }
                     let message = format!("cannot store the result: {e}");
-                    self.set_status(id, JobStatus::Failed, Some(&message)).await;
+                    self.settle(&lease, JobStatus::Failed, Some(&message)).await;
                     return;
                 }
-                self.set_status(id, JobStatus::Succeeded, None).await;
+                self.settle(&lease, JobStatus::Succeeded, None).await;
             }
             Ok(Ok(Ending::Stopped)) => {
                 if self.inner.shutting_down.load(Ordering::SeqCst) {
                     let why = "the server shut down; resume to continue";
-                    self.set_status(id, JobStatus::Interrupted, Some(why)).await;
+                    self.settle(&lease, JobStatus::Interrupted, Some(why)).await;
                 } else {
-                    self.set_status(id, JobStatus::Cancelled, Some("cancelled on request"))
+                    self.settle(&lease, JobStatus::Cancelled, Some("cancelled on request"))
                         .await;
                 }
             }
             Ok(Err(message)) => {
-                self.set_status(id, JobStatus::Failed, Some(&message)).await;
+                self.settle(&lease, JobStatus::Failed, Some(&message)).await;
             }
             Err(join) => {
                 let message = format!("the job's thread panicked: {join}");
-                self.set_status(id, JobStatus::Failed, Some(&message)).await;
+                self.settle(&lease, JobStatus::Failed, Some(&message)).await;
             }
         }
     }
@@ -375,6 +458,8 @@ struct Work {
     experiment: Experiment,
     plan: Option<(i64, Option<usize>, PruningPlan)>,
     resume: bool,
+    /// The attempt: every write of the job names it.
+    held: Lease,
     settings: JobSettings,
     store: Arc<dyn Store>,
     recorder: Recorder,
@@ -443,6 +528,7 @@ impl Work {
             checkpoint: (trains && every > 0)
                 .then(|| (dir.join(pipeline::store::CHECKPOINTS), every)),
             store: self.store.clone(),
+            held: self.held.clone(),
             handle: self.handle.clone(),
         };
         let spec = JobSpec {
@@ -494,6 +580,7 @@ struct JobObserver {
     events: broadcast::Sender<Event>,
     checkpoint: Option<(PathBuf, usize)>,
     store: Arc<dyn Store>,
+    held: Lease,
     handle: tokio::runtime::Handle,
 }
 
@@ -505,7 +592,7 @@ impl pipeline::Reporter for JobObserver {
         block_on(
             &self.handle,
             store.set_job_plan_inputs(
-                self.job_id,
+                &self.held,
                 prepared.total_steps,
                 prepared.metric,
                 modules.as_deref(),
@@ -516,7 +603,7 @@ impl pipeline::Reporter for JobObserver {
             // Steps recorded after the snapshot are taken again: drop them first.
             block_on(
                 &self.handle,
-                store.truncate_records(self.job_id, next as i64),
+                store.truncate_records(self.job_id, next as i64, Some(&self.held)),
             )
             .map_err(pipeline::Error::Caller)?;
         }

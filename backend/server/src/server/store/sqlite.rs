@@ -2,49 +2,97 @@
 //! as little-endian BLOBs.
 
 use std::path::Path;
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lightpeft_api::rest::{Eval, Experiment, Job, JobKind, JobResult, JobStatus, MaskKind, Plan};
 use lightpeft_api::{Hyperparams, Preset};
 use lightpeft_engine::train::{EvalRecord, StepRecord};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteRow, SqliteSynchronous,
-};
-use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteSynchronous};
+use sqlx::{QueryBuilder, Sqlite, Transaction};
+
+use lightpeft_api::rest::Worker;
 
 use super::{
-    JobRecord, RecordBatch, ScalarRow, Store, StoreError, StoreHealth, StoreResult, summarize,
+    Claim, EvalRow, ExperimentRow, FaultLog, JobRecord, JobRow, Lease, PlanRow, RecordBatch,
+    ScalarRow, Store, StoreError, StoreHealth, StoreResult, WorkerInfo, WorkerRow, decode_eval,
+    decode_result, f32_bytes, f32s, f64_bytes, f64s, importance_rows, lease_lost, mask_rows,
+    reaped_why, summarize,
 };
 
-/// Migrations from the workspace's `migrations/`, embedded at build time.
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+/// Migrations from the workspace's `migrations/sqlite/`, embedded at build time.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
 
 /// The store in one SQLite file.
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
     /// Storage faults of writes, for [`Store::health`].
-    faults: Arc<Mutex<Faults>>,
-}
-
-/// What [`SqliteStore::watch`] has seen.
-#[derive(Debug, Default)]
-struct Faults {
-    /// Since when writes fail for want of storage (None once one succeeds).
-    failing_since: Option<Instant>,
-    /// The latest fault.
-    last: Option<(String, Instant)>,
+    faults: Arc<Mutex<FaultLog>>,
 }
 
 /// Whether a connection `age` old was open at the latest storage fault.
-fn lived_through_fault(faults: &Mutex<Faults>, age: Duration) -> bool {
+fn lived_through_fault(faults: &Mutex<FaultLog>, age: Duration) -> bool {
     let faults = faults.lock().expect("faults");
     faults
         .last
         .as_ref()
         .is_some_and(|(_, at)| age >= at.elapsed())
+}
+
+/// The newest migration applied to the database (None for a new file).
+async fn applied_version(pool: &SqlitePool) -> Result<Option<i64>, sqlx::Error> {
+    let has_history: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+    )
+    .fetch_one(pool)
+    .await?;
+    if has_history == 0 {
+        return Ok(None);
+    }
+    sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+        .fetch_one(pool)
+        .await
+}
+
+/// Now as Unix seconds (the queue's clock: leases, heartbeats, queue order).
+const EPOCH: &str = "((julianday('now') - 2440587.5) * 86400.0)";
+
+/// Refuses the transaction's writes unless `held` still holds its job. A write, not a read,
+/// so the transaction takes SQLite's write lock first: no claim or reaper can change the job
+/// between this check and the commit.
+async fn fence(tx: &mut Transaction<'_, Sqlite>, held: &Lease) -> StoreResult<()> {
+    let holds = sqlx::query(
+        "UPDATE jobs SET attempt = attempt
+          WHERE id = ? AND attempt = ? AND worker = ? AND status = 'running'",
+    )
+    .bind(held.job_id)
+    .bind(held.attempt)
+    .bind(&held.worker)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if holds == 1 {
+        Ok(())
+    } else {
+        Err(lease_lost(held))
+    }
+}
+
+/// Appends a row to a job's status history.
+async fn log_status(
+    tx: &mut Transaction<'_, Sqlite>,
+    id: i64,
+    status: JobStatus,
+) -> StoreResult<()> {
+    sqlx::query(audited(format!(
+        "INSERT INTO job_status_log (job_id, status, at) VALUES (?, ?, {NOW})"
+    )))
+    .bind(id)
+    .bind(status.as_str())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// Now, in the format every timestamp uses.
@@ -67,6 +115,7 @@ impl SqliteStore {
     /// `max_bytes`, the file may not grow past that size: writes beyond it fail as on a full
     /// disk.
     pub async fn open(path: &Path, max_bytes: Option<u64>) -> StoreResult<SqliteStore> {
+        let location = path.display().to_string();
         let mut options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -78,7 +127,7 @@ impl SqliteStore {
             // SQLite's default page size; the cap holds on every connection of the pool.
             options = options.pragma("max_page_count", (max / 4096).max(1).to_string());
         }
-        let faults = Arc::<Mutex<Faults>>::default();
+        let faults = Arc::<Mutex<FaultLog>>::default();
         // A connection that lived through a storage fault may hold a transaction SQLite left
         // open (or one sqlx and SQLite disagree about); it is closed rather than reused, so
         // the store works as new once space returns.
@@ -97,16 +146,20 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(|source| StoreError::Open {
-                path: path.to_path_buf(),
+                location: location.clone(),
                 source,
             })?;
+        let applied = applied_version(&pool)
+            .await
+            .map_err(|source| StoreError::Open {
+                location: location.clone(),
+                source,
+            })?;
+        super::refuse_newer_schema(&location, applied, &MIGRATOR)?;
         MIGRATOR
             .run(&pool)
             .await
-            .map_err(|source| StoreError::Migrate {
-                path: path.to_path_buf(),
-                source,
-            })?;
+            .map_err(|source| StoreError::Migrate { location, source })?;
         tracing::debug!(path = %path.display(), "store opened");
         Ok(SqliteStore { pool, faults })
     }
@@ -114,17 +167,50 @@ impl SqliteStore {
     /// A write's outcome, noted for [`Store::health`].
     async fn watch<T>(&self, write: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
         let outcome = write.await;
-        let mut faults = self.faults.lock().expect("faults");
-        match &outcome {
-            Ok(_) => faults.failing_since = None,
-            Err(e) if e.is_storage_fault() => {
-                let now = Instant::now();
-                faults.failing_since.get_or_insert(now);
-                faults.last = Some((e.to_string(), now));
-            }
-            Err(_) => {}
-        }
+        self.faults.lock().expect("faults").note(&outcome);
         outcome
+    }
+
+    /// One conditional move of job `id` to `status` (from a state of `leaves_for`), with its
+    /// history row; `resume` sets whether a queued job continues from its snapshot.
+    async fn transition(
+        &self,
+        id: i64,
+        status: JobStatus,
+        error: Option<&str>,
+        resume: Option<bool>,
+    ) -> StoreResult<Job> {
+        self.watch(async {
+            let mut tx = self.pool.begin().await?;
+            let times = super::status_times(status, NOW, EPOCH);
+            let set_error = super::status_error(status, "?");
+            let leaves = super::leaves_sql(status);
+            let resume = resume
+                .map(|r| format!(", resume_from_snapshot = {r}"))
+                .unwrap_or_default();
+            let changed = sqlx::query(audited(format!(
+                "UPDATE jobs SET status = ?, {set_error} {times} {resume}
+                 WHERE id = ? AND status IN ({leaves})"
+            )))
+            .bind(status.as_str())
+            .bind(error)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if changed == 0 {
+                drop(tx);
+                let job = self.job(id).await?;
+                return Err(StoreError::Conflict(format!(
+                    "job {id} is {}",
+                    job.status.as_str()
+                )));
+            }
+            log_status(&mut tx, id, status).await?;
+            tx.commit().await?;
+            self.job(id).await
+        })
+        .await
     }
 }
 
@@ -167,22 +253,24 @@ impl Store for SqliteStore {
     }
 
     async fn experiment(&self, id: i64) -> StoreResult<Experiment> {
-        let row = sqlx::query("SELECT * FROM experiments WHERE id = ?")
+        sqlx::query_as::<_, ExperimentRow>("SELECT * FROM experiments WHERE id = ?")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?
             .ok_or(StoreError::NotFound {
                 what: "experiment",
                 id,
-            })?;
-        experiment_from_row(&row)
+            })?
+            .decode()
     }
 
     async fn experiments(&self) -> StoreResult<Vec<Experiment>> {
-        let rows = sqlx::query("SELECT * FROM experiments ORDER BY id DESC")
+        sqlx::query_as::<_, ExperimentRow>("SELECT * FROM experiments ORDER BY id DESC")
             .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(experiment_from_row).collect()
+            .await?
+            .into_iter()
+            .map(ExperimentRow::decode)
+            .collect()
     }
 
     async fn delete_experiment(&self, id: i64) -> StoreResult<()> {
@@ -218,8 +306,8 @@ impl Store for SqliteStore {
         self.watch(async {
             let mut tx = self.pool.begin().await?;
             let id: i64 = sqlx::query_scalar(audited(format!(
-                "INSERT INTO jobs (id, experiment_id, kind, plan_id, source_job_id, status, created_at)
-                 VALUES ({}, ?, ?, ?, ?, 'queued', {NOW}) RETURNING id",
+                "INSERT INTO jobs (id, experiment_id, kind, plan_id, source_job_id, status, created_at, queued_at)
+                 VALUES ({}, ?, ?, ?, ?, 'queued', {NOW}, {EPOCH}) RETURNING id",
                 next_id("jobs")
             )))
             .bind(experiment_id)
@@ -241,12 +329,12 @@ impl Store for SqliteStore {
     }
 
     async fn job(&self, id: i64) -> StoreResult<Job> {
-        let row = sqlx::query("SELECT * FROM jobs WHERE id = ?")
+        sqlx::query_as::<_, JobRow>("SELECT * FROM jobs WHERE id = ?")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?
-            .ok_or(StoreError::NotFound { what: "job", id })?;
-        job_from_row(&row)
+            .ok_or(StoreError::NotFound { what: "job", id })?
+            .decode()
     }
 
     async fn jobs(
@@ -254,15 +342,17 @@ impl Store for SqliteStore {
         experiment_id: Option<i64>,
         status: Option<JobStatus>,
     ) -> StoreResult<Vec<Job>> {
-        let rows = sqlx::query(
+        sqlx::query_as::<_, JobRow>(
             "SELECT * FROM jobs WHERE (?1 IS NULL OR experiment_id = ?1)
              AND (?2 IS NULL OR status = ?2) ORDER BY id DESC",
         )
         .bind(experiment_id)
         .bind(status.map(JobStatus::as_str))
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(job_from_row).collect()
+        .await?
+        .into_iter()
+        .map(JobRow::decode)
+        .collect()
     }
 
     async fn set_status(
@@ -271,58 +361,20 @@ impl Store for SqliteStore {
         status: JobStatus,
         error: Option<&str>,
     ) -> StoreResult<Job> {
-        self.watch(async {
-            let mut tx = self.pool.begin().await?;
-            let times = match status {
-                JobStatus::Running => {
-                    format!(", started_at = {NOW}, finished_at = NULL, error = NULL")
-                }
-                JobStatus::Queued => ", finished_at = NULL, error = NULL".to_string(),
-                _ => format!(", finished_at = {NOW}"),
-            };
-            let leaves = super::leaves_for(status)
-                .iter()
-                .map(|s| format!("'{}'", s.as_str()))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let changed = sqlx::query(audited(format!(
-                "UPDATE jobs SET status = ?, error = COALESCE(?, error) {times}
-                 WHERE id = ? AND status IN ({leaves})"
-            )))
-            .bind(status.as_str())
-            .bind(error)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if changed == 0 {
-                drop(tx);
-                let job = self.job(id).await?;
-                return Err(StoreError::Conflict(format!(
-                    "job {id} is {}",
-                    job.status.as_str()
-                )));
-            }
-            sqlx::query(audited(format!(
-                "INSERT INTO job_status_log (job_id, status, at) VALUES (?, ?, {NOW})"
-            )))
-            .bind(id)
-            .bind(status.as_str())
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            self.job(id).await
-        })
-        .await
+        self.transition(id, status, error, None).await
     }
 
-    async fn recover(&self) -> StoreResult<(Vec<i64>, Vec<i64>)> {
+    async fn recover(&self, worker: &str) -> StoreResult<Vec<i64>> {
         self.watch(async {
-            let running: Vec<i64> =
-                sqlx::query_scalar("SELECT id FROM jobs WHERE status = 'running'")
-                    .fetch_all(&self.pool)
-                    .await?;
-            for id in &running {
+            // Rows from before the queue had workers name none: they were this store's own.
+            let held: Vec<i64> = sqlx::query_scalar(
+                "SELECT id FROM jobs WHERE status = 'running' AND (worker = ? OR worker IS NULL)
+                 ORDER BY id",
+            )
+            .bind(worker)
+            .fetch_all(&self.pool)
+            .await?;
+            for id in &held {
                 self.set_status(
                     *id,
                     JobStatus::Interrupted,
@@ -330,23 +382,241 @@ impl Store for SqliteStore {
                 )
                 .await?;
             }
-            let queued =
-                sqlx::query_scalar("SELECT id FROM jobs WHERE status = 'queued' ORDER BY id")
-                    .fetch_all(&self.pool)
-                    .await?;
-            Ok((running, queued))
+            Ok(held)
         })
         .await
     }
 
+    async fn requeue(&self, id: i64, from_snapshot: bool) -> StoreResult<Job> {
+        self.transition(id, JobStatus::Queued, None, Some(from_snapshot))
+            .await
+    }
+
+    async fn claim(&self, worker: &str, lease: Duration) -> StoreResult<Option<Claim>> {
+        self.watch(async {
+            let mut tx = self.pool.begin().await?;
+            // SQLite has one writer: the update holds the write lock from the choice of the
+            // row to the commit, so no two claims choose the same job.
+            let claimed: Option<(i64, i64, bool)> = sqlx::query_as(audited(format!(
+                "UPDATE jobs SET status = 'running', worker = ?, attempt = attempt + 1,
+                   lease_expires_at = {EPOCH} + ?, cancel_requested = false,
+                   started_at = {NOW}, finished_at = NULL, error = NULL
+                 WHERE id = (SELECT id FROM jobs WHERE status = 'queued'
+                             ORDER BY queued_at, id LIMIT 1)
+                 RETURNING id, attempt, resume_from_snapshot"
+            )))
+            .bind(worker)
+            .bind(lease.as_secs_f64())
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some((id, attempt, resume)) = claimed else {
+                return Ok(None);
+            };
+            log_status(&mut tx, id, JobStatus::Running).await?;
+            tx.commit().await?;
+            Ok(Some(Claim {
+                job: self.job(id).await?,
+                lease: Lease {
+                    job_id: id,
+                    worker: worker.to_string(),
+                    attempt,
+                },
+                resume,
+            }))
+        })
+        .await
+    }
+
+    async fn renew(&self, held: &Lease, lease: Duration) -> StoreResult<bool> {
+        self.watch(async {
+            let mut tx = self.pool.begin().await?;
+            let cancel: Option<bool> = sqlx::query_scalar(audited(format!(
+                "UPDATE jobs SET lease_expires_at = {EPOCH} + ?
+                  WHERE id = ? AND attempt = ? AND worker = ? AND status = 'running'
+                 RETURNING cancel_requested"
+            )))
+            .bind(lease.as_secs_f64())
+            .bind(held.job_id)
+            .bind(held.attempt)
+            .bind(&held.worker)
+            .fetch_optional(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            cancel.ok_or_else(|| lease_lost(held))
+        })
+        .await
+    }
+
+    async fn settle(
+        &self,
+        held: &Lease,
+        status: JobStatus,
+        error: Option<&str>,
+    ) -> StoreResult<Job> {
+        self.watch(async {
+            let mut tx = self.pool.begin().await?;
+            let changed = sqlx::query(audited(format!(
+                "UPDATE jobs SET status = ?, error = COALESCE(?, error), finished_at = {NOW},
+                   lease_expires_at = NULL
+                 WHERE id = ? AND attempt = ? AND worker = ? AND status = 'running'"
+            )))
+            .bind(status.as_str())
+            .bind(error)
+            .bind(held.job_id)
+            .bind(held.attempt)
+            .bind(&held.worker)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if changed == 0 {
+                return Err(lease_lost(held));
+            }
+            log_status(&mut tx, held.job_id, status).await?;
+            tx.commit().await?;
+            self.job(held.job_id).await
+        })
+        .await
+    }
+
+    async fn request_cancel(&self, id: i64) -> StoreResult<Job> {
+        self.watch(async {
+            let asked = sqlx::query(
+                "UPDATE jobs SET cancel_requested = true WHERE id = ? AND status = 'running'",
+            )
+            .bind(id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            let job = self.job(id).await?;
+            if asked == 0 {
+                return Err(StoreError::Conflict(format!(
+                    "job {id} is {}",
+                    job.status.as_str()
+                )));
+            }
+            Ok(job)
+        })
+        .await
+    }
+
+    async fn reap(&self, max_attempts: i64) -> StoreResult<Vec<(i64, JobStatus)>> {
+        self.watch(async {
+            type Expired = (i64, i64, Option<String>, bool);
+            let expired: Vec<Expired> = sqlx::query_as(audited(format!(
+                "SELECT id, attempt, worker, cancel_requested FROM jobs
+                  WHERE status = 'running' AND lease_expires_at < {EPOCH} ORDER BY id"
+            )))
+            .fetch_all(&self.pool)
+            .await?;
+            let mut reaped = Vec::new();
+            for (id, attempt, worker, cancel_requested) in expired {
+                let (stopped, requeue) = match (cancel_requested, attempt < max_attempts) {
+                    (true, _) => (JobStatus::Cancelled, false),
+                    (false, again) => (JobStatus::Interrupted, again),
+                };
+                let why = if cancel_requested {
+                    "cancelled on request; its worker stopped renewing its lease before it stopped"
+                        .to_string()
+                } else {
+                    reaped_why(worker.as_deref(), attempt, requeue, max_attempts)
+                };
+                let mut tx = self.pool.begin().await?;
+                // Still expired and still the same attempt: a lease renewed or a job settled
+                // since the read above is left alone.
+                let changed = sqlx::query(audited(format!(
+                    "UPDATE jobs SET status = ?, error = ?, finished_at = {NOW},
+                       lease_expires_at = NULL
+                     WHERE id = ? AND attempt = ? AND status = 'running'
+                       AND lease_expires_at < {EPOCH}"
+                )))
+                .bind(stopped.as_str())
+                .bind(&why)
+                .bind(id)
+                .bind(attempt)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if changed == 0 {
+                    continue;
+                }
+                log_status(&mut tx, id, stopped).await?;
+                let mut now = stopped;
+                if requeue {
+                    sqlx::query(audited(format!(
+                        "UPDATE jobs SET status = 'queued', finished_at = NULL, queued_at = {EPOCH},
+                           resume_from_snapshot = (checkpoint_step IS NOT NULL)
+                         WHERE id = ?"
+                    )))
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                    log_status(&mut tx, id, JobStatus::Queued).await?;
+                    now = JobStatus::Queued;
+                }
+                tx.commit().await?;
+                reaped.push((id, now));
+            }
+            Ok(reaped)
+        })
+        .await
+    }
+
+    async fn worker_heartbeat(&self, worker: &WorkerInfo, starting: bool) -> StoreResult<()> {
+        self.watch(async {
+            if !starting {
+                let beat = sqlx::query(audited(format!(
+                    "UPDATE workers SET heartbeat_at = {EPOCH} WHERE name = ?"
+                )))
+                .bind(&worker.name)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                if beat == 1 {
+                    return Ok(());
+                }
+            }
+            sqlx::query(audited(format!(
+                "INSERT INTO workers (name, device, slots, started_at, heartbeat_at)
+                 VALUES (?, ?, ?, {NOW}, {EPOCH})
+                 ON CONFLICT (name) DO UPDATE SET device = excluded.device,
+                   slots = excluded.slots, started_at = excluded.started_at,
+                   heartbeat_at = excluded.heartbeat_at"
+            )))
+            .bind(&worker.name)
+            .bind(&worker.device)
+            .bind(worker.slots as i64)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn workers(&self) -> StoreResult<Vec<Worker>> {
+        sqlx::query_as::<_, WorkerRow>(audited(format!(
+            "SELECT w.name, w.device, w.slots, w.started_at,
+                    {EPOCH} - w.heartbeat_at AS seconds_since_heartbeat,
+                    (SELECT group_concat(j.id) FROM jobs j
+                      WHERE j.worker = w.name AND j.status = 'running') AS running
+               FROM workers w ORDER BY w.name"
+        )))
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(WorkerRow::decode)
+        .collect()
+    }
+
     async fn set_job_plan_inputs(
         &self,
-        id: i64,
+        held: &Lease,
         total_steps: usize,
         metric: &str,
         modules: Option<&str>,
     ) -> StoreResult<()> {
         self.watch(async {
+            let mut tx = self.pool.begin().await?;
+            fence(&mut tx, held).await?;
             sqlx::query(
                 "UPDATE jobs SET total_steps = ?, metric = ?, modules = COALESCE(?, modules)
                  WHERE id = ?",
@@ -354,9 +624,10 @@ impl Store for SqliteStore {
             .bind(total_steps as i64)
             .bind(metric)
             .bind(modules)
-            .bind(id)
-            .execute(&self.pool)
+            .bind(held.job_id)
+            .execute(&mut *tx)
             .await?;
+            tx.commit().await?;
             Ok(())
         })
         .await
@@ -378,9 +649,12 @@ impl Store for SqliteStore {
             .ok_or(StoreError::NotFound { what: "job", id })
     }
 
-    async fn truncate_records(&self, id: i64, step: i64) -> StoreResult<()> {
+    async fn truncate_records(&self, id: i64, step: i64, held: Option<&Lease>) -> StoreResult<()> {
         self.watch(async {
             let mut tx = self.pool.begin().await?;
+            if let Some(held) = held {
+                fence(&mut tx, held).await?;
+            }
             for table in [
                 "step_scalars",
                 "mask_snapshots",
@@ -466,6 +740,9 @@ impl Store for SqliteStore {
         self.watch(async {
             let job_id = batch.job_id;
             let mut tx = self.pool.begin().await?;
+            if let Some(held) = &batch.held {
+                fence(&mut tx, held).await?;
+            }
             for record in &batch.records {
                 match record {
                     JobRecord::Step(r) => write_step(&mut tx, job_id, r).await?,
@@ -523,26 +800,13 @@ impl Store for SqliteStore {
     }
 
     async fn evals(&self, id: i64) -> StoreResult<Vec<Eval>> {
-        let rows: Vec<(i64, i64, String, f64, f64)> = sqlx::query_as(
+        let rows: Vec<EvalRow> = sqlx::query_as(
             "SELECT step, epoch, metrics, loss, seconds FROM evals WHERE job_id = ? ORDER BY step",
         )
         .bind(id)
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(
-                |(step, epoch, metrics, loss, seconds)| -> StoreResult<Eval> {
-                    Ok(Eval {
-                        step,
-                        epoch,
-                        metrics: serde_json::from_str(&metrics)
-                            .map_err(|e| StoreError::corrupt("evaluation metrics", e))?,
-                        loss,
-                        seconds,
-                    })
-                },
-            )
-            .collect()
+        rows.into_iter().map(decode_eval).collect()
     }
 
     async fn snapshot_steps(&self, id: i64, kind: MaskKind) -> StoreResult<Vec<i64>> {
@@ -632,25 +896,28 @@ impl Store for SqliteStore {
     }
 
     async fn plan(&self, id: i64) -> StoreResult<(Plan, String)> {
-        let row = sqlx::query("SELECT * FROM plans WHERE id = ?")
+        sqlx::query_as::<_, PlanRow>("SELECT * FROM plans WHERE id = ?")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?
-            .ok_or(StoreError::NotFound { what: "plan", id })?;
-        Ok((plan_from_row(&row)?, row.get("plan")))
+            .ok_or(StoreError::NotFound { what: "plan", id })?
+            .decode()
     }
 
     async fn plans_of(&self, job_id: i64) -> StoreResult<Vec<Plan>> {
-        let rows = sqlx::query("SELECT * FROM plans WHERE estimation_job_id = ? ORDER BY id")
+        sqlx::query_as::<_, PlanRow>("SELECT * FROM plans WHERE estimation_job_id = ? ORDER BY id")
             .bind(job_id)
             .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(plan_from_row).collect()
+            .await?
+            .into_iter()
+            .map(|row| row.decode().map(|(plan, _)| plan))
+            .collect()
     }
 
-    async fn insert_result(&self, result: &JobResult) -> StoreResult<()> {
+    async fn insert_result(&self, held: &Lease, result: &JobResult) -> StoreResult<()> {
         self.watch(async {
             let mut tx = self.pool.begin().await?;
+            fence(&mut tx, held).await?;
             sqlx::query("INSERT OR REPLACE INTO results (job_id, result) VALUES (?, ?)")
                 .bind(result.job_id)
                 .bind(serde_json::to_string(result).expect("plain data"))
@@ -673,27 +940,19 @@ impl Store for SqliteStore {
                 .bind(job_id)
                 .fetch_optional(&self.pool)
                 .await?;
-        text.map(|t| serde_json::from_str(&t).map_err(|e| StoreError::corrupt("result", e)))
-            .transpose()
+        text.as_deref().map(decode_result).transpose()
     }
 
     async fn health(&self) -> StoreHealth {
-        let read = tokio::time::timeout(
-            Duration::from_secs(2),
-            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM id_marks").fetch_one(&self.pool),
-        )
+        let read = tokio::time::timeout(Duration::from_secs(2), async {
+            Ok(
+                sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM id_marks")
+                    .fetch_one(&self.pool)
+                    .await?,
+            )
+        })
         .await;
-        let read_error = match read {
-            Ok(Ok(_)) => None,
-            Ok(Err(e)) => Some(StoreError::from(e).to_string()),
-            Err(_) => Some("a read took over 2 s".to_string()),
-        };
-        let faults = self.faults.lock().expect("faults");
-        StoreHealth {
-            read_error,
-            failing_since: faults.failing_since,
-            last_fault: faults.last.clone(),
-        }
+        self.faults.lock().expect("faults").health(read)
     }
 
     async fn results_of(&self, experiment_id: i64) -> StoreResult<Vec<JobResult>> {
@@ -704,10 +963,7 @@ impl Store for SqliteStore {
         .bind(experiment_id)
         .fetch_all(&self.pool)
         .await?;
-        texts
-            .iter()
-            .map(|t| serde_json::from_str(t).map_err(|e| StoreError::corrupt("result", e)))
-            .collect()
+        texts.iter().map(|t| decode_result(t)).collect()
     }
 }
 
@@ -767,14 +1023,7 @@ async fn write_step(
     .execute(&mut **tx)
     .await?;
 
-    let rows: Vec<(&str, usize, &Vec<f32>)> = [
-        (MaskKind::Head, &r.head_masks),
-        (MaskKind::Neuron, &r.neuron_masks),
-    ]
-    .into_iter()
-    .filter_map(|(kind, m)| m.as_ref().map(|m| (kind.as_str(), m)))
-    .flat_map(|(kind, layers)| layers.iter().enumerate().map(move |(l, v)| (kind, l, v)))
-    .collect();
+    let rows = mask_rows(r);
     if !rows.is_empty() {
         let mut snapshots: QueryBuilder<Sqlite> = QueryBuilder::new(
             "INSERT OR REPLACE INTO mask_snapshots (job_id, step, kind, layer, vals) ",
@@ -801,107 +1050,16 @@ async fn write_step(
         });
         summaries.build().execute(&mut **tx).await?;
     }
-    if !r.module_importance.is_empty() {
-        let modules: Vec<f64> = r.module_importance.iter().map(|(_, v)| *v).collect();
-        let ranks: Vec<f64> = r
-            .rank_importance
-            .iter()
-            .flat_map(|(_, v)| v.iter().copied())
-            .collect();
-        for (kind, values) in [("module", modules), ("rank", ranks)] {
-            sqlx::query(
-                "INSERT OR REPLACE INTO importances (job_id, step, kind, vals) VALUES (?, ?, ?, ?)",
-            )
-            .bind(job_id)
-            .bind(step)
-            .bind(kind)
-            .bind(f64_bytes(&values))
-            .execute(&mut **tx)
-            .await?;
-        }
+    for (kind, values) in importance_rows(r) {
+        sqlx::query(
+            "INSERT OR REPLACE INTO importances (job_id, step, kind, vals) VALUES (?, ?, ?, ?)",
+        )
+        .bind(job_id)
+        .bind(step)
+        .bind(kind)
+        .bind(f64_bytes(&values))
+        .execute(&mut **tx)
+        .await?;
     }
     Ok(())
-}
-
-/// Little-endian f32 bytes.
-fn f32_bytes(values: &[f32]) -> Vec<u8> {
-    values.iter().flat_map(|v| v.to_le_bytes()).collect()
-}
-
-/// Little-endian f64 bytes.
-fn f64_bytes(values: &[f64]) -> Vec<u8> {
-    values.iter().flat_map(|v| v.to_le_bytes()).collect()
-}
-
-fn f32s(bytes: &[u8]) -> Vec<f32> {
-    bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-        .collect()
-}
-
-fn f64s(bytes: &[u8]) -> Vec<f64> {
-    bytes
-        .chunks_exact(8)
-        .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
-        .collect()
-}
-
-fn experiment_from_row(row: &SqliteRow) -> StoreResult<Experiment> {
-    let params: String = row.get("params");
-    let preset: String = row.get("preset");
-    Ok(Experiment {
-        id: row.get("id"),
-        name: row.get("name"),
-        task: row.get("task"),
-        model: row.get("model"),
-        preset: serde_json::from_value(serde_json::Value::String(preset))
-            .map_err(|e| StoreError::corrupt("experiment preset", e))?,
-        params: serde_json::from_str(&params)
-            .map_err(|e| StoreError::corrupt("experiment params", e))?,
-        train_file: row.get("train_file"),
-        dev_file: row.get("dev_file"),
-        created_at: row.get("created_at"),
-    })
-}
-
-/// The stored columns only; the derived fields follow the rules of [`Job::fill_derived`].
-fn job_from_row(row: &SqliteRow) -> StoreResult<Job> {
-    let kind: String = row.get("kind");
-    let status: String = row.get("status");
-    let checkpoint: Option<i64> = row.get("checkpoint_step");
-    let mut job = Job {
-        id: row.get("id"),
-        experiment_id: row.get("experiment_id"),
-        kind: serde_json::from_value(serde_json::Value::String(kind))
-            .map_err(|e| StoreError::corrupt("job kind", e))?,
-        plan_id: row.get("plan_id"),
-        source_job_id: row.get("source_job_id"),
-        status: JobStatus::from_str(&status).map_err(|e| StoreError::corrupt("job status", e))?,
-        step: row.get("step"),
-        total_steps: row.get("total_steps"),
-        loss: row.get("loss"),
-        best_score: row.get("best_score"),
-        metric: row.get("metric"),
-        step_seconds: row.get("step_seconds"),
-        eta_seconds: None,
-        error: row.get("error"),
-        created_at: row.get("created_at"),
-        started_at: row.get("started_at"),
-        finished_at: row.get("finished_at"),
-        resumable: false,
-    };
-    job.fill_derived(checkpoint.is_some());
-    Ok(job)
-}
-
-fn plan_from_row(row: &SqliteRow) -> StoreResult<Plan> {
-    let preview: String = row.get("preview");
-    Ok(Plan {
-        id: row.get("id"),
-        estimation_job_id: row.get("estimation_job_id"),
-        preview: serde_json::from_str(&preview)
-            .map_err(|e| StoreError::corrupt("plan preview", e))?,
-        created_at: row.get("created_at"),
-    })
 }
