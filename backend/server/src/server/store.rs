@@ -5,6 +5,7 @@
 //! (row decoding, array encoding, the job state table, fault bookkeeping) lives here once.
 
 mod postgres;
+mod sql;
 mod sqlite;
 
 use std::path::PathBuf;
