@@ -220,6 +220,14 @@ try {
   await page.locator("#runs-filter").fill("browser");
   assert.equal(await page.locator("#runs-table tbody tr").count(), 1);
 
+  log("the workers table lists the server's own worker and its heartbeat");
+  const worker = page.locator("#workers-table tbody tr").first();
+  await worker.waitFor();
+  const workerText = (await worker.textContent()) ?? "";
+  assert.match(workerText, /\/serve/, "the local worker's name");
+  assert.match(workerText, /cpu/, "its device");
+  assert.match(workerText, /\d+ s ago/, "its heartbeat's age, in seconds");
+
   if (bin) {
     log("a lost events connection reconnects (server restarted)");
     await stopServer();

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use leptos::{prelude::*, task::spawn_local};
 use leptos_router::components::A;
-use lightpeft_api::rest::{Comparison, Experiment, Job, JobKind, JobStatus, Plan};
+use lightpeft_api::rest::{Comparison, Experiment, Job, JobKind, JobStatus, Plan, Worker};
 
 use crate::{api, format, store::use_store, widgets::jobs::Progress};
 
@@ -237,7 +237,81 @@ pub fn RunsPage() -> impl IntoView {
             <Show when=move || store.experiments.with(|e| e.is_empty())>
                 <p class="muted">"No experiments yet. Start one with New experiment."</p>
             </Show>
+            <WorkersPanel />
         </section>
+    }
+}
+
+/// How often the workers table is read again (heartbeats come every 5 s).
+const WORKERS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The processes that train jobs: this server's local worker and every `lightpeft worker`
+/// sharing its database, with their last heartbeat and running jobs.
+#[component]
+fn WorkersPanel() -> impl IntoView {
+    let workers = RwSignal::new(None::<Vec<Worker>>);
+    let failure = RwSignal::new(None::<String>);
+    let load = move || {
+        spawn_local(async move {
+            match api::get::<Vec<Worker>>("/workers").await {
+                Ok(list) => {
+                    workers.set(Some(list));
+                    failure.set(None);
+                }
+                Err(e) => failure.set(Some(e.message)),
+            }
+        })
+    };
+    load();
+    if let Ok(handle) = set_interval_with_handle(load, WORKERS_EVERY) {
+        on_cleanup(move || handle.clear());
+    }
+    view! {
+        <h2 id="workers-heading">"Workers"</h2>
+        {move || failure.get().map(|f| view! { <p class="error small">{f}</p> })}
+        <div class="table-scroll">
+            <table class="runs" id="workers-table" aria-labelledby="workers-heading">
+                <thead>
+                    <tr>
+                        <th>"Name"</th>
+                        <th>"Device"</th>
+                        <th>"Slots"</th>
+                        <th>"Running jobs"</th>
+                        <th>"Last heartbeat"</th>
+                    </tr>
+                </thead>
+                <tbody>
+                    {move || {
+                        workers
+                            .get()
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|w| {
+                                let running = if w.running.is_empty() {
+                                    "none".to_string()
+                                } else {
+                                    w.running
+                                        .iter()
+                                        .map(|id| format!("#{id}"))
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                };
+                                let name = w.name.clone();
+                                view! {
+                                    <tr data-worker=name>
+                                        <td>{w.name}</td>
+                                        <td>{w.device}</td>
+                                        <td>{w.slots}</td>
+                                        <td>{running}</td>
+                                        <td>{format!("{} ago", format::duration(w.seconds_since_heartbeat))}</td>
+                                    </tr>
+                                }
+                            })
+                            .collect_view()
+                    }}
+                </tbody>
+            </table>
+        </div>
     }
 }
 
