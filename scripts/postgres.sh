@@ -20,7 +20,8 @@ as_owner() {
   local owner=$1
   shift
   if [ "$(id -u)" = 0 ]; then
-    runuser -u "$owner" -- "$@"
+    # From a folder the owner may enter (the checkout may be root's alone).
+    (cd / && runuser -u "$owner" -- "$@")
   else
     "$@"
   fi
