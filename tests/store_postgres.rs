@@ -104,7 +104,7 @@ async fn a_database_of_a_newer_schema_is_refused_untouched() {
     );
     let stderr = refused_start(dir.path(), &url);
     assert!(
-        stderr.contains("schema is at version 9999, newer than this lightpeft knows (2)"),
+        stderr.contains("schema is at version 9999, newer than this lightpeft knows (3)"),
         "{stderr}"
     );
     assert!(!stderr.contains(password_of(&url)), "{stderr}");

@@ -273,3 +273,47 @@ async fn the_last_attempt_stays_interrupted_and_cancels_reach_the_worker() {
         assert!(workers[0].seconds_since_heartbeat < 5.0, "{workers:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_announces_job_changes_and_sqlite_announces_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = stores(dir.path()).await;
+    let (_, sqlite) = &stores[0];
+    assert!(
+        sqlite.changes().is_none(),
+        "one process writes a SQLite file"
+    );
+    let (_, postgres) = &stores[1];
+    let mut changes = postgres.changes().expect("PostgreSQL announces changes");
+    let within = Duration::from_secs(5);
+    // Connected and listening: the listener's first bump.
+    tokio::time::timeout(within, changes.wait_for(|n| *n >= 1))
+        .await
+        .expect("the listener connects")
+        .unwrap();
+    changes.borrow_and_update();
+    // A job queued by another process (another store on the same database) wakes this one.
+    let [id] = queued_jobs(postgres.as_ref(), 1).await[..] else {
+        unreachable!()
+    };
+    tokio::time::timeout(within, changes.changed())
+        .await
+        .expect("an insert is announced")
+        .unwrap();
+    changes.borrow_and_update();
+    let claim = postgres.claim("w", LONG_LEASE).await.unwrap().unwrap();
+    assert_eq!(claim.job.id, id);
+    tokio::time::timeout(within, changes.changed())
+        .await
+        .expect("a claim is announced")
+        .unwrap();
+    changes.borrow_and_update();
+    // A renewal changes neither status nor step: not announced.
+    postgres.renew(&claim.lease, LONG_LEASE).await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), changes.changed())
+            .await
+            .is_err(),
+        "renewals are not news"
+    );
+}

@@ -1,7 +1,9 @@
 //! Live events for jobs that other processes train (workers sharing the database): the job
-//! list and the steps of each job are re-read from the store every second and published like
-//! the local runner's events, so a dashboard stays live whichever worker trains. Jobs running
-//! in this process are left to the runner, which publishes them as they happen.
+//! list and the steps of each job are re-read from the store when the store announces a
+//! change (PostgreSQL's notifications), and every second in any case (an announcement can be
+//! lost), and published like the local runner's events, so a dashboard stays live whichever
+//! worker trains. Jobs running in this process are left to the runner, which publishes them
+//! as they happen.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,8 +15,11 @@ use tokio::sync::broadcast;
 use super::runner::Runner;
 use super::store::Store;
 
-/// How often the store is re-read.
+/// How often the store is re-read without an announcement.
 const EVERY: Duration = Duration::from_secs(1);
+
+/// The shortest time between two reads: announcements come with every batch of steps.
+const AT_MOST_EVERY: Duration = Duration::from_millis(200);
 
 /// Follows the store until `closing` turns true.
 pub fn spawn(
@@ -30,9 +35,13 @@ pub fn spawn(
             events,
             seen: HashMap::new(),
         };
+        let mut changes = follower.store.changes();
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(EVERY) => {}
+                _ = super::runner::changed(&mut changes) => {
+                    tokio::time::sleep(AT_MOST_EVERY).await;
+                }
                 _ = closing.changed() => return,
             }
             if *closing.borrow() {

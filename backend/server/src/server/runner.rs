@@ -181,8 +181,9 @@ impl Runner {
         self.inner.recorder.flush().await;
     }
 
-    /// The runner's life: registers its worker, then every tick (or wake) reaps expired
-    /// leases, beats the worker's heartbeat and claims what its free slots can take.
+    /// The runner's life: registers its worker, then every tick (or wake: a job queued here,
+    /// or a change another process announced) reaps expired leases, beats the worker's
+    /// heartbeat and claims what its free slots can take.
     async fn dispatcher(&self) {
         let store = &self.inner.store;
         if let Some(worker) = &self.inner.queue.worker
@@ -191,15 +192,22 @@ impl Runner {
             tracing::warn!(worker = %worker.name, error = %e, "cannot register the worker");
         }
         let mut last_beat = Instant::now();
+        let mut last_reap: Option<Instant> = None;
+        let mut changes = store.changes();
         loop {
             tokio::select! {
                 _ = self.inner.wake.notified() => {}
                 _ = tokio::time::sleep(TICK) => {}
+                _ = changed(&mut changes) => {}
             }
             if self.inner.shutting_down.load(Ordering::SeqCst) {
                 return;
             }
-            self.reap().await;
+            // Announcements come with every batch of steps anywhere: reaping stays once a tick.
+            if last_reap.is_none_or(|at| at.elapsed() >= TICK) {
+                last_reap = Some(Instant::now());
+                self.reap().await;
+            }
             if let Some(worker) = &self.inner.queue.worker
                 && last_beat.elapsed() >= WORKER_HEARTBEAT
             {
@@ -449,6 +457,19 @@ impl Runner {
                 self.settle(&lease, JobStatus::Failed, Some(&message)).await;
             }
         }
+    }
+}
+
+/// Waits for the next announced change; forever when the store announces none (or stopped).
+pub(super) async fn changed(changes: &mut Option<tokio::sync::watch::Receiver<u64>>) {
+    match changes {
+        Some(rx) => {
+            if rx.changed().await.is_err() {
+                *changes = None;
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending::<()>().await,
     }
 }
 

@@ -813,6 +813,13 @@ pub trait Store: Send + Sync {
     /// Results of an experiment's finished jobs, oldest first.
     async fn results_of(&self, experiment_id: i64) -> StoreResult<Vec<JobResult>>;
 
+    // ----- changes -----
+
+    /// A counter bumped whenever another process may have changed a job (inserted, moved,
+    /// stepped), for waking up at once instead of at the next poll; None when the store
+    /// announces nothing (SQLite). Bumps can be lost or merged: a wake-up means "re-read".
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>>;
+
     // ----- health -----
 
     /// Whether the store answers a read now, whether writes are failing for want of storage,

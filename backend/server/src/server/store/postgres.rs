@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::ConnectOptions;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use tokio::sync::watch;
 
 use super::{FaultLog, StoreError, StoreResult, without_password};
 
@@ -43,12 +44,51 @@ fn audited(sql: String) -> sqlx::AssertSqlSafe<String> {
     sqlx::AssertSqlSafe(sql)
 }
 
+/// The channel migration 0003's trigger announces job changes on.
+const JOBS_CHANNEL: &str = "lightpeft_jobs";
+
+/// How long the listener waits before connecting again.
+const RELISTEN_AFTER: Duration = Duration::from_secs(1);
+
 /// The store in a PostgreSQL database.
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: PgPool,
     /// Storage faults of writes, for [`Store::health`].
     faults: Arc<Mutex<FaultLog>>,
+    /// Bumped on every announced job change (and on every reconnection of the listener).
+    changes: watch::Receiver<u64>,
+}
+
+/// Listens for job changes on a connection of its own, reconnecting when it is lost. Every
+/// notification bumps the counter, and so does every (re)connection: what was announced
+/// while disconnected is lost, and a bump makes listeners re-read the store.
+fn listen_for_changes(pool: PgPool) -> watch::Receiver<u64> {
+    let (bump, changes) = watch::channel(0u64);
+    tokio::spawn(async move {
+        loop {
+            match PgListener::connect_with(&pool).await {
+                Ok(mut listener) => match listener.listen(JOBS_CHANNEL).await {
+                    Ok(()) => loop {
+                        bump.send_modify(|n| *n += 1);
+                        // Ok(None): the connection was lost and is made again by the next
+                        // call; Err: it could not be.
+                        match listener.try_recv().await {
+                            Ok(_) => {}
+                            Err(e) => {
+                                tracing::debug!(error = %e, "job notifications lost; listening again");
+                                break;
+                            }
+                        }
+                    },
+                    Err(e) => tracing::debug!(error = %e, "cannot listen for job notifications"),
+                },
+                Err(e) => tracing::debug!(error = %e, "cannot listen for job notifications"),
+            }
+            tokio::time::sleep(RELISTEN_AFTER).await;
+        }
+    });
+    changes
 }
 
 impl PostgresStore {
@@ -101,9 +141,15 @@ impl PostgresStore {
             })?;
         tracing::debug!(database = %location, "store opened");
         Ok(PostgresStore {
+            changes: listen_for_changes(pool.clone()),
             pool,
             faults: Arc::default(),
         })
+    }
+
+    /// Job changes as PostgreSQL announces them.
+    fn change_feed(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.changes.clone())
     }
 }
 

@@ -861,6 +861,10 @@ macro_rules! impl_store {
                 texts.iter().map(|t| decode_result(t)).collect()
             }
 
+            fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+                self.change_feed()
+            }
+
             async fn health(&self) -> StoreHealth {
                 let read = tokio::time::timeout(Duration::from_secs(2), async {
                     Ok(

@@ -125,4 +125,11 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// SQLite announces nothing: one process writes the file, and it knows its own changes.
+    fn change_feed(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+}
+
 super::sql::impl_store!(SqliteStore, Sqlite);
