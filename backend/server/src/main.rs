@@ -145,6 +145,13 @@ struct QueueArgs {
     max_attempts: u32,
 }
 
+impl QueueArgs {
+    /// `--lease-seconds` as a duration.
+    fn lease(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.lease_seconds.into())
+    }
+}
+
 #[derive(Args)]
 struct WorkerArgs {
     /// The store the server uses: a postgres:// URL (or the SQLite file, for workers on the
@@ -624,41 +631,21 @@ fn serve(data_dir: &Path, args: ServeArgs) -> error::Result<()> {
         device: args.device,
         allowed_hosts: args.allowed_hosts,
         max_connections: args.max_connections as usize,
-        memory_budget: match args.memory_budget {
-            Some(mib) => mib << 20,
-            None => lightpeft_pipeline::machine_memory_budget().ok_or_else(|| {
-                error::Error::Usage(
-                    "cannot read this machine's memory size: give --memory-budget MIB".into(),
-                )
-            })?,
-        },
+        memory_budget: memory_budget(args.memory_budget)?,
         database: database_of(data_dir, args.database.as_deref(), args.max_store_mb)?,
         local_worker: !args.no_local_worker,
         worker_name: args
             .worker_name
             .unwrap_or_else(|| format!("{}/serve", host_name())),
-        lease: std::time::Duration::from_secs(args.queue.lease_seconds.into()),
+        lease: args.queue.lease(),
         max_attempts: args.queue.max_attempts,
     };
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| error::Error::Server(format!("cannot start the runtime: {e}")))?
-        .block_on(server::serve(config))
-        .map_err(error::Error::Server)
+    run_async(server::serve(config))
 }
 
 fn worker(data_dir: &Path, args: WorkerArgs) -> error::Result<()> {
     let slots = usize::from(args.slots);
-    let memory_budget = match args.memory_budget {
-        Some(mib) => mib << 20,
-        None => lightpeft_pipeline::machine_memory_budget().ok_or_else(|| {
-            error::Error::Usage(
-                "cannot read this machine's memory size: give --memory-budget MIB".into(),
-            )
-        })?,
-    };
+    let memory_budget = memory_budget(args.memory_budget)?;
     let config = server::WorkerConfig {
         database: database_of(data_dir, Some(&args.database), None)?,
         worker: server::WorkerInfo {
@@ -675,16 +662,33 @@ fn worker(data_dir: &Path, args: WorkerArgs) -> error::Result<()> {
             device: args.device,
             job_memory_budget: memory_budget / slots as u64,
         },
-        lease: std::time::Duration::from_secs(args.queue.lease_seconds.into()),
+        lease: args.queue.lease(),
         max_attempts: args.queue.max_attempts,
         max_snapshots: args.max_snapshots as usize,
     };
+    run_async(server::work(config))
+}
+
+/// Bytes that running jobs together may use: `--memory-budget` MiB, else the machine's budget.
+fn memory_budget(mib: Option<u64>) -> error::Result<u64> {
+    match mib {
+        Some(mib) => Ok(mib << 20),
+        None => lightpeft_pipeline::machine_memory_budget().ok_or_else(|| {
+            error::Error::Usage(
+                "cannot read this machine's memory size: give --memory-budget MIB".into(),
+            )
+        }),
+    }
+}
+
+/// Runs a server's or worker's life on a two-thread runtime (training has threads of its own).
+fn run_async(life: impl std::future::Future<Output = Result<(), String>>) -> error::Result<()> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| error::Error::Server(format!("cannot start the runtime: {e}")))?
-        .block_on(server::work(config))
+        .block_on(life)
         .map_err(error::Error::Server)
 }
 
