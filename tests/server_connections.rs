@@ -103,6 +103,15 @@ async fn past_the_connection_cap_new_connections_get_503() {
     }
     assert!(busy.starts_with("HTTP/1.1 503"), "{busy:?}");
     assert!(busy.contains("\"code\":\"busy\""), "{busy:?}");
+    // An HTTP client gets the 503 as an answer to its request, not as a broken connection
+    // (an answer sent before the request arrives reaches hyper as a message it never asked for).
+    for _ in 0..5 {
+        let fresh = reqwest::Client::new();
+        let answer = fresh.get(server.url("/health")).send().await;
+        let answer = answer.expect("a 503 answer past the cap");
+        assert_eq!(answer.status().as_u16(), 503);
+        assert_eq!(answer.headers()["retry-after"], "1");
+    }
     // Freed slots serve again.
     drop(held);
     let started = Instant::now();

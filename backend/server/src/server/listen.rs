@@ -97,6 +97,47 @@ impl AsyncWrite for Watched {
     }
 }
 
+/// How long a connection past the cap may take to send its request head before its 503.
+const BUSY_READ: Duration = Duration::from_secs(2);
+
+/// The most of a request head read before a connection past the cap gets its 503.
+const BUSY_HEAD_LIMIT: usize = 16 * 1024;
+
+/// Answers a connection past the cap with its 503 once its request head has arrived (or
+/// [`BUSY_READ`] passed): an answer written before the request reaches a client that has not
+/// sent it yet as a message it never asked for, which HTTP clients report as a broken
+/// connection instead of a 503; closing with the request unread would reset it the same way.
+async fn refuse_busy(mut stream: tokio::net::TcpStream) {
+    let mut head = Vec::new();
+    let mut chunk = [0u8; 2048];
+    let read_head = async {
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < BUSY_HEAD_LIMIT {
+            match tokio::io::AsyncReadExt::read(&mut stream, &mut chunk).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => head.extend_from_slice(&chunk[..n]),
+            }
+        }
+        true
+    };
+    if matches!(tokio::time::timeout(BUSY_READ, read_head).await, Ok(false)) {
+        return;
+    }
+    let _ = stream.write_all(&busy_answer()).await;
+    let _ = stream.shutdown().await;
+    // A body still on its way is read and dropped for a moment, so the close does not reset
+    // the connection before the client has read its 503.
+    let mut left = BUSY_HEAD_LIMIT * 4;
+    let drain = async {
+        while left > 0 {
+            match tokio::io::AsyncReadExt::read(&mut stream, &mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+}
+
 /// Whether hyper ended a connection for its header deadline.
 fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut source = Some(error);
@@ -120,6 +161,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let slots = Arc::new(Semaphore::new(max_connections));
+    // Connections past the cap being answered their 503 at once.
+    let refusals = Arc::new(Semaphore::new(max_connections.max(1)));
     let (stop, stopping) = watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -137,11 +180,13 @@ pub async fn serve(
             }
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tokio::spawn(async move {
-                let mut stream = stream;
-                let _ = stream.write_all(&busy_answer()).await;
-                let _ = stream.shutdown().await;
-            });
+            // Past the cap too: just close, so a flood cannot grow the tasks without bound.
+            if let Ok(refusal) = refusals.clone().try_acquire_owned() {
+                tokio::spawn(async move {
+                    refuse_busy(stream).await;
+                    drop(refusal);
+                });
+            }
             continue;
         };
         let service = TowerToHyperService::new(
