@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs lightpeft's test suite: fetches the real model and data (idempotent, sha256-checked),
-# checks that the planner builds for wasm32, starts a throwaway PostgreSQL server, runs every
-# test of the backend crates (on SQLite, then the server suites again on PostgreSQL), fuzzes
-# the API from its OpenAPI document, then runs the dashboard's browser tests.
+# checks that the planner builds for wasm32, starts a throwaway PostgreSQL server and an
+# S3-compatible one (moto), runs every test of the backend crates (on SQLite, then the server
+# suites again on PostgreSQL), fuzzes the API from its OpenAPI document, then runs the
+# dashboard's browser tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo run --quiet -p lightpeft -- assets fetch
@@ -15,6 +16,10 @@ cargo build --quiet -p lightpeft-plan --target wasm32-unknown-unknown
 postgres_env=$(bash scripts/postgres.sh start)
 eval "$postgres_env"
 trap 'bash scripts/postgres.sh stop "$LIGHTPEFT_TEST_POSTGRES_DIR"' EXIT
+# An S3-compatible server (moto) for the object-store artifacts.
+s3_env=$(bash scripts/s3.sh start)
+eval "$s3_env"
+trap 'bash scripts/s3.sh stop "$LIGHTPEFT_TEST_S3_DIR"; bash scripts/postgres.sh stop "$LIGHTPEFT_TEST_POSTGRES_DIR"' EXIT
 cargo test
 # The server's end-to-end suites once more with every server's store in PostgreSQL. The 413
 # test counts rows in the SQLite file directly, so it runs on SQLite only (above).

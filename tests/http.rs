@@ -42,6 +42,7 @@ impl App {
                 path: dir.path().join("lightpeft.sqlite"),
                 max_bytes: None,
             },
+            artifacts: lightpeft::server::Artifacts::folder(dir.path()).unwrap(),
             discard_records: false,
             device: Default::default(),
             allowed_hosts: Vec::new(),

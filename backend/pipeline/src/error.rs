@@ -27,6 +27,10 @@ pub enum Error {
         /// What it needs, the budget and what to lower.
         message: String,
     },
+    /// The caller's artifact store could not keep or hand back an artifact (an object store
+    /// that is unreachable or refuses a write).
+    #[error("{0}")]
+    Artifact(String),
     /// The caller's hook refused to let the run go on (e.g. its bookkeeping failed).
     #[error("{0}")]
     Caller(String),

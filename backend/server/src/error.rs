@@ -29,6 +29,9 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+    /// The artifact store (a folder or an object store) failed or refused.
+    #[error("{0}")]
+    Artifacts(String),
     /// The command line asks for something impossible.
     #[error("{0}")]
     Usage(String),

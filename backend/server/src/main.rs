@@ -125,6 +125,8 @@ struct ServeArgs {
     worker_name: Option<String>,
     #[command(flatten)]
     queue: QueueArgs,
+    #[command(flatten)]
+    artifacts: ArtifactArgs,
     /// MiB the SQLite file may grow to; past it, writes fail as on a full disk (the job that
     /// writes fails, and the store works again once rows are deleted). Default: no cap.
     /// PostgreSQL's size is its administrator's to limit.
@@ -143,6 +145,23 @@ struct QueueArgs {
     /// continue from its snapshot) until it has had this many; then it stays interrupted.
     #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     max_attempts: u32,
+}
+
+/// Where jobs keep their files.
+#[derive(Args)]
+struct ArtifactArgs {
+    /// Where jobs keep models, summaries and resumable snapshots: a folder (default: the data
+    /// directory), or s3://BUCKET/PREFIX for an S3-compatible store that the server and
+    /// workers on other machines share, configured by the usual AWS_ENDPOINT_URL,
+    /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION and AWS_ALLOW_HTTP variables.
+    #[arg(long, value_name = "DIR|URL", env = "LIGHTPEFT_ARTIFACTS")]
+    artifacts: Option<String>,
+}
+
+impl ArtifactArgs {
+    fn open(&self, data_dir: &Path) -> error::Result<server::Artifacts> {
+        server::Artifacts::open(self.artifacts.as_deref(), data_dir)
+    }
 }
 
 impl QueueArgs {
@@ -176,6 +195,8 @@ struct WorkerArgs {
     name: Option<String>,
     #[command(flatten)]
     queue: QueueArgs,
+    #[command(flatten)]
+    artifacts: ArtifactArgs,
     /// Estimation steps between resumable snapshots (0: none).
     #[arg(long, default_value_t = 10)]
     checkpoint_every: u32,
@@ -633,6 +654,7 @@ fn serve(data_dir: &Path, args: ServeArgs) -> error::Result<()> {
         max_connections: args.max_connections as usize,
         memory_budget: memory_budget(args.memory_budget)?,
         database: database_of(data_dir, args.database.as_deref(), args.max_store_mb)?,
+        artifacts: args.artifacts.open(data_dir)?,
         local_worker: !args.no_local_worker,
         worker_name: args
             .worker_name
@@ -657,6 +679,7 @@ fn worker(data_dir: &Path, args: WorkerArgs) -> error::Result<()> {
         },
         settings: server::JobSettings {
             data_dir: data_dir.to_path_buf(),
+            artifacts: args.artifacts.open(data_dir)?,
             checkpoint_every: args.checkpoint_every as usize,
             discard_records: false,
             device: args.device,

@@ -7,61 +7,55 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use lightpeft_api::query::{ArrayFormat, ArrayKind, ArraysQuery};
 use lightpeft_api::rest::Artifact;
+use lightpeft_pipeline::store::{ESTIMATION, HF_PEFT, MODEL, STAGE1};
 use safetensors::{Dtype, tensor::TensorView};
 
 use super::AppState;
 use super::http_error::{ApiFailure, ApiPath, ApiQuery, PathId};
-use super::runner::job_dir;
 
 type ApiResult<T> = Result<T, ApiFailure>;
 
-/// What a job's folder offers for download, by name.
-fn artifacts_of(state: &AppState, id: i64) -> Vec<(Artifact, std::path::PathBuf)> {
-    let dir = job_dir(&state.data_dir, id);
+/// What each downloadable part of a job is: its folder (or file) and a description.
+const OFFERED: [(&str, &str); 4] = [
+    (
+        STAGE1,
+        "stage-1 model (masks, PEFT and head), lightpeft export",
+    ),
+    (
+        MODEL,
+        "trained model, pruned when a plan was applied (safetensors + config + tokenizer)",
+    ),
+    (
+        HF_PEFT,
+        "Hugging Face PEFT adapter of the unpruned LoRA model",
+    ),
+    (
+        ESTIMATION,
+        "final masks and averaged importances the planner reads",
+    ),
+];
+
+/// What a job's artifacts offer for download, by name (resumable snapshots are internal).
+async fn artifacts_of(state: &AppState, id: i64) -> ApiResult<Vec<Artifact>> {
     let mut out = Vec::new();
-    for (folder, what) in [
-        (
-            "stage1",
-            "stage-1 model (masks, PEFT and head), lightpeft export",
-        ),
-        (
-            "model",
-            "trained model, pruned when a plan was applied (safetensors + config + tokenizer)",
-        ),
-        (
-            "hf-peft",
-            "Hugging Face PEFT adapter of the unpruned LoRA model",
-        ),
-    ] {
-        let Ok(entries) = std::fs::read_dir(dir.join(folder)) else {
-            continue;
-        };
-        let mut files: Vec<_> = entries.flatten().filter(|e| e.path().is_file()).collect();
-        files.sort_by_key(|e| e.file_name());
-        for e in files {
-            let name = format!("{folder}/{}", e.file_name().to_string_lossy());
-            out.push((
-                Artifact {
-                    bytes: e.metadata().map_or(0, |m| m.len()),
-                    description: what.to_string(),
-                    name,
-                },
-                e.path(),
-            ));
-        }
+    for (part, what) in OFFERED {
+        let files = (state.artifacts.list(id, part).await)
+            .map_err(|e| ApiFailure::internal(e.to_string()))?;
+        // A folder's own files only (an exporter writes no subfolders).
+        let direct = files.into_iter().filter(|(name, _)| {
+            name == part
+                || name
+                    .strip_prefix(part)
+                    .and_then(|rest| rest.strip_prefix('/'))
+                    .is_some_and(|rest| !rest.contains('/'))
+        });
+        out.extend(direct.map(|(name, bytes)| Artifact {
+            name,
+            bytes,
+            description: what.to_string(),
+        }));
     }
-    let summary = dir.join("estimation.json");
-    if let Ok(m) = summary.metadata() {
-        out.push((
-            Artifact {
-                name: "estimation.json".into(),
-                bytes: m.len(),
-                description: "final masks and averaged importances the planner reads".into(),
-            },
-            summary,
-        ));
-    }
-    out
+    Ok(out)
 }
 
 /// Files a job wrote.
@@ -72,15 +66,11 @@ pub async fn artifacts(
     PathId(id): PathId,
 ) -> ApiResult<Json<Vec<Artifact>>> {
     state.store.job(id).await?;
-    Ok(Json(
-        artifacts_of(&state, id)
-            .into_iter()
-            .map(|(a, _)| a)
-            .collect(),
-    ))
+    Ok(Json(artifacts_of(&state, id).await?))
 }
 
-/// Downloads one artifact by the name `/artifacts` lists (nothing else is reachable).
+/// Downloads one artifact by the name `/artifacts` lists (nothing else is reachable),
+/// streamed from the artifact store.
 #[utoipa::path(get, path = "/jobs/{id}/artifacts/{*name}", params(("id" = i64, Path), ("name" = String, Path)),
     responses((status = 200, content_type = "application/octet-stream"), (status = 404, body = lightpeft_api::rest::ErrorBody)))]
 pub async fn artifact(
@@ -88,18 +78,30 @@ pub async fn artifact(
     ApiPath((id, name)): ApiPath<(i64, String)>,
 ) -> ApiResult<Response> {
     state.store.job(id).await?;
-    let (_, file) = artifacts_of(&state, id)
-        .into_iter()
-        .find(|(a, _)| a.name == name)
-        .ok_or_else(|| ApiFailure::not_found(format!("job {id} has no artifact `{name}`")))?;
-    let bytes = tokio::fs::read(&file)
-        .await
-        .map_err(|e| ApiFailure::internal(format!("{}: {e}", file.display())))?;
-    Ok(download(
-        bytes,
-        name.rsplit('/').next().unwrap_or("file"),
-        "application/octet-stream",
-    ))
+    if !artifacts_of(&state, id)
+        .await?
+        .iter()
+        .any(|a| a.name == name)
+    {
+        return Err(ApiFailure::not_found(format!(
+            "job {id} has no artifact `{name}`"
+        )));
+    }
+    let (size, chunks) = (state.artifacts.stream(id, &name).await)
+        .map_err(|e| ApiFailure::internal(e.to_string()))?;
+    let filename = name.rsplit('/').next().unwrap_or("file").replace('"', "");
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_LENGTH, size.to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{filename}\""),
+            ),
+        ],
+        Body::from_stream(chunks),
+    )
+        .into_response())
 }
 
 fn download(bytes: Vec<u8>, filename: &str, mime: &str) -> Response {

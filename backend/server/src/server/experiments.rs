@@ -15,7 +15,6 @@ use lightpeft_engine::data::{TASKS, TaskId, TaskInputs};
 
 use super::AppState;
 use super::http_error::{ApiFailure, ApiJson, NoBody, PathId};
-use super::runner::job_dir;
 use lightpeft_pipeline::{self as jobs, DataSource};
 
 type ApiResult<T> = Result<T, ApiFailure>;
@@ -322,7 +321,7 @@ pub async fn delete(State(state): State<AppState>, PathId(id): PathId) -> ApiRes
     }
     state.store.delete_experiment(id).await?;
     for job in jobs {
-        let _ = std::fs::remove_dir_all(job_dir(&state.data_dir, job.id));
+        state.artifacts.remove_job_logged(job.id).await;
     }
     Ok(StatusCode::NO_CONTENT)
 }

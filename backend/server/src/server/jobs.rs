@@ -8,7 +8,6 @@ use lightpeft_api::rest::{Event, Job, JobKind, JobStatus, Worker};
 
 use super::AppState;
 use super::http_error::{ApiFailure, ApiQuery, NoBody, PathId};
-use super::runner::job_dir;
 
 type ApiResult<T> = Result<T, ApiFailure>;
 
@@ -186,6 +185,6 @@ pub async fn delete(State(state): State<AppState>, PathId(id): PathId) -> ApiRes
         .lock()
         .expect("pruned sets")
         .forget_job(id);
-    let _ = std::fs::remove_dir_all(job_dir(&state.data_dir, id));
+    state.artifacts.remove_job_logged(id).await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,6 +1,7 @@
 //! `lightpeft serve`: the REST API, live events, the job runner and the dashboard's files.
 
 mod analysis;
+pub mod artifacts;
 mod auth;
 mod convergence;
 mod downloads;
@@ -16,6 +17,7 @@ mod records;
 mod runner;
 pub mod store;
 
+pub use artifacts::Artifacts;
 pub use runner::{JobSettings, QueueSettings};
 pub use store::{Database, WorkerInfo};
 
@@ -73,6 +75,9 @@ pub struct ServeConfig {
     pub checkpoint_every: usize,
     /// Where the store lives: a SQLite file (the default) or a PostgreSQL database.
     pub database: Database,
+    /// Where jobs keep their files: the data directory (the default), another folder, or an
+    /// object store shared with workers on other machines.
+    pub artifacts: Artifacts,
     /// Benchmarking only: step records are not sent to the store.
     pub discard_records: bool,
     /// Where jobs load and train their models.
@@ -111,6 +116,7 @@ pub struct AppState {
     runner: runner::Runner,
     events: broadcast::Sender<Event>,
     data_dir: PathBuf,
+    artifacts: Artifacts,
     token: Option<Token>,
     planners: Arc<Mutex<HashMap<i64, Arc<plans::CachedPlanner>>>>,
     /// Pruned sets per snapshot, for the convergence signal.
@@ -526,7 +532,13 @@ pub async fn start_runner(
             );
         }
     }
-    let recorder = recorder::Recorder::start(store.clone(), max_snapshots);
+    settings
+        .artifacts
+        .check_reachable()
+        .await
+        .map_err(|e| e.to_string())?;
+    let recorder =
+        recorder::Recorder::start(store.clone(), settings.artifacts.clone(), max_snapshots);
     let runner = runner::Runner::start(store, recorder, events, queue, settings);
     runner.wake();
     Ok(runner)
@@ -545,6 +557,7 @@ pub async fn start(config: &ServeConfig) -> Result<Started, String> {
     });
     let settings = JobSettings {
         data_dir: config.data_dir.clone(),
+        artifacts: config.artifacts.clone(),
         checkpoint_every: config.checkpoint_every,
         discard_records: config.discard_records,
         device: config.device,
@@ -576,6 +589,7 @@ pub async fn start(config: &ServeConfig) -> Result<Started, String> {
         runner,
         events,
         data_dir: config.data_dir.clone(),
+        artifacts: config.artifacts.clone(),
         token: config.token.clone(),
         planners: Arc::default(),
         pruned_sets: Arc::default(),

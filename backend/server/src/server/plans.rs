@@ -13,12 +13,12 @@ use lightpeft_api::rest::{
 };
 use lightpeft_api::{Hyperparams, PARAMS};
 use lightpeft_engine::plan::{ParameterCounts, Planner, PruningPlan};
+use lightpeft_pipeline::EstimationFile;
+use lightpeft_pipeline::store::ESTIMATION;
 
 use super::AppState;
 use super::experiments::param_failure;
 use super::http_error::{ApiFailure, ApiJson, PathId};
-use super::runner::job_dir;
-use lightpeft_pipeline::EstimationFile;
 
 type ApiResult<T> = Result<T, ApiFailure>;
 
@@ -47,12 +47,10 @@ async fn planner(state: &AppState, job_id: i64) -> ApiResult<(Arc<CachedPlanner>
     if let Some(cached) = state.planners.lock().expect("planners").get(&job_id) {
         return Ok((cached.clone(), params));
     }
-    let path = job_dir(&state.data_dir, job_id).join("estimation.json");
-    let text = tokio::fs::read(&path)
-        .await
-        .map_err(|e| ApiFailure::internal(format!("{}: {e}", path.display())))?;
+    let text = (state.artifacts.read(job_id, ESTIMATION).await)
+        .map_err(|e| ApiFailure::internal(e.to_string()))?;
     let file: EstimationFile = serde_json::from_slice(&text)
-        .map_err(|e| ApiFailure::internal(format!("{}: {e}", path.display())))?;
+        .map_err(|e| ApiFailure::internal(format!("job {job_id}'s {ESTIMATION}: {e}")))?;
     let planner = Planner::new(file.shape, &file.summary)
         .map_err(|e| ApiFailure::internal(format!("planner: {e}")))?;
     let cached = Arc::new(CachedPlanner {

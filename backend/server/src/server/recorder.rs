@@ -4,12 +4,12 @@
 //! its later records are dropped and [`Recorder::finish`] hands the error to the runner.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use lightpeft_engine::train::{EvalRecord, StepRecord};
 use tokio::sync::{mpsc, oneshot};
 
+use super::artifacts::Artifacts;
 use super::store::{JobRecord, Lease, RecordBatch, Store, StoreError, StoreResult};
 
 /// Most records taken from the channel at once.
@@ -31,7 +31,7 @@ pub enum Record {
         /// The record.
         record: EvalRecord,
     },
-    /// A resumable snapshot was saved in `root/<next_step>/`. Committed in the same
+    /// A resumable snapshot was stored in the job's artifacts. Committed in the same
     /// transaction as the steps before it, so the store never points at a snapshot whose
     /// preceding steps are missing; older snapshots are deleted after the commit.
     Checkpoint {
@@ -39,8 +39,6 @@ pub enum Record {
         job_id: i64,
         /// The step a resumed run takes first.
         next_step: usize,
-        /// The job's snapshots folder.
-        root: PathBuf,
     },
 }
 
@@ -79,12 +77,13 @@ pub struct Recorder {
 
 impl Recorder {
     /// Starts the writer task.
-    pub fn start(store: Arc<dyn Store>, max_snapshots: usize) -> Recorder {
+    pub fn start(store: Arc<dyn Store>, artifacts: Artifacts, max_snapshots: usize) -> Recorder {
         let (tx, rx) = mpsc::unbounded_channel();
         let failures = Failures::default();
         let holds = Holds::default();
         let writer = Writer {
             store,
+            artifacts,
             cap: max_snapshots.max(4),
             retention: HashMap::new(),
             failures: failures.clone(),
@@ -208,6 +207,8 @@ fn gcd(a: i64, b: i64) -> i64 {
 /// The task that owns the writes and the retention state.
 struct Writer {
     store: Arc<dyn Store>,
+    /// Where the snapshots are that a committed checkpoint makes obsolete.
+    artifacts: Artifacts,
     cap: usize,
     retention: HashMap<i64, Retention>,
     failures: Failures,
@@ -261,9 +262,11 @@ impl Writer {
             return;
         }
         match self.try_write(job_id, records).await {
-            Ok(roots) => {
-                for (root, keep) in roots {
-                    prune_snapshots(&root, keep);
+            Ok(kept) => {
+                if let Some(keep) = kept
+                    && let Err(e) = self.artifacts.keep_only_checkpoint(job_id, keep).await
+                {
+                    tracing::warn!(job_id, error = %e, "old snapshots not deleted");
                 }
             }
             Err(e) => {
@@ -279,18 +282,14 @@ impl Writer {
         }
     }
 
-    /// Returns the snapshot folders to prune once the batch is committed.
-    async fn try_write(
-        &mut self,
-        job_id: i64,
-        records: Vec<Record>,
-    ) -> StoreResult<Vec<(PathBuf, usize)>> {
+    /// Returns the newest snapshot the batch committed (older ones are then deleted).
+    async fn try_write(&mut self, job_id: i64, records: Vec<Record>) -> StoreResult<Option<usize>> {
         let mut batch = RecordBatch {
             job_id,
             held: self.holds.lock().expect("holds").get(&job_id).cloned(),
             ..RecordBatch::default()
         };
-        let mut roots = Vec::new();
+        let mut kept = None;
         let mut pinned: Option<Vec<i64>> = None;
         for record in records {
             match record {
@@ -311,30 +310,14 @@ impl Writer {
                     batch.records.push(JobRecord::Step(record));
                 }
                 Record::Eval { record, .. } => batch.records.push(JobRecord::Eval(record)),
-                Record::Checkpoint {
-                    next_step, root, ..
-                } => {
+                Record::Checkpoint { next_step, .. } => {
                     batch.records.push(JobRecord::Checkpoint { next_step });
-                    roots.push((root, next_step));
+                    kept = Some(next_step);
                 }
             }
         }
         self.store.write_batch(&batch).await?;
-        Ok(roots)
-    }
-}
-
-/// Deletes every snapshot folder in `root` but `keep`.
-fn prune_snapshots(root: &std::path::Path, keep: usize) {
-    let Ok(entries) = std::fs::read_dir(root) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        if entry.file_name().to_str() != Some(&keep.to_string())
-            && let Err(e) = std::fs::remove_dir_all(entry.path())
-        {
-            tracing::warn!(path = %entry.path().display(), error = %e, "old snapshot not deleted");
-        }
+        Ok(kept)
     }
 }
 

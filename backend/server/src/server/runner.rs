@@ -6,7 +6,7 @@
 //! --no-local-worker`) only reaps and publishes.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 use lightpeft_api::rest::{Eval, Event, Experiment, Job, JobKind, JobResult, JobStatus};
 use lightpeft_engine::plan::PruningPlan;
 use lightpeft_engine::train::{CancelToken, EvalRecord, Observer, StepRecord, TrainState};
-use lightpeft_pipeline::{self as pipeline, DataSource, DeviceChoice, ForJob, JobSpec, RunFolder};
+use lightpeft_pipeline::{self as pipeline, DataSource, DeviceChoice, ForJob, JobSpec};
 use tokio::sync::{Notify, broadcast};
 
+use super::artifacts::Artifacts;
 use super::recorder::{Record, Recorder};
 use super::store::{Claim, Lease, Store, StoreError, WorkerInfo};
 
@@ -30,11 +31,6 @@ const TICK: Duration = Duration::from_secs(1);
 /// How often a worker records its heartbeat in the workers table.
 const WORKER_HEARTBEAT: Duration = Duration::from_secs(5);
 
-/// Where a job keeps its files: `<data>/jobs/<id>/`.
-pub fn job_dir(data_dir: &Path, id: i64) -> PathBuf {
-    data_dir.join("jobs").join(id.to_string())
-}
-
 /// The queue's worker and the jobs it runs.
 #[derive(Clone)]
 pub struct Runner {
@@ -44,8 +40,10 @@ pub struct Runner {
 /// What every job's work is given, whichever job it is.
 #[derive(Debug, Clone)]
 pub struct JobSettings {
-    /// Data directory (models, data, job folders).
+    /// Data directory (models, data, the local cache of stored artifacts).
     pub data_dir: PathBuf,
+    /// Where jobs keep their files (models, summaries, resumable snapshots).
+    pub artifacts: Artifacts,
     /// Estimation steps between resumable snapshots (0: none).
     pub checkpoint_every: usize,
     /// Benchmarking only: step records are not sent to the store.
@@ -490,6 +488,12 @@ struct Work {
 }
 
 impl Work {
+    /// Another job's stored folder as a local one (downloaded once on this machine).
+    fn local_copy(&self, job_id: i64, name: &str) -> crate::error::Result<PathBuf> {
+        self.handle
+            .block_on(self.settings.artifacts.local_copy(job_id, name))
+    }
+
     fn execute(self) -> Result<Ending, String> {
         self.run().map_err(|e| e.to_string())
     }
@@ -514,7 +518,7 @@ impl Work {
             (JobKind::Baseline, _) => pipeline::Work::Baseline,
             (JobKind::Finetune, Some((estimation_id, _, plan))) => pipeline::Work::Finetune {
                 plan: Box::new(plan.clone()),
-                stage1: job_dir(data_dir, *estimation_id).join(pipeline::store::STAGE1),
+                stage1: self.local_copy(*estimation_id, pipeline::store::STAGE1)?,
             },
             (JobKind::Finetune, None) => return Err(usage("a fine-tuning job needs a plan")),
             (JobKind::Evaluation, _) => {
@@ -523,7 +527,7 @@ impl Work {
                     .source_job_id
                     .ok_or_else(|| usage("an evaluation job needs a source job"))?;
                 pipeline::Work::Evaluation {
-                    model: job_dir(data_dir, source).join(pipeline::store::MODEL),
+                    model: self.local_copy(source, pipeline::store::MODEL)?,
                 }
             }
         };
@@ -538,16 +542,13 @@ impl Work {
             }
             _ => None,
         };
-        let dir = job_dir(data_dir, self.job.id);
-        std::fs::create_dir_all(&dir).map_err(|e| crate::error::Error::file(&dir, e))?;
         let every = self.settings.checkpoint_every;
         let mut observer = JobObserver {
             discard: self.settings.discard_records,
             job_id: self.job.id,
             recorder: self.recorder.clone(),
             events: self.events.clone(),
-            checkpoint: (trains && every > 0)
-                .then(|| (dir.join(pipeline::store::CHECKPOINTS), every)),
+            checkpoint_every: (trains && every > 0).then_some(every),
             store: self.store.clone(),
             held: self.held.clone(),
             handle: self.handle.clone(),
@@ -562,7 +563,8 @@ impl Work {
             data_dir: data_dir.clone(),
             memory_budget: Some(self.settings.job_memory_budget),
         };
-        let outcome = pipeline::run(spec, &RunFolder::new(&dir), &mut observer, &self.cancel)?;
+        let artifacts = (self.settings.artifacts).for_job(self.job.id, self.handle.clone());
+        let outcome = pipeline::run(spec, &artifacts, &mut observer, &self.cancel)?;
         for warning in &outcome.warnings {
             tracing::warn!(job_id = self.job.id, "{warning}");
         }
@@ -599,7 +601,7 @@ struct JobObserver {
     job_id: i64,
     recorder: Recorder,
     events: broadcast::Sender<Event>,
-    checkpoint: Option<(PathBuf, usize)>,
+    checkpoint_every: Option<usize>,
     store: Arc<dyn Store>,
     held: Lease,
     handle: tokio::runtime::Handle,
@@ -673,16 +675,15 @@ impl Observer for JobObserver {
     }
 
     fn checkpoint_every(&self) -> Option<usize> {
-        self.checkpoint.as_ref().map(|(_, every)| *every)
+        self.checkpoint_every
     }
 
     /// The pipeline has stored the snapshot by now; the recorder notes it (and thins older ones).
     fn on_checkpoint(&mut self, state: &TrainState) {
-        if let Some((root, _)) = &self.checkpoint {
+        if self.checkpoint_every.is_some() {
             self.recorder.send(Record::Checkpoint {
                 job_id: self.job_id,
                 next_step: state.next_step,
-                root: root.clone(),
             });
         }
     }
