@@ -38,15 +38,19 @@ fn s3_url(test: &str) -> String {
 /// lightpeft).
 async fn keys_under(prefix: &str) -> Vec<String> {
     let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap();
-    let listing = reqwest::get(format!(
-        "{endpoint}/{}?list-type=2&prefix={prefix}",
-        bucket()
-    ))
-    .await
-    .unwrap()
-    .text()
-    .await
-    .unwrap();
+    let listing = common::http_client()
+        .build()
+        .unwrap()
+        .get(format!(
+            "{endpoint}/{}?list-type=2&prefix={prefix}",
+            bucket()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     listing
         .split("<Key>")
         .skip(1)

@@ -38,7 +38,7 @@ async fn half_open_connections_do_not_stop_health_and_are_closed() {
     for _ in 0..1000 {
         held.push(half_open(&addr).await);
     }
-    let client = reqwest::Client::builder()
+    let client = common::http_client()
         .timeout(Duration::from_secs(1))
         .build()
         .unwrap();
@@ -106,7 +106,7 @@ async fn past_the_connection_cap_new_connections_get_503() {
     // An HTTP client gets the 503 as an answer to its request, not as a broken connection
     // (an answer sent before the request arrives reaches hyper as a message it never asked for).
     for _ in 0..5 {
-        let fresh = reqwest::Client::new();
+        let fresh = common::http_client().build().unwrap();
         let answer = fresh.get(server.url("/health")).send().await;
         let answer = answer.expect("a 503 answer past the cap");
         assert_eq!(answer.status().as_u16(), 503);

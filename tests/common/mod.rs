@@ -57,6 +57,14 @@ pub fn fill_data_dir(dir: &Path, minilm: bool) {
     }
 }
 
+/// An HTTP client for the tests. lightpeft's object-store client turns on reqwest's rustls
+/// without a built-in crypto provider, and that feature reaches every reqwest client of the
+/// build, so the process's provider (ring's, as the binary installs it) is set first.
+pub fn http_client() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+}
+
 /// The PostgreSQL server the tests use, as `postgres://USER:PASSWORD@HOST:PORT` (no database):
 /// `scripts/postgres.sh start` starts one and prints it (`scripts/test.sh` does both).
 pub fn postgres_server() -> String {
@@ -159,7 +167,7 @@ impl Server {
             child,
             base: format!("{base}/api/v1"),
             data_dir: data_dir.to_path_buf(),
-            client: reqwest::Client::new(),
+            client: http_client().build().unwrap(),
             token: token.map(str::to_string),
         }
     }
