@@ -252,19 +252,19 @@ impl Artifacts {
         }
     }
 
-    /// Removes every resumable snapshot of job `id` but the one continuing at `keep`.
+    /// Removes every resumable snapshot of job `id` older than the one continuing at `keep`.
+    /// Newer ones stay: the pipeline may be uploading the next snapshot while this runs.
     pub async fn keep_only_checkpoint(&self, id: i64, keep: usize) -> Result<()> {
-        let keep = keep.to_string();
         let mut older = std::collections::BTreeSet::new();
         for (name, _) in self.list(id, pipeline::store::CHECKPOINTS).await? {
-            if let Some(step) = name.split('/').nth(1)
-                && step != keep
+            if let Some(step) = name.split('/').nth(1).and_then(|s| s.parse::<usize>().ok())
+                && step < keep
             {
-                older.insert(step.to_string());
+                older.insert(step);
             }
         }
         for step in older {
-            let name = format!("{}/{step}", pipeline::store::CHECKPOINTS);
+            let name = pipeline::store::checkpoint_name(step);
             self.delete_under(&self.job_key(id, &name)).await?;
             if let Some(root) = &self.inner.folder {
                 remove_dir(&root.join("jobs").join(id.to_string()).join(&name))?;
@@ -586,6 +586,9 @@ mod tests {
                 .map(|(name, _)| name)
                 .collect();
             assert_eq!(left, ["checkpoints/20/state.json"]);
+            // A newer snapshot (one being uploaded meanwhile) is never taken.
+            reader.keep_only_checkpoint(7, 15).await.unwrap();
+            assert_eq!(reader.list(7, "checkpoints").await.unwrap().len(), 1);
 
             reader.remove_job(7).await.unwrap();
             assert!(reader.list(7, "").await.unwrap().is_empty());

@@ -35,23 +35,24 @@ const OFFERED: [(&str, &str); 4] = [
     ),
 ];
 
-/// What a job's artifacts offer for download, by name (resumable snapshots are internal).
+/// What a job's artifacts offer for download, by name (resumable snapshots are internal),
+/// from one listing of the job.
 async fn artifacts_of(state: &AppState, id: i64) -> ApiResult<Vec<Artifact>> {
+    let files =
+        (state.artifacts.list(id, "").await).map_err(|e| ApiFailure::internal(e.to_string()))?;
     let mut out = Vec::new();
     for (part, what) in OFFERED {
-        let files = (state.artifacts.list(id, part).await)
-            .map_err(|e| ApiFailure::internal(e.to_string()))?;
-        // A folder's own files only (an exporter writes no subfolders).
-        let direct = files.into_iter().filter(|(name, _)| {
+        // The file itself, or a folder's own files (an exporter writes no subfolders).
+        let offered = files.iter().filter(|(name, _)| {
             name == part
                 || name
                     .strip_prefix(part)
                     .and_then(|rest| rest.strip_prefix('/'))
                     .is_some_and(|rest| !rest.contains('/'))
         });
-        out.extend(direct.map(|(name, bytes)| Artifact {
-            name,
-            bytes,
+        out.extend(offered.map(|(name, bytes)| Artifact {
+            name: name.clone(),
+            bytes: *bytes,
             description: what.to_string(),
         }));
     }
