@@ -5,6 +5,7 @@
 
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod config;
 pub mod data;
 pub mod encoder;
@@ -22,6 +23,12 @@ pub mod weights;
 
 /// The device models run on (CPU unless built with an accelerator).
 pub use candle_core::Device;
+pub use ops::with_composed_ops;
+
+/// Whether this build has candle's CUDA backend (the `cuda` feature).
+pub fn cuda_built() -> bool {
+    candle_core::utils::cuda_is_available()
+}
 pub use config::{Architecture, LayerShape, ModelConfig, ModelFiles};
 pub use encoder::{Encoder, ModuleId, ModuleKind, Training};
 pub use error::{Error, Result};

@@ -287,9 +287,23 @@ pub(crate) fn normal(
     Ok(Tensor::from_vec(data, (rows, cols), device)?)
 }
 
+thread_local! {
+    // Off inside `with_composed_ops`: the graph built on this thread takes the composed path.
+    static FUSED_ON_CPU: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+/// Runs `f` with the fused CPU kernels off on this thread, so every op takes the composed
+/// candle path that a GPU runs: a CPU-only check of the ops a CUDA device would execute.
+pub fn with_composed_ops<R>(f: impl FnOnce() -> R) -> R {
+    let before = FUSED_ON_CPU.with(|on| on.replace(false));
+    let out = f();
+    FUSED_ON_CPU.with(|on| on.set(before));
+    out
+}
+
 /// Whether the fused kernels apply: they read f32 host memory.
 fn fusable(x: &Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == DType::F32
+    x.device().is_cpu() && x.dtype() == DType::F32 && FUSED_ON_CPU.with(|on| on.get())
 }
 
 struct FusedLayerNorm {
