@@ -295,10 +295,15 @@ thread_local! {
 /// Runs `f` with the fused CPU kernels off on this thread, so every op takes the composed
 /// candle path that a GPU runs: a CPU-only check of the ops a CUDA device would execute.
 pub fn with_composed_ops<R>(f: impl FnOnce() -> R) -> R {
-    let before = FUSED_ON_CPU.with(|on| on.replace(false));
-    let out = f();
-    FUSED_ON_CPU.with(|on| on.set(before));
-    out
+    // Restores the setting even if `f` panics.
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            FUSED_ON_CPU.with(|on| on.set(self.0));
+        }
+    }
+    let _restore = Restore(FUSED_ON_CPU.with(|on| on.replace(false)));
+    f()
 }
 
 /// Whether the fused kernels apply: they read f32 host memory.

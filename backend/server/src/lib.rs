@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod commands;
+pub mod device_check;
 pub mod error;
 pub mod param_args;
 pub mod progress;

@@ -9,7 +9,7 @@ use lightpeft_assets::AssetId;
 use lightpeft_pipeline::DeviceChoice;
 
 use lightpeft::param_args::ParamArgs;
-use lightpeft::{bench, commands, error, server};
+use lightpeft::{bench, commands, device_check, error, server};
 
 // candle allocates a fresh buffer for every tensor op; glibc's malloc hands large ones back to
 // the kernel each time, and the page faults cost a third of a training step.
@@ -59,6 +59,68 @@ enum Command {
     /// Compare vanilla LoRA (q,v and 6 targets), Light-PEFT at two plans and random pruning,
     /// side by side on the same data and recipe; prints a markdown table.
     Bench(BenchArgs),
+    /// Check a device against the CPU and time its training steps (bench/gpu_check.sh runs
+    /// it on a GPU machine); any model folder, e.g. a random one at RoBERTa-large's shapes.
+    DeviceCheck {
+        #[command(subcommand)]
+        check: DeviceCheck,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeviceCheck {
+    /// Logits, importance ratios and every trainable gradient of an estimation step on the
+    /// device against the CPU's fused kernels (on the CPU: against the composed ops a GPU
+    /// runs). Fails unless logits agree to 1e-4 and every gradient to 1e-3 relative.
+    Parity {
+        /// A model folder or a name under <data>/models. Default: the bundled MiniLM.
+        #[arg(long, value_name = "DIR|NAME")]
+        model: Option<String>,
+        /// Examples in the checked batch.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=4096))]
+        batch: u32,
+        /// Tokens per example.
+        #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(2..=4096))]
+        len: u32,
+        #[command(flatten)]
+        device: DeviceArg,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Median seconds per LoRA training step (or inference pass) under a fixed plan, on
+    /// random token ids: the step-time table's rows.
+    Steps {
+        /// A model folder or a name under <data>/models. Default: the bundled MiniLM.
+        #[arg(long, value_name = "DIR|NAME")]
+        model: Option<String>,
+        /// full, third, paper (heads and FFN ⅓, r=4 on a quarter of the modules) or half.
+        #[arg(long, default_value = "full", value_parser = parse_step_plan)]
+        plan: lightpeft_engine::bench::StepPlan,
+        /// LoRA on qv (query, value) or all six linears, before the plan.
+        #[arg(long, default_value = "all", value_parser = parse_lora_targets)]
+        targets: lightpeft_engine::bench::LoraTargets,
+        /// Examples per batch.
+        #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
+        batch: u32,
+        /// Tokens per example.
+        #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(2..=4096))]
+        len: u32,
+        /// Timed steps, after one warm-up step.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        steps: u32,
+        /// Inference passes instead of training steps.
+        #[arg(long)]
+        infer: bool,
+        /// Head and neuron masks on, ratios recorded: an estimation step.
+        #[arg(long)]
+        masks: bool,
+        #[command(flatten)]
+        device: DeviceArg,
+        /// One JSON line instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -101,9 +163,8 @@ struct ServeArgs {
     /// no charts), to measure what recording costs.
     #[arg(long, hide = true)]
     discard_records: bool,
-    /// Where models are loaded and trained: cpu (the only device this build has).
-    #[arg(long, default_value = "cpu", value_parser = parse_device)]
-    device: DeviceChoice,
+    #[command(flatten)]
+    device: DeviceArg,
     /// Another host name the API answers to (repeatable): a request's Host must name the
     /// listening address, `localhost` on loopback, or one of these.
     #[arg(long = "allow-host", value_name = "NAME")]
@@ -186,9 +247,8 @@ struct WorkerArgs {
     /// Jobs this worker trains at once (each uses every core).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     slots: u16,
-    /// Where models are loaded and trained: cpu (the only device this build has).
-    #[arg(long, default_value = "cpu", value_parser = parse_device)]
-    device: DeviceChoice,
+    #[command(flatten)]
+    device: DeviceArg,
     /// The worker's name, unique among the workers of one database. Default: this host's
     /// name and the process id.
     #[arg(long, value_name = "NAME")]
@@ -219,9 +279,8 @@ struct BenchArgs {
     /// Starting values: paper, vanilla-reference, quick-demo. Flags override them.
     #[arg(long, value_parser = parse_preset)]
     preset: Option<Preset>,
-    /// Where models are loaded and trained: cpu (the only device this build has).
-    #[arg(long, default_value = "cpu", value_parser = parse_device)]
-    device: DeviceChoice,
+    #[command(flatten)]
+    device: DeviceArg,
     #[command(flatten)]
     params: ParamArgs,
 }
@@ -268,9 +327,8 @@ struct TrainArgs {
     /// Print the result as JSON on stdout, no progress bar.
     #[arg(long)]
     json: bool,
-    /// Where models are loaded and trained: cpu (the only device this build has).
-    #[arg(long, default_value = "cpu", value_parser = parse_device)]
-    device: DeviceChoice,
+    #[command(flatten)]
+    device: DeviceArg,
     #[command(flatten)]
     params: ParamArgs,
 }
@@ -283,9 +341,8 @@ struct RunArgs {
     /// Print JSON on stdout, no progress bar or table.
     #[arg(long)]
     json: bool,
-    /// Where models are loaded and trained: cpu (the only device this build has).
-    #[arg(long, default_value = "cpu", value_parser = parse_device)]
-    device: DeviceChoice,
+    #[command(flatten)]
+    device: DeviceArg,
     #[command(flatten)]
     params: ParamArgs,
 }
@@ -300,16 +357,43 @@ struct EvalArgs {
     /// Print JSON on stdout.
     #[arg(long)]
     json: bool,
-    /// Where models are loaded and trained: cpu (the only device this build has).
-    #[arg(long, default_value = "cpu", value_parser = parse_device)]
-    device: DeviceChoice,
+    #[command(flatten)]
+    device: DeviceArg,
     #[command(flatten)]
     params: ParamArgs,
+}
+
+/// `--device`, said once for every command that loads a model.
+#[derive(Args, Clone, Copy)]
+struct DeviceArg {
+    /// Where models are loaded and trained: cpu, cuda (GPU 0) or cuda:N. A GPU needs a
+    /// binary built with the `cuda` feature (scripts/cuda-build.sh).
+    #[arg(long = "device", value_name = "DEVICE", default_value = "cpu", value_parser = parse_device)]
+    choice: DeviceChoice,
+}
+
+impl DeviceArg {
+    /// The setting, after opening the device once, so a server or worker that cannot use it
+    /// stops at start with the reason instead of failing every job it claims.
+    fn opened(self) -> error::Result<DeviceChoice> {
+        self.choice.device().map_err(error::Error::from)?;
+        Ok(self.choice)
+    }
 }
 
 fn parse_device(text: &str) -> Result<DeviceChoice, String> {
     text.parse()
         .map_err(|e: lightpeft_pipeline::Error| e.to_string())
+}
+
+fn parse_step_plan(text: &str) -> Result<lightpeft_engine::bench::StepPlan, String> {
+    text.parse()
+        .map_err(|e: lightpeft_engine::Error| e.to_string())
+}
+
+fn parse_lora_targets(text: &str) -> Result<lightpeft_engine::bench::LoraTargets, String> {
+    text.parse()
+        .map_err(|e: lightpeft_engine::Error| e.to_string())
 }
 
 fn parse_preset(text: &str) -> Result<Preset, String> {
@@ -332,8 +416,10 @@ enum AssetsAction {
         #[arg(long, requires = "model")]
         name: Option<String>,
     },
-    /// Write a tiny random BERT (2 layers, width 32, a few hundred words) into the data
-    /// directory's models/, for trying the plumbing in seconds. Its accuracy means nothing.
+    /// Write a random BERT or RoBERTa (default: 2 layers, width 32, a few hundred words) into
+    /// the data directory's models/, for trying the plumbing in seconds, or at a large model's
+    /// shapes for timing (`--layers 24 --heads 16 --head-dim 64 --ffn 4096`: RoBERTa-large's).
+    /// Its accuracy means nothing.
     Tiny {
         /// Model name.
         #[arg(long, default_value = "tiny-bert")]
@@ -350,6 +436,12 @@ enum AssetsAction {
         /// FFN neurons per layer.
         #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=16384))]
         ffn: u32,
+        /// bert or roberta: tensor names, special tokens and position offset.
+        #[arg(long, default_value = "bert", value_parser = ["bert", "roberta"])]
+        arch: String,
+        /// Longest sequence, in tokens.
+        #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(2..=8192))]
+        max_positions: u32,
     },
 }
 
@@ -394,14 +486,20 @@ fn main() -> ExitCode {
                     heads,
                     head_dim,
                     ffn,
+                    arch,
+                    max_positions,
                 },
         } => {
             let spec = lightpeft_engine::tiny::TinySpec {
+                arch: match arch.as_str() {
+                    "roberta" => lightpeft_engine::Architecture::Roberta,
+                    _ => lightpeft_engine::Architecture::Bert,
+                },
                 layers: layers.into(),
                 heads: heads.into(),
                 hidden: (heads * head_dim).into(),
                 ffn: ffn as usize,
-                ..lightpeft_engine::tiny::TinySpec::demo(lightpeft_engine::Architecture::Bert)
+                max_positions: max_positions as usize,
             };
             tiny_model(&data_dir, &name, &spec)
         }
@@ -414,6 +512,7 @@ fn main() -> ExitCode {
         Command::Baseline(args) => baseline(&data_dir, args),
         Command::Eval(args) => eval(&data_dir, args),
         Command::Bench(args) => run_bench(&data_dir, args),
+        Command::DeviceCheck { check } => device_check(&data_dir, check),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -437,7 +536,7 @@ fn estimate(data_dir: &Path, args: TrainArgs) -> error::Result<()> {
     let common = commands::Common {
         data_dir,
         json: args.json,
-        device: args.device,
+        device: args.device.choice,
     };
     let out = commands::estimate(
         &common,
@@ -462,7 +561,7 @@ fn plan(data_dir: &Path, args: RunArgs) -> error::Result<()> {
     let common = commands::Common {
         data_dir,
         json: args.json,
-        device: args.device,
+        device: args.device.choice,
     };
     let manifest_params = run_params(data_dir, &args.run)?;
     let params = overridden(manifest_params, &args.params)?;
@@ -527,7 +626,7 @@ fn finetune(data_dir: &Path, args: RunArgs) -> error::Result<()> {
     let common = commands::Common {
         data_dir,
         json: args.json,
-        device: args.device,
+        device: args.device.choice,
     };
     let result = commands::finetune(&common, &args.run, &args.params)?;
     report(&result, args.json);
@@ -542,7 +641,7 @@ fn baseline(data_dir: &Path, args: TrainArgs) -> error::Result<()> {
     let common = commands::Common {
         data_dir,
         json: args.json,
-        device: args.device,
+        device: args.device.choice,
     };
     let result = commands::baseline(
         &common,
@@ -561,7 +660,7 @@ fn eval(data_dir: &Path, args: EvalArgs) -> error::Result<()> {
     let common = commands::Common {
         data_dir,
         json: args.json,
-        device: args.device,
+        device: args.device.choice,
     };
     let record = commands::eval(&common, &args.export, &args.task.source(), &params)?;
     if args.json {
@@ -587,10 +686,94 @@ fn run_bench(data_dir: &Path, args: BenchArgs) -> error::Result<()> {
         &args.task.task,
         &args.run_prefix,
         &params,
-        args.device,
+        args.device.choice,
     )?;
     print!("{table}");
     Ok(())
+}
+
+fn device_check(data_dir: &Path, check: DeviceCheck) -> error::Result<()> {
+    let model_dir = |model: Option<String>| match model {
+        Some(model) => Ok(lightpeft_pipeline::resolve_model(&model, data_dir)?),
+        None => Ok::<_, error::Error>(lightpeft_assets::bundled_model_dir(data_dir)),
+    };
+    match check {
+        DeviceCheck::Parity {
+            model,
+            batch,
+            len,
+            device,
+            json,
+        } => {
+            let report = device_check::parity(
+                &model_dir(model)?,
+                batch as usize,
+                len as usize,
+                device.opened()?,
+            )?;
+            if json {
+                println!("{}", serde_json::to_string(&report).expect("plain data"));
+            } else {
+                println!("{}", report.text());
+            }
+            if !report.within_limits {
+                return Err(error::Error::Usage(format!(
+                    "{} disagrees with the CPU beyond the limits",
+                    report.device
+                )));
+            }
+            Ok(())
+        }
+        DeviceCheck::Steps {
+            model,
+            plan,
+            targets,
+            batch,
+            len,
+            steps,
+            infer,
+            masks,
+            device,
+            json,
+        } => {
+            let probe = lightpeft_engine::bench::StepProbe {
+                batch: batch as usize,
+                len: len as usize,
+                steps: steps as usize,
+                plan,
+                targets,
+                masks,
+                infer,
+            };
+            let report = device_check::steps(
+                &model_dir(model)?,
+                &probe,
+                device.opened()?,
+                |step, secs, loss| {
+                    if !json {
+                        println!("step {step}: {secs:.4} s, loss {loss:.4}");
+                    }
+                },
+            )?;
+            if json {
+                println!("{}", serde_json::to_string(&report).expect("plain data"));
+            } else {
+                println!(
+                    "{} {} plan {} targets {}: median {:.4} s/step over {} steps (min {:.4}, max {:.4}), trainable {}",
+                    report.device,
+                    report.mode,
+                    report.plan,
+                    report.targets,
+                    report.median_s,
+                    report.steps,
+                    report.min_s,
+                    report.max_s,
+                    report.trainable
+                );
+            }
+            Ok(())
+        }
+    }
 }
 
 fn fetch_assets(data_dir: &Path, assets: &[AssetId]) -> error::Result<()> {
@@ -624,7 +807,15 @@ fn tiny_model(
     lightpeft_assets::validate_model_name(name)?;
     let dir = lightpeft_assets::model_dir(data_dir, name);
     lightpeft_engine::tiny::write_tiny_model(&dir, spec, 7)?;
-    println!("{name}: tiny random BERT written to {}", dir.display());
+    println!(
+        "{name}: random {:?} ({} layers, hidden {}, {} heads, FFN {}) written to {}",
+        spec.arch,
+        spec.layers,
+        spec.hidden,
+        spec.heads,
+        spec.ffn,
+        dir.display()
+    );
     Ok(())
 }
 
@@ -649,7 +840,7 @@ fn serve(data_dir: &Path, args: ServeArgs) -> error::Result<()> {
         max_snapshots: args.max_snapshots as usize,
         checkpoint_every: args.checkpoint_every as usize,
         discard_records: args.discard_records,
-        device: args.device,
+        device: args.device.opened()?,
         allowed_hosts: args.allowed_hosts,
         max_connections: args.max_connections as usize,
         memory_budget: memory_budget(args.memory_budget)?,
@@ -667,6 +858,7 @@ fn serve(data_dir: &Path, args: ServeArgs) -> error::Result<()> {
 
 fn worker(data_dir: &Path, args: WorkerArgs) -> error::Result<()> {
     let slots = usize::from(args.slots);
+    let device = args.device.opened()?;
     let memory_budget = memory_budget(args.memory_budget)?;
     let config = server::WorkerConfig {
         database: database_of(data_dir, Some(&args.database), None)?,
@@ -674,7 +866,7 @@ fn worker(data_dir: &Path, args: WorkerArgs) -> error::Result<()> {
             name: args
                 .name
                 .unwrap_or_else(|| format!("{}/{}", host_name(), std::process::id())),
-            device: args.device.to_string(),
+            device: device.to_string(),
             slots,
         },
         settings: server::JobSettings {
@@ -682,7 +874,7 @@ fn worker(data_dir: &Path, args: WorkerArgs) -> error::Result<()> {
             artifacts: args.artifacts.open(data_dir)?,
             checkpoint_every: args.checkpoint_every as usize,
             discard_records: false,
-            device: args.device,
+            device,
             job_memory_budget: memory_budget / slots as u64,
         },
         lease: args.queue.lease(),
