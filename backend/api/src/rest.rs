@@ -768,7 +768,7 @@ pub struct Artifact {
 pub struct Worker {
     /// Its name (`--name`; by default the host name and process id).
     pub name: String,
-    /// Where it trains, e.g. `cpu`.
+    /// Where it trains: `cpu` or `cuda:N` (its `--device`).
     pub device: String,
     /// Jobs it trains at once.
     pub slots: i64,

@@ -372,18 +372,15 @@ struct DeviceArg {
     choice: DeviceChoice,
 }
 
-impl DeviceArg {
-    /// The setting, after opening the device once, so a server or worker that cannot use it
-    /// stops at start with the reason instead of failing every job it claims.
-    fn opened(self) -> error::Result<DeviceChoice> {
-        self.choice.device().map_err(error::Error::from)?;
-        Ok(self.choice)
-    }
-}
-
+/// Parses and opens the device, so any command that cannot use it (no CUDA in this build, no
+/// GPU, no driver) stops before it writes anything, with the reason; a server or worker
+/// stops at start instead of failing every job it claims.
 fn parse_device(text: &str) -> Result<DeviceChoice, String> {
-    text.parse()
-        .map_err(|e: lightpeft_pipeline::Error| e.to_string())
+    let choice: DeviceChoice = text
+        .parse()
+        .map_err(|e: lightpeft_pipeline::Error| e.to_string())?;
+    choice.device().map_err(|e| e.to_string())?;
+    Ok(choice)
 }
 
 fn parse_step_plan(text: &str) -> Result<lightpeft_engine::bench::StepPlan, String> {
@@ -709,7 +706,7 @@ fn device_check(data_dir: &Path, check: DeviceCheck) -> error::Result<()> {
                 &model_dir(model)?,
                 batch as usize,
                 len as usize,
-                device.opened()?,
+                device.choice,
             )?;
             if json {
                 println!("{}", serde_json::to_string(&report).expect("plain data"));
@@ -748,7 +745,7 @@ fn device_check(data_dir: &Path, check: DeviceCheck) -> error::Result<()> {
             let report = device_check::steps(
                 &model_dir(model)?,
                 &probe,
-                device.opened()?,
+                device.choice,
                 |step, secs, loss| {
                     if !json {
                         println!("step {step}: {secs:.4} s, loss {loss:.4}");
@@ -840,7 +837,7 @@ fn serve(data_dir: &Path, args: ServeArgs) -> error::Result<()> {
         max_snapshots: args.max_snapshots as usize,
         checkpoint_every: args.checkpoint_every as usize,
         discard_records: args.discard_records,
-        device: args.device.opened()?,
+        device: args.device.choice,
         allowed_hosts: args.allowed_hosts,
         max_connections: args.max_connections as usize,
         memory_budget: memory_budget(args.memory_budget)?,
@@ -858,7 +855,7 @@ fn serve(data_dir: &Path, args: ServeArgs) -> error::Result<()> {
 
 fn worker(data_dir: &Path, args: WorkerArgs) -> error::Result<()> {
     let slots = usize::from(args.slots);
-    let device = args.device.opened()?;
+    let device = args.device.choice;
     let memory_budget = memory_budget(args.memory_budget)?;
     let config = server::WorkerConfig {
         database: database_of(data_dir, Some(&args.database), None)?,

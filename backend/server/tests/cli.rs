@@ -245,18 +245,42 @@ fn training_commands_reject_bad_input_clearly() {
             "paper, vanilla-reference or quick-demo",
         ),
         (
-            vec!["estimate", "--run", "x", "--device", "cuda:0"],
-            "device `cuda:0`: this build runs on the CPU only",
-        ),
-        (
-            vec!["serve", "--device", "gpu"],
-            "device `gpu`: this build runs on the CPU only",
+            vec!["estimate", "--run", "x", "--device", "tpu"],
+            "device `tpu`: expected one of cpu, cuda, cuda:N",
         ),
     ] {
         let out = lightpeft(d, &args);
         assert!(!out.status.success(), "{args:?} succeeded");
         let stderr = text(&out.stderr);
         assert!(stderr.contains(expect), "{args:?}: {stderr}");
+    }
+    // A GPU where this build or machine has none: refused before anything is written. A
+    // CUDA build is asked for a GPU no machine has.
+    let (spellings, refusal) = if lightpeft_engine::cuda_built() {
+        (["cuda:99"; 4], "no usable CUDA GPU 99")
+    } else {
+        (
+            ["cuda:0", "gpu", "cuda", "CUDA:1"],
+            "this lightpeft was built without CUDA",
+        )
+    };
+    let commands: [&[&str]; 4] = [
+        &["estimate", "--run", "x", "--device"],
+        &["serve", "--port", "0", "--device"],
+        &[
+            "worker",
+            "--database",
+            "postgres://nobody@127.0.0.1:1/none",
+            "--device",
+        ],
+        &["device-check", "parity", "--device"],
+    ];
+    for (command, spelling) in commands.iter().zip(spellings) {
+        let args: Vec<&str> = command.iter().copied().chain([spelling]).collect();
+        let out = lightpeft(d, &args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains(refusal), "{args:?}: {stderr}");
     }
     assert!(
         !d.join("runs/x").exists(),
