@@ -3,17 +3,18 @@
 # step-time table at RoBERTa-large's shapes next to PyTorch + peft on the same GPU, and one
 # short estimation and fine-tuning through the CLI's --device. Never run by CI.
 #
-#   bash bench/gpu_check.sh [--binary target-cuda/lightpeft-cuda] [--out DIR] [--device cuda]
+#   bash bench/gpu_check.sh [--binary target-cuda/lightpeft-cuda.xz] [--out DIR] [--device cuda]
 #                           [--python PYTHON] [--steps 10] [--small]
 #
-# The binary comes from scripts/cuda-build.sh (built on a CPU machine and carried). --small
+# The binary comes from scripts/cuda-build.sh (built on a CPU machine and carried, xz-compressed
+# since candle's linked GPU code makes it larger than a run may carry; unpacked here). --small
 # times a 2-layer model instead of RoBERTa-large and --device cpu runs everything on the CPU:
 # together they try this script on a machine without a GPU. Results land in --out (default
 # $OUT, else ./gpu-check): parity-*.json, steps.jsonl, e2e-*.json, table.md, log.txt.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
-binary=$here/target-cuda/lightpeft-cuda
+binary=$here/target-cuda/lightpeft-cuda.xz
 out=${OUT:-$here/gpu-check}
 device=cuda
 python=python3
@@ -34,6 +35,18 @@ mkdir -p "$out"
 exec > >(tee -a "$out/log.txt") 2>&1
 started=$(date +%s)
 say() { printf '[%4ss] %s\n' $(( $(date +%s) - started )) "$*"; }
+
+data=$(mktemp -d)
+trap 'rm -rf "$data"' EXIT
+case $binary in
+    *.xz)
+        "$python" -c 'import lzma, shutil, sys
+with lzma.open(sys.argv[1]) as src, open(sys.argv[2], "wb") as dst:
+    shutil.copyfileobj(src, dst)' "$binary" "$data/lightpeft"
+        chmod +x "$data/lightpeft"
+        binary=$data/lightpeft
+        ;;
+esac
 
 # --- The machine and its libraries ------------------------------------------------------
 # A CUDA build links libcuda.so.1, libcublas(Lt).so.13, libcurand.so.10, libnvrtc.so.13 and
@@ -56,9 +69,6 @@ if [ "$device" != cpu ]; then
     ldd "$binary" | grep -E 'cuda|cublas|curand|nvrtc|not found' || true
 fi
 "$binary" --version
-
-data=$(mktemp -d)
-trap 'rm -rf "$data"' EXIT
 lp() { "$binary" --data-dir "$data" "$@"; }
 
 # --- Models -----------------------------------------------------------------------------
@@ -121,8 +131,8 @@ for row in "vanilla-qv full qv" "vanilla-all full all" "light-peft-paper paper a
     say "steps $name (plan $plan, targets $targets)"
     if sampled_row "$out/mem-ours-$name.log" lp device-check steps --model large --device "$device" \
             --plan "$plan" --targets "$targets" "${shape[@]}" --steps "$steps" --json > "$out/ours-$name.json"; then
-        peak=$( [ -s "$out/mem-ours-$name.log" ] && sort -n "$out/mem-ours-$name.log" | tail -1 || echo 0)
-        "$python" -c 'import json,sys; r=json.load(open(sys.argv[1])); r.update(row=sys.argv[2], device_peak_mib=float(sys.argv[3])-float(sys.argv[4])); print(json.dumps(r))' \
+        peak=$( [ -s "$out/mem-ours-$name.log" ] && sort -n "$out/mem-ours-$name.log" | tail -1 || echo none)
+        "$python" -c 'import json,sys; r=json.load(open(sys.argv[1])); r.update(row=sys.argv[2], device_peak_mib=None if sys.argv[3] == "none" else float(sys.argv[3]) - float(sys.argv[4])); print(json.dumps(r))' \
             "$out/ours-$name.json" "$name" "$peak" "$idle" >> "$out/steps.jsonl"
     else
         status=1
@@ -132,8 +142,8 @@ for row in "vanilla-qv full qv" "vanilla-all full all" "light-peft-paper paper a
         if sampled_row "$out/mem-torch-$name.log" "$python" "$here/bench/torch_reference.py" \
                 --model "$data/models/large" --device "$torch_device" --plan "$plan" --targets "$targets" \
                 "${shape[@]}" --steps "$steps" --threads "$(nproc)" > "$out/torch-$name.json"; then
-            peak=$( [ -s "$out/mem-torch-$name.log" ] && sort -n "$out/mem-torch-$name.log" | tail -1 || echo 0)
-            "$python" -c 'import json,sys; r=json.load(open(sys.argv[1])); r.update(row=sys.argv[2], device_peak_mib=float(sys.argv[3])-float(sys.argv[4])); print(json.dumps(r))' \
+            peak=$( [ -s "$out/mem-torch-$name.log" ] && sort -n "$out/mem-torch-$name.log" | tail -1 || echo none)
+            "$python" -c 'import json,sys; r=json.load(open(sys.argv[1])); r.update(row=sys.argv[2], device_peak_mib=None if sys.argv[3] == "none" else float(sys.argv[3]) - float(sys.argv[4])); print(json.dumps(r))' \
                 "$out/torch-$name.json" "$name" "$peak" "$idle" >> "$out/steps.jsonl"
         else
             say "PyTorch row $name failed"

@@ -50,8 +50,10 @@ for lib in libcudart.so.13 libnvrtc.so.13 libcurand.so.10; do
     ln -sfn "$lib" "$cuda/lib/${lib%.so.*}.so"
 done
 
-# Stubs: one empty function per symbol cudarc declares, with the real library's soname so
-# the binary asks for the real one at run time.
+# Stubs: one function per symbol cudarc declares, with the real library's soname so the
+# binary asks for the real one at run time. Each returns an error code (100 is the driver's
+# CUDA_ERROR_NO_DEVICE; any non-zero is a cuBLAS failure), so a binary started against them
+# by mistake reports "no usable CUDA GPU" instead of running on garbage.
 stubs=$cuda/lib/stubs
 cudarc=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19.10 2>/dev/null | head -1)
 if [ -z "$cudarc" ]; then
@@ -60,16 +62,18 @@ if [ -z "$cudarc" ]; then
 fi
 mkdir -p "$stubs"
 stub() {
-    local name=$1 soname=$2 declarations=$3
-    [ -f "$stubs/$name" ] && return
-    grep -oE '^ +fn [A-Za-z_][A-Za-z0-9_]*\(' "$declarations" | sed -E 's/^ +fn ([A-Za-z0-9_]+)\(/void \1(void) {}/' \
+    local name=$1 soname=$2 declarations=$3 code=$4
+    [ -f "$stubs/$name" ] && grep -q "return $code;" "$stubs/${name%.so}.c" && return
+    grep -oE '^ +fn [A-Za-z_][A-Za-z0-9_]*\(' "$declarations" \
+        | sed -E "s/^ +fn ([A-Za-z0-9_]+)\\(/int \\1(void) { return $code; }/" \
         | sort -u > "$stubs/${name%.so}.c"
     gcc -shared -fPIC -Wl,-soname,"$soname" -o "$stubs/$name" "$stubs/${name%.so}.c"
+    ln -sfn "$name" "$stubs/$soname"
     phase "stub $name ($soname): $(wc -l < "$stubs/${name%.so}.c") symbols"
 }
-stub libcuda.so libcuda.so.1 "$cudarc/src/driver/sys/mod.rs"
-stub libcublas.so libcublas.so.13 "$cudarc/src/cublas/sys/mod.rs"
-stub libcublasLt.so libcublasLt.so.13 "$cudarc/src/cublaslt/sys/mod.rs"
+stub libcuda.so libcuda.so.1 "$cudarc/src/driver/sys/mod.rs" 100
+stub libcublas.so libcublas.so.13 "$cudarc/src/cublas/sys/mod.rs" 1
+stub libcublasLt.so libcublasLt.so.13 "$cudarc/src/cublaslt/sys/mod.rs" 1
 
 # What candle-kernels' cudaforge and cudarc's build scripts read. cudarc runs `nvcc
 # --version` from PATH; CUDARC_CUDA_VERSION spares it the guess.
@@ -98,12 +102,28 @@ case $mode in
         phase "cargo build --release -p lightpeft --features cuda"
         cargo build --release -p lightpeft --features cuda --target-dir "$target"
         cp "$target/release/lightpeft" "$target/lightpeft-cuda"
+        # candle's quantized-matmul kernels (sm_90 code, unused here but linked) make the binary
+        # larger than a device run may carry (64 MiB); it travels xz-compressed and
+        # bench/gpu_check.sh unpacks it.
+        python3 -c 'import lzma, shutil, sys
+with open(sys.argv[1], "rb") as src, lzma.open(sys.argv[2], "wb", preset=6) as dst:
+    shutil.copyfileobj(src, dst)' "$target/lightpeft-cuda" "$target/lightpeft-cuda.xz"
         size=$(stat -c %s "$target/lightpeft-cuda")
-        phase "$target/lightpeft-cuda: $((size >> 20)) MiB; needs $(readelf -d "$target/lightpeft-cuda" | grep -oE 'lib(cuda|cublas|cublasLt|curand|nvrtc|cudart)\.so\.[0-9]+' | tr '\n' ' ')"
-        if [ "$size" -ge $((64 << 20)) ]; then
-            echo "the binary is 64 MiB or more: too large to carry" >&2
+        packed=$(stat -c %s "$target/lightpeft-cuda.xz")
+        phase "$target/lightpeft-cuda: $((size >> 20)) MiB ($((packed >> 20)) MiB as .xz); needs $(readelf -d "$target/lightpeft-cuda" | grep -oE 'lib(cuda|cublas|cublasLt|curand|nvrtc|cudart)\.so\.[0-9]+' | tr '\n' ' ')"
+        if [ "$packed" -ge $((64 << 20)) ]; then
+            echo "even compressed, the binary is 64 MiB or more: too large to carry" >&2
             exit 1
         fi
+        # Started against the stubs (no driver here) it must refuse the GPU in words.
+        if out=$(LD_LIBRARY_PATH=$stubs:$cuda/lib "$target/lightpeft-cuda" device-check parity --device cuda 2>&1); then
+            echo "the stub driver opened a GPU: $out" >&2
+            exit 1
+        fi
+        case $out in
+            *"no usable CUDA GPU 0"*) phase "without a driver: $(echo "$out" | head -1 | cut -c1-160)" ;;
+            *) echo "unexpected answer without a driver: $out" >&2; exit 1 ;;
+        esac
         ;;
 esac
 phase "done"

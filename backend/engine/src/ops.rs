@@ -252,9 +252,10 @@ pub(crate) fn dropout(x: &Tensor, p: f32, rng: &mut StdRng) -> Result<Tensor> {
     if fusable(x) {
         return Ok(x.contiguous()?.apply_op1(op)?);
     }
-    // Elsewhere: the same mask, built on the host, as an ordinary product.
+    // Elsewhere: the same mask, built on the host (by blocks, on every core: a GPU step's
+    // attention dropout alone draws batch·heads·seq² factors per layer), as an ordinary product.
     let mut mask = vec![0.0; x.elem_count()];
-    op.write_mask(0, &mut mask);
+    par_blocks(&mut mask, 1, |first, block| op.write_mask(first, block));
     let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
     Ok(x.mul(&mask)?)
 }
@@ -933,5 +934,23 @@ mod tests {
             op.write_mask(first, &mut part);
             assert_eq!(part, whole[first..], "starting at {first}");
         }
+    }
+
+    #[test]
+    fn the_composed_dropout_draws_the_fused_mask_over_many_blocks() {
+        use rand::SeedableRng;
+        // Several parallel blocks and an odd length, so blocks start mid-pair.
+        let n = 3 * BLOCK_ELEMS + 7;
+        let x = Tensor::ones(n, candle_core::DType::F32, &Device::Cpu).unwrap();
+        let fused = dropout(&x, 0.1, &mut StdRng::seed_from_u64(5)).unwrap();
+        let composed =
+            with_composed_ops(|| dropout(&x, 0.1, &mut StdRng::seed_from_u64(5))).unwrap();
+        let (fused, composed) = (
+            fused.to_vec1::<f32>().unwrap(),
+            composed.to_vec1::<f32>().unwrap(),
+        );
+        assert_eq!(fused, composed);
+        let dropped = fused.iter().filter(|&&f| f == 0.0).count();
+        assert!((n / 20..n / 5).contains(&dropped), "{dropped} of {n}");
     }
 }
