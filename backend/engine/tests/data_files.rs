@@ -269,6 +269,68 @@ fn superglue_boolq_cb_and_rte_read_json_lines() {
 }
 
 #[test]
+fn superglue_wic_and_wsc_read_the_published_layout_through_the_reference_templates() {
+    let wic = r#"{"word": "place", "sentence1": "Do you want to come over to my place later?", "sentence2": "A political system with no place for the less prominent groups.", "idx": 0, "label": false, "start1": 31, "start2": 27, "end1": 36, "end2": 32, "version": 1.1}
+{"word": "run", "sentence1": "I run.", "sentence2": "You run.", "idx": 1, "label": true, "start1": 2, "start2": 4, "end1": 5, "end2": 7, "version": 1.1}
+"#;
+    let data = load(TaskId::SuperGlueWic, wic, wic).unwrap();
+    assert_eq!(
+        pairs(&data.train),
+        [
+            (
+                "Do you want to come over to my place later? A political system with no place for \
+                 the less prominent groups. Does place have the same meaning in both sentences?",
+                None,
+                0
+            ),
+            (
+                "I run. You run. Does run have the same meaning in both sentences?",
+                None,
+                1
+            ),
+        ]
+    );
+    assert_eq!(data.metric, Metric::Accuracy);
+
+    // Published: the spans under `target`; flattened copies (as `datasets` writes them) too.
+    let wsc = r#"{"text": "Mark told Pete many lies about himself, which Pete included in his book. He should have been more truthful.", "target": {"span2_index": 13, "span1_index": 0, "span1_text": "Mark", "span2_text": "He"}, "idx": 0, "label": true}
+{"text": "The city refused the demonstrators a permit because they feared violence.", "span1_text": "The demonstrators", "span2_text": "they", "span1_index": 2, "span2_index": 8, "idx": 1, "label": false}
+"#;
+    let data = load(TaskId::SuperGlueWsc, wsc, wsc).unwrap();
+    assert_eq!(
+        pairs(&data.dev),
+        [
+            (
+                "He: Mark told Pete many lies about himself, which Pete included in his book. He \
+                 should have been more truthful.",
+                Some("Mark"),
+                1
+            ),
+            (
+                "they: The city refused the demonstrators a permit because they feared violence.",
+                Some("The demonstrators"),
+                0
+            ),
+        ]
+    );
+    let error = dev_error(
+        TaskId::SuperGlueWsc,
+        wsc,
+        r#"{"text": "A b.", "target": {"span1_text": "A"}, "label": true}"#,
+    );
+    assert!(error.ends_with("val.jsonl:1: no `span2_text`"), "{error}");
+    let error = dev_error(
+        TaskId::SuperGlueWic,
+        wic,
+        r#"{"word": "a", "sentence1": "a", "sentence2": "a", "label": "yes"}"#,
+    );
+    assert!(
+        error.contains("val.jsonl:1: unknown label \"yes\""),
+        "{error}"
+    );
+}
+
+#[test]
 fn bad_glue_rows_name_the_file_and_line() {
     let error = dev_error(TaskId::GlueSst2, SST2, "sentence\tlabel\ngood\t1\nbad\t2\n");
     assert!(

@@ -42,10 +42,25 @@ pub(crate) enum TsvFields {
 /// Where a SuperGLUE file keeps its texts and label.
 #[derive(Debug)]
 pub(crate) struct JsonlLayout {
-    pub(crate) text_a: &'static str,
-    pub(crate) text_b: Option<&'static str>,
+    pub(crate) inputs: JsonInputs,
     pub(crate) label: &'static str,
     pub(crate) coding: LabelCoding,
+}
+
+/// How a SuperGLUE record becomes the model's text (or pair of texts).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum JsonInputs {
+    /// Two fields as they are (`text_b` for pair tasks).
+    Fields {
+        text_a: &'static str,
+        text_b: Option<&'static str>,
+    },
+    /// WiC, the reference's template 0, one text: `{sentence1} {sentence2} Does {word} have the
+    /// same meaning in both sentences?`.
+    Wic,
+    /// WSC, the reference's template 0: `{span2_text}: {text}` paired with `span1_text`. The
+    /// spans sit under `target` in the published files and at the top level in flattened ones.
+    Wsc,
 }
 
 /// How a file writes a label.
@@ -205,11 +220,35 @@ fn parse_jsonl(
                 Value::String(text) => Ok(text.clone()),
                 other => Err(error(format!("`{key}` is {other}, not a string"))),
             };
+            // A WSC span: under `target`, or flattened to the top level.
+            let span = |key: &str| match object.get("target").and_then(|t| t.get(key)) {
+                Some(Value::String(text)) => Ok(text.clone()),
+                Some(other) => Err(error(format!("`target.{key}` is {other}, not a string"))),
+                None => string(key),
+            };
             let label = json_label(field(layout.label)?, layout.coding, labels).map_err(error)?;
+            let (text_a, text_b) = match layout.inputs {
+                JsonInputs::Fields { text_a, text_b } => {
+                    (string(text_a)?, text_b.map(string).transpose()?)
+                }
+                JsonInputs::Wic => (
+                    format!(
+                        "{} {} Does {} have the same meaning in both sentences?",
+                        string("sentence1")?,
+                        string("sentence2")?,
+                        string("word")?
+                    ),
+                    None,
+                ),
+                JsonInputs::Wsc => (
+                    format!("{}: {}", span("span2_text")?, string("text")?),
+                    Some(span("span1_text")?),
+                ),
+            };
             Ok(Example {
                 id: format!("{file} line {line}"),
-                text_a: string(layout.text_a)?,
-                text_b: layout.text_b.map(string).transpose()?,
+                text_a,
+                text_b,
                 label,
             })
         })

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use super::bigbench::BigBenchInput;
-use super::glue::{JsonlLayout, LabelCoding, TsvFields, TsvLayout};
+use super::glue::{JsonInputs, JsonlLayout, LabelCoding, TsvFields, TsvLayout};
 use super::metric::Metric;
 use crate::error::{Error, invalid};
 
@@ -46,6 +46,10 @@ pub enum TaskId {
     SuperGlueCb,
     /// SuperGLUE RTE files.
     SuperGlueRte,
+    /// SuperGLUE WiC files (word in context, as one templated sentence).
+    SuperGlueWic,
+    /// SuperGLUE WSC files (Winograd coreference, templated).
+    SuperGlueWsc,
 }
 
 impl TaskId {
@@ -198,15 +202,23 @@ const fn tsv(
 
 const fn jsonl(text_a: &'static str, text_b: Option<&'static str>, coding: LabelCoding) -> Layout {
     Layout::Jsonl(JsonlLayout {
-        text_a,
-        text_b,
+        inputs: JsonInputs::Fields { text_a, text_b },
         label: "label",
         coding,
     })
 }
 
+/// A SuperGLUE layout whose text the reference builds from a template, with a boolean label.
+const fn jsonl_template(inputs: JsonInputs) -> Layout {
+    Layout::Jsonl(JsonlLayout {
+        inputs,
+        label: "label",
+        coding: LabelCoding::Bool,
+    })
+}
+
 /// Every task, in [`TaskId`] order.
-pub static TASKS: [TaskSpec; 17] = [
+pub static TASKS: [TaskSpec; 19] = [
     TaskSpec {
         id: TaskId::Sst2Rt,
         name: "sst2-rt",
@@ -410,6 +422,24 @@ pub static TASKS: [TaskSpec; 17] = [
         inputs: SUPERGLUE_FILES,
         layout: jsonl("premise", Some("hypothesis"), LabelCoding::Name),
     },
+    TaskSpec {
+        id: TaskId::SuperGlueWic,
+        name: "superglue-wic",
+        description: "SuperGLUE WiC: is a word used in the same sense in two sentences (your train.jsonl and val.jsonl)",
+        labels: &["False", "True"],
+        metric: Metric::Accuracy,
+        inputs: SUPERGLUE_FILES,
+        layout: jsonl_template(JsonInputs::Wic),
+    },
+    TaskSpec {
+        id: TaskId::SuperGlueWsc,
+        name: "superglue-wsc",
+        description: "SuperGLUE WSC: does a pronoun refer to a noun phrase (your train.jsonl and val.jsonl)",
+        labels: &["False", "True"],
+        metric: Metric::Accuracy,
+        inputs: SUPERGLUE_FILES,
+        layout: jsonl_template(JsonInputs::Wsc),
+    },
 ];
 
 #[cfg(test)]
@@ -480,6 +510,8 @@ mod tests {
             TaskId::GlueWnli,
             TaskId::SuperGlueBoolq,
             TaskId::SuperGlueRte,
+            TaskId::SuperGlueWic,
+            TaskId::SuperGlueWsc,
         ] {
             assert_eq!(metric(id), Accuracy, "{id}");
         }
