@@ -313,6 +313,11 @@ pub fn vader_movie_file(data_dir: &Path) -> PathBuf {
     vader_dir(data_dir).join(VADER_MOVIE_FILE)
 }
 
+/// One of the ground-truth files of [`VADER`] (e.g. `tweets_GroundTruth.txt`) in the data directory.
+pub fn vader_file(data_dir: &Path, name: &str) -> PathBuf {
+    vader_dir(data_dir).join(name)
+}
+
 /// The `task.json` of a BIG-bench task, e.g. `strategyqa` or
 /// `natural_instructions/subtask056_multirc_classify_correct_answer` (see [`BIGBENCH_TASKS`]).
 pub fn bigbench_task_file(data_dir: &Path, task: &str) -> PathBuf {

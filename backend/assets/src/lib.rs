@@ -12,7 +12,7 @@
 //! manifests/<asset>.sha256        sha256 of every extracted file (sha256sum -c format)
 //! models/all-MiniLM-L6-v2/        the bundled checkpoint   (bundled_model_dir)
 //! models/<name>/                  models imported by users (import_model_dir)
-//! datasets/vader/                 VADER ground truth       (vader_dir, vader_movie_file)
+//! datasets/vader/                 VADER ground truth       (vader_dir, vader_file, vader_movie_file)
 //! datasets/bigbench/<task>/task.json                       (bigbench_task_file)
 //! ```
 
@@ -27,7 +27,7 @@ use std::path::PathBuf;
 
 pub use catalog::{
     ArchiveFormat, AssetFile, AssetId, AssetSpec, BIGBENCH, BIGBENCH_TASKS, Distribution, MINILM,
-    NestedArchive, PipPackage, VADER, bigbench_task_file, bundled_model_dir, vader_dir,
+    NestedArchive, PipPackage, VADER, bigbench_task_file, bundled_model_dir, vader_dir, vader_file,
     vader_movie_file,
 };
 pub use error::{AssetError, Result};

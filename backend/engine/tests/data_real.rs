@@ -11,7 +11,7 @@ use lightpeft_engine::data::{
 fn asset_path(asset: AssetFile) -> PathBuf {
     let data_dir = lightpeft_assets::default_data_dir();
     let (path, fetch) = match asset {
-        AssetFile::VaderMovieSnippets => (lightpeft_assets::vader_movie_file(&data_dir), "vader"),
+        AssetFile::Vader(name) => (lightpeft_assets::vader_file(&data_dir, name), "vader"),
         AssetFile::BigBench(task) => (
             lightpeft_assets::bigbench_task_file(&data_dir, task),
             "bigbench",
@@ -76,6 +76,53 @@ fn sst2_rt_gives_the_documented_split_of_the_vader_movie_snippets() {
     assert_eq!(baseline.label, 1);
     let accuracy = baseline.values.get(Measure::Accuracy).unwrap();
     assert!((accuracy - 470.0 / 929.0).abs() < 1e-12, "{accuracy}");
+}
+
+#[test]
+fn the_other_vader_files_are_tasks_split_by_document() {
+    // (task, train, dev, negative and positive over both, skipped as too neutral), counted
+    // from the files with a separate script: |rating| ≥ 1, dev when the document number
+    // (before `_`, or the whole id) is divisible by 10.
+    let cases = [
+        (TaskId::SentimentTweets, 2_419, 248, [837, 1_830], 1_533),
+        (TaskId::SentimentAmazon, 2_231, 224, [941, 1_514], 1_253),
+        (TaskId::SentimentNyt, 1_409, 145, [996, 558], 3_636),
+    ];
+    for (task, train, dev, totals, skipped) in cases {
+        let data = load(task);
+        let (n_train, n_dev, train_counts, dev_counts, n_skipped) = sizes(&data);
+        assert_eq!((n_train, n_dev, n_skipped), (train, dev, skipped), "{task}");
+        let both: Vec<usize> = train_counts
+            .iter()
+            .zip(&dev_counts)
+            .map(|(a, b)| a + b)
+            .collect();
+        assert_eq!(both, totals, "{task}");
+        for example in &data.dev {
+            let document = example.id.split('_').next().unwrap();
+            assert_eq!(
+                document.parse::<u64>().unwrap() % 10,
+                0,
+                "{task}: {}",
+                example.id
+            );
+        }
+        // No document has sentences on both sides.
+        let documents = |examples: &[lightpeft_engine::data::Example]| {
+            examples
+                .iter()
+                .map(|e| e.id.split('_').next().unwrap().to_string())
+                .collect::<std::collections::HashSet<_>>()
+        };
+        assert!(
+            documents(&data.train).is_disjoint(&documents(&data.dev)),
+            "{task}"
+        );
+        assert!(
+            data.train.iter().all(|e| !e.text_a.ends_with('\r')),
+            "{task}"
+        );
+    }
 }
 
 #[test]

@@ -67,7 +67,7 @@ pub fn bundled_files(spec: &TaskSpec, data_dir: &Path) -> Option<Vec<PathBuf>> {
             assets
                 .iter()
                 .map(|a| match a {
-                    AssetFile::VaderMovieSnippets => lightpeft_assets::vader_movie_file(data_dir),
+                    AssetFile::Vader(name) => lightpeft_assets::vader_file(data_dir, name),
                     AssetFile::BigBench(task) => {
                         lightpeft_assets::bigbench_task_file(data_dir, task)
                     }

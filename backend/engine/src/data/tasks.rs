@@ -50,6 +50,12 @@ pub enum TaskId {
     SuperGlueWic,
     /// SuperGLUE WSC files (Winograd coreference, templated).
     SuperGlueWsc,
+    /// Sentiment of VADER's crowd-rated tweets.
+    SentimentTweets,
+    /// Sentiment of VADER's crowd-rated Amazon review sentences.
+    SentimentAmazon,
+    /// Sentiment of VADER's crowd-rated New York Times editorial sentences.
+    SentimentNyt,
 }
 
 impl TaskId {
@@ -132,11 +138,11 @@ pub enum TaskInputs {
 }
 
 /// A data file fetched by the assets crate. The engine does not locate it: callers map it to a
-/// path (`lightpeft_assets::vader_movie_file`, `lightpeft_assets::bigbench_task_file`).
+/// path (`lightpeft_assets::vader_file`, `lightpeft_assets::bigbench_task_file`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AssetFile {
-    /// VADER's `movieReviewSnippets_GroundTruth.txt`.
-    VaderMovieSnippets,
+    /// A VADER ground-truth file, named as in the files of `lightpeft_assets::VADER`.
+    Vader(&'static str),
     /// A BIG-bench `task.json`, named by its task path as in `lightpeft_assets::BIGBENCH_TASKS`.
     BigBench(&'static str),
 }
@@ -218,14 +224,14 @@ const fn jsonl_template(inputs: JsonInputs) -> Layout {
 }
 
 /// Every task, in [`TaskId`] order.
-pub static TASKS: [TaskSpec; 19] = [
+pub static TASKS: [TaskSpec; 22] = [
     TaskSpec {
         id: TaskId::Sst2Rt,
         name: "sst2-rt",
         description: "SST-2 proxy: Rotten Tomatoes snippets with VADER crowd sentiment (|rating| ≥ 1)",
         labels: &["negative", "positive"],
         metric: Metric::Accuracy,
-        inputs: TaskInputs::Assets(&[AssetFile::VaderMovieSnippets]),
+        inputs: TaskInputs::Assets(&[AssetFile::Vader("movieReviewSnippets_GroundTruth.txt")]),
         layout: Layout::Vader,
     },
     TaskSpec {
@@ -439,6 +445,33 @@ pub static TASKS: [TaskSpec; 19] = [
         metric: Metric::Accuracy,
         inputs: SUPERGLUE_FILES,
         layout: jsonl_template(JsonInputs::Wsc),
+    },
+    TaskSpec {
+        id: TaskId::SentimentTweets,
+        name: "sentiment-tweets",
+        description: "Sentiment of tweets with VADER crowd ratings (|rating| ≥ 1; 2,419 train / 248 dev)",
+        labels: &["negative", "positive"],
+        metric: Metric::Accuracy,
+        inputs: TaskInputs::Assets(&[AssetFile::Vader("tweets_GroundTruth.txt")]),
+        layout: Layout::Vader,
+    },
+    TaskSpec {
+        id: TaskId::SentimentAmazon,
+        name: "sentiment-amazon",
+        description: "Sentiment of Amazon review sentences with VADER crowd ratings (|rating| ≥ 1; 2,231 train / 224 dev, split by review)",
+        labels: &["negative", "positive"],
+        metric: Metric::Accuracy,
+        inputs: TaskInputs::Assets(&[AssetFile::Vader("amazonReviewSnippets_GroundTruth.txt")]),
+        layout: Layout::Vader,
+    },
+    TaskSpec {
+        id: TaskId::SentimentNyt,
+        name: "sentiment-nyt",
+        description: "Sentiment of New York Times editorial sentences with VADER crowd ratings (|rating| ≥ 1; 1,409 train / 145 dev, split by editorial)",
+        labels: &["negative", "positive"],
+        metric: Metric::Accuracy,
+        inputs: TaskInputs::Assets(&[AssetFile::Vader("nytEditorialSnippets_GroundTruth.txt")]),
+        layout: Layout::Vader,
     },
 ];
 

@@ -1,8 +1,11 @@
-//! `sst2-rt`: VADER's movie-review snippets (assets.md §2.1), `id \t mean_rating \t text`.
+//! VADER's crowd-rated snippets (assets.md §2.1), `id \t mean_rating \t text`: `sst2-rt` (movie
+//! reviews) and the `sentiment-*` tasks (tweets, Amazon reviews, NYT editorials).
 //!
 //! Label 1 (positive) when the mean crowd rating is above 0; ratings with |rating| < 1 are too
-//! neutral for a binary label and are skipped (counted). Dev is `id % 10 == 0`; an id that is
-//! not an unsigned integer goes to dev by the hash rule BIG-bench uses, applied to the id.
+//! neutral for a binary label and are skipped (counted). Dev is `id % 10 == 0`. The Amazon and
+//! NYT files number snippets `<document>_<sentence>`: there the document's number decides, so a
+//! review's sentences stay together. Any other id goes to dev by the hash rule BIG-bench uses,
+//! applied to the id.
 
 use std::path::Path;
 
@@ -54,9 +57,11 @@ fn parse(
             text_b: None,
             label: usize::from(rating > 0.0),
         };
-        let to_dev = match id.parse::<u64>() {
-            Ok(id) => is_dev_id(id),
-            Err(_) => is_dev(id),
+        let document = id.split_once('_').map_or(id, |(document, _)| document);
+        let to_dev = match (id.parse::<u64>(), document.parse::<u64>()) {
+            (Ok(id), _) => is_dev_id(id),
+            (_, Ok(document)) => is_dev_id(document),
+            _ => is_dev(id),
         };
         if to_dev {
             dev.push(example);
@@ -119,8 +124,23 @@ mod tests {
     }
 
     #[test]
+    fn sentences_of_one_document_share_its_split() {
+        let rows: Vec<String> = (1..=30)
+            .flat_map(|d| (1..=3).map(move |s| format!("{d}_{s}\t2\tdoc {d} sentence {s}")))
+            .collect();
+        let (train, dev, _) = parse_text(&rows.join("\r\n")).unwrap();
+        assert_eq!(
+            ids(&dev),
+            [
+                "10_1", "10_2", "10_3", "20_1", "20_2", "20_3", "30_1", "30_2", "30_3"
+            ]
+        );
+        assert_eq!(train.len(), 81);
+    }
+
+    #[test]
     fn non_integer_ids_split_on_their_hash() {
-        let rows: Vec<String> = (0..200).map(|i| format!("{i}_1\t2\ttext {i}")).collect();
+        let rows: Vec<String> = (0..200).map(|i| format!("x{i}_1\t2\ttext {i}")).collect();
         let (train, dev, _) = parse_text(&rows.join("\n")).unwrap();
         assert_eq!(train.len() + dev.len(), 200);
         for example in &dev {
