@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use lightpeft_engine::data::{
     Dataset, Example, Location, Measure, Metric, TaskFiles, TaskId, TaskInputs, load_task,
+    score_grouped,
 };
 use tempfile::TempDir;
 
@@ -326,6 +327,82 @@ fn superglue_wic_and_wsc_read_the_published_layout_through_the_reference_templat
     );
     assert!(
         error.contains("val.jsonl:1: unknown label \"yes\""),
+        "{error}"
+    );
+}
+
+#[test]
+fn superglue_multirc_expands_every_answer_and_scores_questions_together() {
+    let multirc = r#"{"idx": 0, "version": 1.1, "passage": {"text": "Sam bought apples. He ate two.", "questions": [{"question": "What did Sam buy?", "answers": [{"text": "Apples", "idx": 0, "label": 1}, {"text": "Pears", "idx": 1, "label": 0}], "idx": 0}, {"question": "How many did he eat?", "answers": [{"text": "Two", "idx": 2, "label": 1}, {"text": "2", "idx": 3, "label": 1}, {"text": "None", "idx": 4, "label": 0}], "idx": 1}]}}
+{"idx": 1, "version": 1.1, "passage": {"text": "It rained.", "questions": [{"question": "Was it dry?", "answers": [{"text": "No", "idx": 5, "label": 1}], "idx": 2}]}}
+"#;
+    let data = load(TaskId::SuperGlueMultirc, multirc, multirc).unwrap();
+    assert_eq!(data.labels, ["False", "True"]);
+    assert_eq!(data.metric, Metric::F1AndExactMatch);
+    assert_eq!(
+        pairs(&data.dev),
+        [
+            (
+                "Sam bought apples. He ate two.",
+                Some("What did Sam buy? Apples"),
+                1
+            ),
+            (
+                "Sam bought apples. He ate two.",
+                Some("What did Sam buy? Pears"),
+                0
+            ),
+            (
+                "Sam bought apples. He ate two.",
+                Some("How many did he eat? Two"),
+                1
+            ),
+            (
+                "Sam bought apples. He ate two.",
+                Some("How many did he eat? 2"),
+                1
+            ),
+            (
+                "Sam bought apples. He ate two.",
+                Some("How many did he eat? None"),
+                0
+            ),
+            ("It rained.", Some("Was it dry? No"), 1),
+        ]
+    );
+    let groups: Vec<Option<u32>> = data.dev.iter().map(|e| e.group).collect();
+    assert_eq!(groups, [0, 0, 1, 1, 1, 2].map(Some));
+    assert_eq!(data.dev[4].id, "val.jsonl line 1 question 1 answer 2");
+
+    // Hand-scored: question 0 right; question 1 misses its answer "2"; question 2 right.
+    let predictions = [1, 0, 1, 0, 0, 1];
+    let gold: Vec<usize> = data.dev.iter().map(|e| e.label).collect();
+    let values = score_grouped(data.metric, &predictions, &gold, &groups).unwrap();
+    // tp 3, fp 0, fn 1: F1 = 6/7; 2 of 3 questions exact.
+    assert!((values.get(Measure::F1).unwrap() - 6.0 / 7.0).abs() < 1e-12);
+    assert!((values.get(Measure::ExactMatch).unwrap() - 2.0 / 3.0).abs() < 1e-12);
+    // The majority class (True, 4 of 6 in train) scores every question with a false answer
+    // wrong: only question 2 is exact.
+    let baseline = data.majority_baseline().unwrap();
+    assert_eq!(baseline.label, 1);
+    assert!((baseline.values.get(Measure::ExactMatch).unwrap() - 1.0 / 3.0).abs() < 1e-12);
+
+    let error = dev_error(
+        TaskId::SuperGlueMultirc,
+        multirc,
+        r#"{"passage": {"text": "t", "questions": [{"question": "q", "answers": [{"text": "a", "label": 2}]}]}}"#,
+    );
+    assert!(
+        error.ends_with("val.jsonl:1: question 0, answer 0: `label` must be 0 or 1"),
+        "{error}"
+    );
+    let error = dev_error(
+        TaskId::SuperGlueMultirc,
+        multirc,
+        r#"{"passage": {"text": "t"}}"#,
+    );
+    assert!(
+        error.ends_with("val.jsonl:1: no `passage.questions` list"),
         "{error}"
     );
 }

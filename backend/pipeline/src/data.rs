@@ -128,12 +128,17 @@ pub fn limit_examples(mut dataset: Dataset, params: &Hyperparams) -> Dataset {
 pub fn tokenize(dataset: &Dataset, model_dir: &Path, params: &Hyperparams) -> Result<Splits> {
     let tok = TextEncoder::from_file(&model_dir.join("tokenizer.json"), params.max_len)?;
     let split = |examples: &[lightpeft_engine::data::Example]| {
-        TokenizedSplit::new(
+        let split = TokenizedSplit::new(
             &tok,
             examples
                 .iter()
                 .map(|e| (e.text_a.as_str(), e.text_b.as_deref(), e.label)),
-        )
+        )?;
+        // Questions, where answers are scored per question (MultiRC's exact match).
+        if examples.iter().any(|e| e.group.is_some()) {
+            return split.with_groups(examples.iter().map(|e| e.group).collect());
+        }
+        Ok::<_, lightpeft_engine::Error>(split)
     };
     Ok(Splits {
         train: split(&dataset.train)?,

@@ -291,7 +291,7 @@ struct TaskArgs {
     /// Task: sst2-rt, rte-epistemic, cb-presupp, multirc-ni, boolq-strategyqa, nli-vitaminc,
     /// glue-sst2, glue-cola, glue-mrpc, glue-qqp, glue-mnli, glue-qnli, glue-rte, glue-wnli,
     /// superglue-boolq, superglue-cb, superglue-rte, superglue-wic, superglue-wsc,
-    /// sentiment-tweets, sentiment-amazon, sentiment-nyt.
+    /// superglue-multirc, sentiment-tweets, sentiment-amazon, sentiment-nyt.
     #[arg(long, default_value = "sst2-rt")]
     task: String,
     /// Your training file (GLUE TSV or SuperGLUE JSONL tasks).

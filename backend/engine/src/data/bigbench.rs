@@ -59,6 +59,7 @@ pub(crate) fn load(
             text_a,
             text_b,
             label,
+            group: None,
         };
         split.push(&raw.input, example);
     }
@@ -92,6 +93,7 @@ pub(crate) fn load_multirc(
                 text_a: candidate.paragraph.to_string(),
                 text_b: Some(format!("{} {}", candidate.question, candidate.answer)),
                 label,
+                group: None,
             };
             split.push(candidate.paragraph, example);
         }

@@ -99,6 +99,70 @@ pub(crate) fn load_jsonl(
     Ok(examples)
 }
 
+/// Reads one SuperGLUE MultiRC file: each line a passage with its questions, each question
+/// with candidate answers labelled 0 or 1. Every answer becomes one example, the passage paired
+/// with `"{question} {answer}"` as the reference pairs them; answers of one question share a
+/// group (numbered through the file), which exact match scores together.
+pub(crate) fn load_multirc(path: &Path, split: &str) -> Result<Vec<Example>> {
+    let examples = parse_multirc(path, &read_text(path)?)?;
+    require_examples(&examples, split, path)?;
+    Ok(examples)
+}
+
+fn parse_multirc(path: &Path, text: &str) -> Result<Vec<Example>> {
+    let file = file_name(path);
+    let mut examples = Vec::new();
+    let mut question_number: u32 = 0;
+    for (line, row) in numbered_lines(text) {
+        let error = |message: String| data_error(path, Some(line), message);
+        let value: Value =
+            serde_json::from_str(row).map_err(|e| error(format!("not JSON: {e}")))?;
+        let passage = value
+            .get("passage")
+            .ok_or_else(|| error("no `passage`".to_string()))?;
+        let paragraph = passage
+            .get("text")
+            .and_then(Value::as_str)
+            .ok_or_else(|| error("no `passage.text` string".to_string()))?;
+        let questions = passage
+            .get("questions")
+            .and_then(Value::as_array)
+            .ok_or_else(|| error("no `passage.questions` list".to_string()))?;
+        for (q, question) in questions.iter().enumerate() {
+            let asked = question
+                .get("question")
+                .and_then(Value::as_str)
+                .ok_or_else(|| error(format!("question {q}: no `question` string")))?;
+            let answers = question
+                .get("answers")
+                .and_then(Value::as_array)
+                .ok_or_else(|| error(format!("question {q}: no `answers` list")))?;
+            for (a, answer) in answers.iter().enumerate() {
+                let at = |what: &str| format!("question {q}, answer {a}: {what}");
+                let reply = answer
+                    .get("text")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| error(at("no `text` string")))?;
+                let label = match answer.get("label").and_then(Value::as_u64) {
+                    Some(label @ (0 | 1)) => label as usize,
+                    _ => return Err(error(at("`label` must be 0 or 1"))),
+                };
+                examples.push(Example {
+                    id: format!("{file} line {line} question {q} answer {a}"),
+                    text_a: paragraph.to_string(),
+                    text_b: Some(format!("{asked} {reply}")),
+                    label,
+                    group: Some(question_number),
+                });
+            }
+            question_number = question_number
+                .checked_add(1)
+                .ok_or_else(|| error("more than 2³² questions".to_string()))?;
+        }
+    }
+    Ok(examples)
+}
+
 /// Column positions once the header, if any, is read.
 struct Columns {
     width: usize,
@@ -195,6 +259,7 @@ fn parse_tsv(
             text_a: fields[columns.text_a].to_string(),
             text_b: columns.text_b.map(|b| fields[b].to_string()),
             label,
+            group: None,
         });
     }
     Ok(examples)
@@ -250,6 +315,7 @@ fn parse_jsonl(
                 text_a,
                 text_b,
                 label,
+                group: None,
             })
         })
         .collect()

@@ -16,6 +16,9 @@ pub enum Metric {
     AccuracyAndF1,
     /// Accuracy, macro F1 and their mean (CB).
     AccuracyAndMacroF1,
+    /// SuperGLUE MultiRC: binary F1 over every answer (the reference's number, which is also the
+    /// official F1a) and exact match per question.
+    F1AndExactMatch,
 }
 
 impl Metric {
@@ -27,6 +30,7 @@ impl Metric {
             Metric::Matthews => &[Measure::Matthews],
             Metric::AccuracyAndF1 => &[Measure::Accuracy, Measure::F1, Measure::Combined],
             Metric::AccuracyAndMacroF1 => &[Measure::Accuracy, Measure::MacroF1, Measure::Combined],
+            Metric::F1AndExactMatch => &[Measure::F1, Measure::ExactMatch],
         }
     }
 
@@ -35,7 +39,7 @@ impl Metric {
     /// report (spec §11); Matthews correlation is CoLA's own number.
     pub fn primary(self) -> Measure {
         match self {
-            Metric::F1 => Measure::F1,
+            Metric::F1 | Metric::F1AndExactMatch => Measure::F1,
             Metric::Matthews => Measure::Matthews,
             Metric::Accuracy | Metric::AccuracyAndF1 | Metric::AccuracyAndMacroF1 => {
                 Measure::Accuracy
@@ -59,6 +63,8 @@ pub enum Measure {
     Matthews,
     /// Mean of accuracy and the F1 reported beside it (Hugging Face's `combined_score`).
     Combined,
+    /// Fraction of questions whose every answer is predicted right (MultiRC's EM).
+    ExactMatch,
 }
 
 impl Measure {
@@ -70,6 +76,7 @@ impl Measure {
             Measure::MacroF1 => "macro_f1",
             Measure::Matthews => "matthews_correlation",
             Measure::Combined => "combined_score",
+            Measure::ExactMatch => "exact_match",
         }
     }
 }
@@ -110,8 +117,27 @@ impl MetricValues {
 
 /// Scores predicted labels against gold labels with a task's metric.
 ///
-/// Fails when the slices differ in length or are empty.
+/// Fails when the slices differ in length or are empty, or when the metric needs the questions
+/// answers belong to ([`score_grouped`]).
 pub fn score(metric: Metric, predictions: &[usize], gold: &[usize]) -> Result<MetricValues> {
+    score_grouped(metric, predictions, gold, &[])
+}
+
+/// [`score`], with the question each example answers (`groups`, one per example, or empty
+/// where the metric has no per-question measure).
+pub fn score_grouped(
+    metric: Metric,
+    predictions: &[usize],
+    gold: &[usize],
+    groups: &[Option<u32>],
+) -> Result<MetricValues> {
+    let grouped = metric.measures().contains(&Measure::ExactMatch);
+    if grouped && (groups.len() != gold.len() || groups.iter().any(Option::is_none)) {
+        return Err(invalid(
+            "predictions",
+            "exact match needs the question of every answer",
+        ));
+    }
     if predictions.len() != gold.len() {
         return Err(invalid(
             "predictions",
@@ -142,11 +168,21 @@ pub fn score(metric: Metric, predictions: &[usize], gold: &[usize]) -> Result<Me
                     };
                     (confusion.accuracy() + f1) / 2.0
                 }
+                Measure::ExactMatch => exact_match(predictions, gold, groups),
             };
             (measure, value)
         })
         .collect();
     Ok(MetricValues { metric, values })
+}
+
+/// Fraction of groups (questions) in which every prediction equals its gold label.
+fn exact_match(predictions: &[usize], gold: &[usize], groups: &[Option<u32>]) -> f64 {
+    let mut right = std::collections::BTreeMap::new();
+    for ((p, g), group) in predictions.iter().zip(gold).zip(groups) {
+        *right.entry(*group).or_insert(true) &= p == g;
+    }
+    right.values().filter(|&&all| all).count() as f64 / right.len().max(1) as f64
 }
 
 /// What always predicting one label scores.
@@ -174,7 +210,8 @@ pub(crate) fn majority_baseline(
         .max_by_key(|(_, count)| **count)
         .map_or(0, |(label, _)| label);
     let gold: Vec<usize> = dev.iter().map(|example| example.label).collect();
-    let values = score(metric, &vec![label; gold.len()], &gold)?;
+    let groups: Vec<Option<u32>> = dev.iter().map(|example| example.group).collect();
+    let values = score_grouped(metric, &vec![label; gold.len()], &gold, &groups)?;
     Ok(Baseline { label, values })
 }
 
@@ -275,6 +312,28 @@ mod tests {
 
     fn assert_close(actual: f64, expected: f64) {
         assert!((actual - expected).abs() < 1e-9, "{actual} != {expected}");
+    }
+
+    #[test]
+    fn multirc_scores_f1_over_answers_and_exact_match_per_question() {
+        // Question 0: answers (gold 1, 0, 1) predicted (1, 0, 1): right. Question 1: (0, 1)
+        // predicted (1, 1): wrong. Question 2: (0) predicted (0): right.
+        let gold = [1, 0, 1, 0, 1, 0];
+        let predictions = [1, 0, 1, 1, 1, 0];
+        let groups = [0, 0, 0, 1, 1, 2].map(Some);
+        let values = score_grouped(Metric::F1AndExactMatch, &predictions, &gold, &groups).unwrap();
+        // tp 3, fp 1, fn 0: precision 3/4, recall 1, F1 = 6/7.
+        assert!((values.get(Measure::F1).unwrap() - 6.0 / 7.0).abs() < 1e-12);
+        assert!((values.get(Measure::ExactMatch).unwrap() - 2.0 / 3.0).abs() < 1e-12);
+        assert_eq!(values.primary(), values.get(Measure::F1).unwrap());
+        // Without the questions there is no exact match to report.
+        let error = score(Metric::F1AndExactMatch, &predictions, &gold).unwrap_err();
+        assert!(
+            error.to_string().contains("question of every answer"),
+            "{error}"
+        );
+        let partial = [Some(0), None, Some(0), Some(1), Some(1), Some(2)];
+        assert!(score_grouped(Metric::F1AndExactMatch, &predictions, &gold, &partial).is_err());
     }
 
     #[test]
@@ -385,6 +444,7 @@ mod tests {
                 text_a: String::new(),
                 text_b: None,
                 label,
+                group: None,
             })
             .collect()
     }

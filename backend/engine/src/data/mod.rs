@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result, invalid};
 
 pub use batches::{batches, batches_by_length};
-pub use metric::{Baseline, Measure, Metric, MetricValues, score};
+pub use metric::{Baseline, Measure, Metric, MetricValues, score, score_grouped};
 pub use tasks::{AssetFile, TASKS, TaskFiles, TaskId, TaskInputs, TaskSpec};
 
 use tasks::Layout;
@@ -50,6 +50,9 @@ pub struct Example {
     pub text_b: Option<String>,
     /// Index into [`Dataset::labels`].
     pub label: usize,
+    /// The question an answer belongs to (SuperGLUE MultiRC), for exact match: a question
+    /// counts as right when every one of its answers is. `None` elsewhere.
+    pub group: Option<u32>,
 }
 
 /// A task's train and dev examples, with what was left out and how to score it.
@@ -113,6 +116,10 @@ pub fn load_task(spec: &TaskSpec, files: &TaskFiles) -> Result<Dataset> {
         (Layout::Jsonl(layout), TaskFiles::TrainDev { train, dev }) => (
             glue::load_jsonl(train, "train", layout, spec.labels)?,
             glue::load_jsonl(dev, "dev", layout, spec.labels)?,
+        ),
+        (Layout::MultircJsonl, TaskFiles::TrainDev { train, dev }) => (
+            glue::load_multirc(train, "train")?,
+            glue::load_multirc(dev, "dev")?,
         ),
         (_, TaskFiles::Assets(_)) => {
             return Err(invalid(
@@ -286,6 +293,7 @@ mod tests {
             text_a: "a".into(),
             text_b: None,
             label,
+            group: None,
         }
     }
 

@@ -56,6 +56,8 @@ pub enum TaskId {
     SentimentAmazon,
     /// Sentiment of VADER's crowd-rated New York Times editorial sentences.
     SentimentNyt,
+    /// SuperGLUE MultiRC files (is this answer to a question on the passage correct).
+    SuperGlueMultirc,
 }
 
 impl TaskId {
@@ -174,6 +176,8 @@ pub(crate) enum Layout {
     Tsv(TsvLayout),
     /// SuperGLUE's JSON-lines files.
     Jsonl(JsonlLayout),
+    /// SuperGLUE MultiRC's JSON lines: a passage, its questions, their answers.
+    MultircJsonl,
 }
 
 const GLUE_FILES: TaskInputs = TaskInputs::UserFiles {
@@ -224,7 +228,7 @@ const fn jsonl_template(inputs: JsonInputs) -> Layout {
 }
 
 /// Every task, in [`TaskId`] order.
-pub static TASKS: [TaskSpec; 22] = [
+pub static TASKS: [TaskSpec; 23] = [
     TaskSpec {
         id: TaskId::Sst2Rt,
         name: "sst2-rt",
@@ -473,6 +477,15 @@ pub static TASKS: [TaskSpec; 22] = [
         inputs: TaskInputs::Assets(&[AssetFile::Vader("nytEditorialSnippets_GroundTruth.txt")]),
         layout: Layout::Vader,
     },
+    TaskSpec {
+        id: TaskId::SuperGlueMultirc,
+        name: "superglue-multirc",
+        description: "SuperGLUE MultiRC: is each candidate answer to a question on a paragraph correct (your train.jsonl and val.jsonl)",
+        labels: &["False", "True"],
+        metric: Metric::F1AndExactMatch,
+        inputs: SUPERGLUE_FILES,
+        layout: Layout::MultircJsonl,
+    },
 ];
 
 #[cfg(test)]
@@ -505,7 +518,7 @@ mod tests {
             let expected_assets = match &spec.layout {
                 Layout::Vader | Layout::BigBench(_) => 1,
                 Layout::MultircNi => 2,
-                Layout::Tsv(_) | Layout::Jsonl(_) => 0,
+                Layout::Tsv(_) | Layout::Jsonl(_) | Layout::MultircJsonl => 0,
             };
             assert_eq!(assets, expected_assets, "{}", spec.name);
             assert!(spec.num_labels() >= 2, "{}", spec.name);

@@ -56,6 +56,7 @@ fn parse(
             text_a: snippet.to_string(),
             text_b: None,
             label: usize::from(rating > 0.0),
+            group: None,
         };
         let document = id.split_once('_').map_or(id, |(document, _)| document);
         let to_dev = match (id.parse::<u64>(), document.parse::<u64>()) {

@@ -13,7 +13,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
-use crate::data::{Metric, batches, batches_by_length, score};
+use crate::data::{Metric, batches, batches_by_length, score_grouped};
 use crate::encoder::{ModuleId, Training};
 use crate::error::{Result, TensorContext, invalid};
 use crate::model::{Model, ParamKind, cross_entropy};
@@ -29,6 +29,9 @@ pub struct TokenizedSplit {
     pub encoded: Vec<Encoded>,
     /// Gold label per example.
     pub labels: Vec<u32>,
+    /// The question each example answers, where the metric scores questions (MultiRC's exact
+    /// match); empty otherwise.
+    pub groups: Vec<Option<u32>>,
 }
 
 impl TokenizedSplit {
@@ -44,7 +47,20 @@ impl TokenizedSplit {
         Ok(TokenizedSplit {
             encoded: encoder.encode(&texts)?,
             labels,
+            groups: Vec::new(),
         })
+    }
+
+    /// The split with the question of every example (one per example).
+    pub fn with_groups(mut self, groups: Vec<Option<u32>>) -> Result<Self> {
+        if groups.len() != self.labels.len() {
+            return Err(crate::error::invalid(
+                "groups",
+                format!("{} groups for {} examples", groups.len(), self.labels.len()),
+            ));
+        }
+        self.groups = groups;
+        Ok(self)
     }
 
     /// Number of examples.
@@ -524,7 +540,7 @@ pub fn evaluate(
         stage: Stage::Estimation,
         step: 0,
         epoch: 0,
-        metrics: score(metric, &predictions, &gold)?
+        metrics: score_grouped(metric, &predictions, &gold, &split.groups)?
             .values()
             .iter()
             .map(|(measure, value)| (measure.key().to_string(), *value))
