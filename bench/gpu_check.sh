@@ -107,8 +107,8 @@ done
 
 # --- Step times -------------------------------------------------------------------------
 # Device memory in use, sampled every 50 ms while a row runs; its peak less the idle level.
-gpu_mem() { nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -i "${device#cuda:}" 2>/dev/null | head -1; }
 [ "$device" = cuda ] && device_index=0 || device_index=${device#cuda:}
+gpu_mem() { nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -i "$device_index" 2>/dev/null | head -1; }
 sampled_row() {
     local log=$1; shift
     if [ "$device" = cpu ]; then
