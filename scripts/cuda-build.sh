@@ -63,13 +63,17 @@ fi
 mkdir -p "$stubs"
 stub() {
     local name=$1 soname=$2 declarations=$3 code=$4
-    [ -f "$stubs/$name" ] && grep -q "return $code;" "$stubs/${name%.so}.c" && return
-    grep -oE '^ +fn [A-Za-z_][A-Za-z0-9_]*\(' "$declarations" \
-        | sed -E "s/^ +fn ([A-Za-z0-9_]+)\\(/int \\1(void) { return $code; }/" \
-        | sort -u > "$stubs/${name%.so}.c"
-    gcc -shared -fPIC -Wl,-soname,"$soname" -o "$stubs/$name" "$stubs/${name%.so}.c"
+    local src=$stubs/${name%.so}.c
+    # The declarations are the one-line `fn name(..) -> T;` inside each wrapper's `extern "C"`
+    # block; the trailing `;` keeps out the multi-line `fn bitand(` of bindgen's operator impls.
+    grep -E '^ +fn [A-Za-z_][A-Za-z0-9_]*\(.*;$' "$declarations" \
+        | sed -E "s/^ +fn ([A-Za-z0-9_]+)\\(.*/int \\1(void) { return $code; }/" \
+        | sort -u > "$src.new"
+    if [ -f "$stubs/$name" ] && cmp -s "$src.new" "$src"; then rm "$src.new"; return; fi
+    mv "$src.new" "$src"
+    gcc -shared -fPIC -Wl,-soname,"$soname" -o "$stubs/$name" "$src"
     ln -sfn "$name" "$stubs/$soname"
-    phase "stub $name ($soname): $(wc -l < "$stubs/${name%.so}.c") symbols"
+    phase "stub $name ($soname): $(wc -l < "$src") symbols"
 }
 stub libcuda.so libcuda.so.1 "$cudarc/src/driver/sys/mod.rs" 100
 stub libcublas.so libcublas.so.13 "$cudarc/src/cublas/sys/mod.rs" 1

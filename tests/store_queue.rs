@@ -208,6 +208,49 @@ async fn an_expired_lease_is_reaped_and_its_attempt_can_write_nothing() {
     }
 }
 
+/// A worker frozen (SIGSTOP) in the middle of a write holds the job's row lock; PostgreSQL ends
+/// its idle transaction, so the reaper is held up for a while, not until the worker wakes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_frozen_mid_transaction_does_not_hold_the_reaper_forever() {
+    use sqlx::{ConnectOptions, Connection};
+    let url = common::new_postgres_database();
+    let store = Database::Postgres { url: url.clone() }
+        .open()
+        .await
+        .unwrap();
+    let [id] = queued_jobs(store.as_ref(), 1).await[..] else {
+        unreachable!()
+    };
+    let held = store
+        .claim("frozen", Duration::from_millis(300))
+        .await
+        .unwrap()
+        .unwrap();
+    // The frozen writer: a worker's connection (the store's own options) whose transaction
+    // locked the job's row and then went silent.
+    let mut frozen = lightpeft::server::store::PostgresStore::connect_options(&url)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut tx = frozen.begin().await.unwrap();
+    sqlx::query("UPDATE jobs SET step = step WHERE id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let limit = lightpeft::server::store::IDLE_IN_TRANSACTION_TIMEOUT + Duration::from_secs(10);
+    let reaped = tokio::time::timeout(limit, store.reap(3))
+        .await
+        .expect("the reaper waited on the frozen writer's lock past the idle timeout")
+        .unwrap();
+    assert_eq!(reaped, vec![(id, JobStatus::Queued)]);
+    // The frozen writer's transaction is gone; its lease too.
+    assert!(tx.commit().await.is_err(), "the idle transaction survived");
+    assert!(store.renew(&held.lease, LONG_LEASE).await.is_err());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_last_attempt_stays_interrupted_and_cancels_reach_the_worker() {
     let dir = tempfile::tempdir().unwrap();

@@ -18,7 +18,7 @@ use lightpeft_api::rest::{
 use lightpeft_api::{Hyperparams, Preset};
 use lightpeft_engine::train::{EvalRecord, StepRecord};
 
-pub use postgres::PostgresStore;
+pub use postgres::{IDLE_IN_TRANSACTION_TIMEOUT, PostgresStore};
 pub use sqlite::SqliteStore;
 
 /// Where the store lives, as `--database` or `$LIGHTPEFT_DATABASE_URL` names it.

@@ -27,6 +27,12 @@ const EPOCH: &str = "extract(epoch FROM clock_timestamp())::double precision";
 /// How long opening waits for the server before saying it cannot be reached.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long the database lets a session sit idle inside a transaction before ending it. Ours
+/// send their statements back to back; one that idles belongs to a process that was frozen
+/// (SIGSTOP, a suspended VM) or cut off mid-write, and its row locks would otherwise hold the
+/// reaper's update, and with it every other job's reaping, until that process wakes.
+pub const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A claim passes over a row another claim has locked, rather than waiting for it.
 const SKIP_LOCKED: &str = "FOR UPDATE SKIP LOCKED";
 
@@ -92,6 +98,14 @@ fn listen_for_changes(pool: PgPool) -> watch::Receiver<u64> {
 }
 
 impl PostgresStore {
+    /// How every connection of the store is made: `url`, with the database told to end a
+    /// transaction left idle for [`IDLE_IN_TRANSACTION_TIMEOUT`].
+    pub fn connect_options(url: &str) -> Result<PgConnectOptions, sqlx::Error> {
+        let options: PgConnectOptions = url.parse()?;
+        let idle = format!("{}s", IDLE_IN_TRANSACTION_TIMEOUT.as_secs());
+        Ok(options.options([("idle_in_transaction_session_timeout", idle.as_str())]))
+    }
+
     /// Connects to `url` and applies pending migrations. Errors name the URL without its
     /// password.
     pub async fn open(url: &str) -> StoreResult<PostgresStore> {
@@ -100,7 +114,7 @@ impl PostgresStore {
             location: location.clone(),
             source,
         };
-        let options: PgConnectOptions = url.parse().map_err(open_error)?;
+        let options = Self::connect_options(url).map_err(open_error)?;
         // One connection first, under a deadline: the pool would retry an unreachable server
         // until its own timeout and then report only that it timed out, not why.
         match tokio::time::timeout(CONNECT_TIMEOUT, options.connect()).await {
