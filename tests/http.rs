@@ -52,6 +52,7 @@ impl App {
             worker_name: "http-test".to_string(),
             lease: std::time::Duration::from_secs(30),
             max_attempts: 3,
+            max_upload_bytes: 1 << 20,
         };
         let started = server::start(&config).await.unwrap();
         let router = server::app(started.state.clone());
@@ -175,6 +176,11 @@ const SURFACE: &[(&str, &str)] = &[
     ("get", "/jobs/{id}/plans"),
     ("post", "/jobs/{id}/plans"),
     ("get", "/plans/{id}"),
+    ("get", "/datasets"),
+    ("post", "/datasets"),
+    ("delete", "/datasets/{dataset}"),
+    ("post", "/datasets/uploads"),
+    ("get", "/datasets/uploads/{id}"),
 ];
 
 /// Whether the router has a handler for `method path` (no data exists, so a handler answers
@@ -183,7 +189,8 @@ const SURFACE: &[(&str, &str)] = &[
 async fn served(app: &App, method: &str, path: &str) -> bool {
     let concrete = path
         .replace("{id}", "999999")
-        .replace("{name}", "model/config.json");
+        .replace("{name}", "model/config.json")
+        .replace("{dataset}", "none");
     // Saying JSON: otherwise the cross-site guard answers every POST, served or not.
     let request = Request::builder()
         .method(method.to_uppercase().as_str())
@@ -637,4 +644,215 @@ async fn errors_echo_no_file_contents_no_absolute_paths_and_no_linked_model() {
         "{}",
         String::from_utf8_lossy(&bytes)
     );
+}
+
+impl App {
+    /// Uploads `bytes` as `name` (percent-encoded here); returns the status and the body.
+    async fn upload(&self, name: &str, bytes: Vec<u8>) -> (StatusCode, Value) {
+        let request = Request::builder()
+            .method("POST")
+            .uri(format!(
+                "/api/v1/datasets/uploads?name={}",
+                percent_encode(name)
+            ))
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .header(header::CONTENT_LENGTH, bytes.len())
+            .body(Body::from(bytes))
+            .unwrap();
+        let (status, body) = self.send(request).await;
+        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    /// The files left in the uploads folder.
+    fn uploads(&self) -> Vec<String> {
+        std::fs::read_dir(self.dir.path().join("uploads"))
+            .map(|entries| {
+                entries
+                    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+fn reviews(rows: usize, label: &str) -> Vec<u8> {
+    let mut text = format!("id,review,{label}\n");
+    for i in 0..rows {
+        let verdict = ["good", "bad"][i % 2];
+        text.push_str(&format!("{i},\"a {verdict} film, take {i}\",{verdict}\n"));
+    }
+    text.into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_become_a_dataset_that_experiments_train_on_and_bad_uploads_leave_nothing() {
+    let app = App::start(None).await;
+
+    // Bad uploads: each a clear error, and no file left behind.
+    let (status, body) = app.upload("../../escape.csv", reviews(4, "verdict")).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_file_name");
+    let (status, body) = app.upload("notes.exe", reviews(4, "verdict")).await;
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("name"))
+    );
+    let (status, body) = app.upload("huge.csv", vec![b'a'; (1 << 20) + 1]).await;
+    assert_eq!(status, 413, "{body}");
+    let garbage = vec![
+        0x89, b'P', b'N', b'G', b'\r', b'\n', 0x1a, b'\n', 0, 0, 0, b'\r',
+    ];
+    let (status, body) = app.upload("garbage.csv", garbage).await;
+    assert_eq!(status, 422, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert_eq!(
+        message,
+        "garbage.csv:3: binary data (a NUL byte), not a text file"
+    );
+    let (status, _) = app.upload("empty.csv", Vec::new()).await;
+    assert_eq!(status, 422);
+    // A form could send a file as text/plain without asking: refused.
+    let request = Request::builder()
+        .method("POST")
+        .uri("/api/v1/datasets/uploads?name=a.csv")
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Body::from(reviews(4, "verdict")))
+        .unwrap();
+    assert_eq!(
+        app.send(request).await.0,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
+    assert!(app.uploads().is_empty(), "{:?}", app.uploads());
+
+    // A good upload is previewed: columns, first rows, the label column's counts.
+    let (status, train) = app.upload("mine.csv", reviews(60, "verdict")).await;
+    assert_eq!(status, 201, "{train}");
+    let preview = &train["preview"];
+    assert_eq!(preview["row_count"], 60);
+    assert_eq!(preview["rows"].as_array().unwrap().len(), 5);
+    assert_eq!(preview["columns"][1]["name"], "review");
+    assert_eq!(
+        preview["columns"][1]["values"],
+        Value::Null,
+        "60 distinct reviews: not counted"
+    );
+    assert_eq!(
+        preview["columns"][2]["values"],
+        json!([["bad", 30], ["good", 30]])
+    );
+    assert_eq!(train["sha256"].as_str().unwrap().len(), 64);
+    let id = train["id"].as_str().unwrap().to_string();
+    let headless: Value = app
+        .ok("GET", &format!("/datasets/uploads/{id}?header=false"), None)
+        .await;
+    assert_eq!(headless["row_count"], 61);
+    assert_eq!(headless["columns"][0]["name"], "1");
+
+    // A dev file without the label column: refused, the uploads kept for another try.
+    let (_, wrong_dev) = app.upload("held.csv", reviews(10, "stars")).await;
+    let request = |dev: &Value, name: &str| {
+        json!({"name": name, "train_upload": id, "dev_upload": dev["id"],
+            "columns": {"text": "review", "label": "verdict"}, "label_kind": "classes"})
+    };
+    let (status, bytes) = app
+        .call(
+            "POST",
+            "/datasets",
+            Some(request(&wrong_dev, "reviews").to_string()),
+        )
+        .await;
+    let text = String::from_utf8_lossy(&bytes);
+    assert_eq!(status, 422, "{text}");
+    assert!(
+        text.contains("held.csv:1: no `verdict` column in the header (found: id, review, stars)"),
+        "{text}"
+    );
+    assert!(
+        !text.contains(app.dir.path().to_str().unwrap()),
+        "no absolute path: {text}"
+    );
+    assert_eq!(app.uploads().len(), 2);
+    let (status, _) = app
+        .call(
+            "POST",
+            "/datasets",
+            Some(request(&wrong_dev, "../x").to_string()),
+        )
+        .await;
+    assert_eq!(status, 400);
+
+    let (_, dev) = app.upload("held.csv", reviews(10, "verdict")).await;
+    let saved: Value = app
+        .ok("POST", "/datasets", Some(request(&dev, "reviews")))
+        .await;
+    assert_eq!(saved["labels"], json!(["bad", "good"]));
+    assert_eq!(saved["train"]["label_counts"], json!([30, 30]));
+    assert_eq!(saved["dev"]["examples"], 10);
+    assert_eq!(
+        app.uploads().len(),
+        1,
+        "the used uploads are gone, the refused one stays"
+    );
+    let (status, _) = app
+        .call(
+            "POST",
+            "/datasets",
+            Some(request(&dev, "reviews").to_string()),
+        )
+        .await;
+    assert_eq!(status, 409, "the name is taken");
+    let listed: Vec<Value> = app.ok("GET", "/datasets", None).await;
+    assert_eq!(listed.len(), 1);
+    let schema: Value = app.ok("GET", "/schema", None).await;
+    let task = schema["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "dataset:reviews")
+        .expect("the dataset is a task");
+    assert_eq!(
+        task["description"],
+        "your dataset: 60 train / 10 dev examples, 2 classes (bad, good)"
+    );
+
+    // An experiment trains on it; the dataset cannot be deleted while it does.
+    let (status, body) = app
+        .call(
+            "POST",
+            "/experiments",
+            Some(json!({"task": "dataset:nothing", "model": "tiny-bert"}).to_string()),
+        )
+        .await;
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    let exp: Experiment = app
+        .ok(
+            "POST",
+            "/experiments",
+            Some(
+                json!({"task": "dataset:reviews", "model": "tiny-bert", "preset": "quick_demo",
+                "params": {"estimation_steps": 4}}),
+            ),
+        )
+        .await;
+    assert_eq!(exp.task, "dataset:reviews");
+    let job: Job = app
+        .ok(
+            "POST",
+            &format!("/experiments/{}/estimation", exp.id),
+            Some(json!({})),
+        )
+        .await;
+    let done = app.wait_job(job.id).await;
+    assert_eq!(done.status, JobStatus::Succeeded, "{done:?}");
+    let (status, _) = app.call("DELETE", "/datasets/reviews", None).await;
+    assert_eq!(status, 409);
+    let (status, _) = app
+        .call("DELETE", &format!("/experiments/{}", exp.id), None)
+        .await;
+    assert!(status.is_success(), "{status}");
+    let (status, _) = app.call("DELETE", "/datasets/reviews", None).await;
+    assert_eq!(status, 204);
+    let listed: Vec<Value> = app.ok("GET", "/datasets", None).await;
+    assert!(listed.is_empty());
+    app.started.shutdown().await;
 }

@@ -178,6 +178,16 @@ pub async fn post_empty<T: DeserializeOwned>(rest: &str) -> Result<T, Failure> {
     decode(resp).await
 }
 
+/// `POST rest` with a file as the body, saying `application/octet-stream` (which, like JSON,
+/// a cross-site form cannot send); the browser streams the file.
+pub async fn upload<T: DeserializeOwned>(rest: &str, file: &web_sys::File) -> Result<T, Failure> {
+    let request = authorised(Request::post(&path(rest)))
+        .header("Content-Type", "application/octet-stream")
+        .body(wasm_bindgen::JsValue::from(file.clone()));
+    let resp = send(request).await?;
+    decode(resp).await
+}
+
 /// `DELETE rest`.
 pub async fn delete(rest: &str) -> Result<(), Failure> {
     send(authorised(Request::delete(&path(rest))).build())

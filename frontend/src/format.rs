@@ -32,6 +32,30 @@ pub fn pct(f: f64) -> String {
     format!("{:.1} %", f * 100.0)
 }
 
+/// Whether a metric key names a correlation in [-1, 1] (STS-B's Pearson and Spearman, CoLA's
+/// Matthews) rather than a fraction.
+pub fn is_correlation(metric: &str) -> bool {
+    matches!(metric, "pearson" | "spearmanr" | "matthews_correlation")
+}
+
+/// A score in its own unit: a correlation as `0.873`, anything else as a percentage.
+pub fn score(metric: &str, value: f64) -> String {
+    if is_correlation(metric) {
+        format!("{value:.3}")
+    } else {
+        pct(value)
+    }
+}
+
+/// A signed difference of scores in the score's unit: `+0.012` or `+1.2 pp`.
+pub fn score_delta(metric: &str, delta: f64) -> String {
+    if is_correlation(metric) {
+        format!("{delta:+.3}")
+    } else {
+        pp(delta)
+    }
+}
+
 /// A signed difference of fractions in percentage points: `+1.2 pp`.
 pub fn pp(delta: f64) -> String {
     format!("{:+.1} pp", delta * 100.0)

@@ -1,13 +1,15 @@
 // The dashboard end to end in headless Chromium: launch the quick-demo preset on a tiny model,
 // watch progress and heatmap cells arrive live, drag a ratio and see the preview change,
-// commit, watch stage 2 finish, read the comparison, and survive a lost events connection.
+// commit, watch stage 2 finish, read the comparison, upload a CSV as a dataset and train on
+// it, and survive a lost events connection.
 // Run by scripts/browser-test.sh, which prepares a data directory and sets the variables
 // below; this script starts the server itself (LIGHTPEFT_BIN) so it can restart it to cut the
 // events connection. With only LIGHTPEFT_URL it uses a running server and skips the restart.
 import { chromium } from "playwright-core";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdirSync, openSync } from "node:fs";
+import { mkdirSync, mkdtempSync, openSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { once } from "node:events";
 import { join } from "node:path";
 
@@ -227,6 +229,46 @@ try {
   assert.match(workerText, /\/serve/, "the local worker's name");
   assert.match(workerText, /cpu/, "its device");
   assert.match(workerText, /\d+ s ago/, "its heartbeat's age, in seconds");
+
+  log("upload a CSV as a dataset: a bad file is refused, the columns are previewed and mapped");
+  await page.getByRole("link", { name: "New experiment" }).first().click();
+  await page.locator('label[data-preset="quick_demo"]').waitFor();
+  await page.locator("#own-data summary").click();
+  const files = mkdtempSync(join(tmpdir(), "lightpeft-upload-"));
+  const reviews = (n, label = "verdict") =>
+    `id,review,${label}\n` +
+    Array.from({ length: n }, (_, i) => `${i},"a ${["good", "bad"][i % 2]} film, take ${i}",${["good", "bad"][i % 2]}`).join("\n") +
+    "\n";
+  const file = (name, contents) => {
+    writeFileSync(join(files, name), contents);
+    return join(files, name);
+  };
+  await page.locator("#ds-train").setInputFiles(file("garbage.csv", Buffer.from([0x89, 0x50, 0x4e, 0x47, 13, 10, 26, 10, 0, 0, 0, 13])));
+  await page.locator(".dataset-form .error", { hasText: "binary data" }).waitFor();
+  await page.locator("#ds-train").setInputFiles(file("mine.csv", reviews(40)));
+  await page.locator("#ds-preview tbody tr").first().waitFor();
+  assert.equal(await page.locator("#ds-preview thead th").count(), 3, "three columns previewed");
+  assert.equal(await page.locator("#ds-text").inputValue(), "review", "the text column guessed");
+  assert.equal(await page.locator("#ds-label").inputValue(), "verdict", "the label column guessed");
+  assert.match(await text("#ds-label-counts"), /bad: 20, good: 20/);
+  await page.locator("#ds-dev").setInputFiles(file("held.csv", reviews(10, "stars")));
+  await page.locator("#ds-name").fill("browser-reviews");
+  await page.locator("#ds-save").click();
+  await page.locator(".dataset-form .error", { hasText: "no `verdict` column" }).waitFor();
+  await page.locator("#ds-dev").setInputFiles(file("held.csv", reviews(10)));
+  await page.waitForFunction(() => /held\.csv: 10 rows/.test(document.querySelector(".dataset-form")?.textContent ?? ""));
+  await page.locator("#ds-save").click();
+  await page.waitForFunction(() => document.querySelector("#f-task")?.value === "dataset:browser-reviews", null, { timeout: 15000 });
+  assert.match(await page.locator("#f-task option:checked").textContent(), /40 train \/ 10 dev examples, 2 classes/);
+  await shot("dataset-upload");
+
+  log("launch a quick run on the uploaded dataset");
+  await page.locator("#f-model").selectOption(model);
+  await page.locator("#f-name").fill("uploaded data");
+  await page.locator("#f-with-baseline").uncheck();
+  await page.locator("#launch").click();
+  await page.waitForURL(/\/experiments\/\d+$/);
+  await page.locator('.job-card[data-kind="estimation"][data-status="succeeded"]').waitFor({ timeout: 120000 });
 
   if (bin) {
     log("a lost events connection reconnects (server restarted)");

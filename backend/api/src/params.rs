@@ -599,9 +599,9 @@ hyperparams! {
         batch_size: usize = 32, int(1, 4096);
         /// Examples per evaluation batch (does not change results).
         eval_batch_size: usize = 64, int(1, 4096);
-        /// Use at most this many training examples, taken at an even stride (0 = all).
+        /// Use at most this many training examples, taken at an even stride, whole questions where a task groups its examples (0 = all).
         max_train_examples: usize = 0, int(0, 100_000_000);
-        /// Use at most this many dev examples, taken at an even stride (0 = all).
+        /// Use at most this many dev examples, taken at an even stride, whole questions where a task groups its examples (MultiRC, ReCoRD) (0 = all).
         max_dev_examples: usize = 0, int(0, 100_000_000);
         /// Seed of data order, dropout and new weights.
         seed: u64 = 42, int(0, u64::MAX);

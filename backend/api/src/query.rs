@@ -177,3 +177,29 @@ mod tests {
         }
     }
 }
+
+/// `POST /datasets/uploads`: what the file is called, and how to preview it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(IntoParams), into_params(parameter_in = Query))]
+#[serde(deny_unknown_fields)]
+pub struct UploadQuery {
+    /// The file's name: no folder, ending .csv, .tsv or .jsonl (which says how it is read).
+    pub name: String,
+    /// Whether a CSV/TSV file's first row names its columns (default true).
+    #[serde(default = "first_row_names_columns")]
+    pub header: bool,
+}
+
+/// `GET /datasets/uploads/{id}`: how to preview the upload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(IntoParams), into_params(parameter_in = Query))]
+#[serde(deny_unknown_fields)]
+pub struct PreviewQuery {
+    /// Whether a CSV/TSV file's first row names its columns (default true).
+    #[serde(default = "first_row_names_columns")]
+    pub header: bool,
+}
+
+fn first_row_names_columns() -> bool {
+    true
+}

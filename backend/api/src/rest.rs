@@ -862,3 +862,151 @@ pub struct StoreFault {
     /// Seconds ago.
     pub seconds_ago: f64,
 }
+
+/// How a dataset's labels are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum DatasetLabels {
+    /// Classes: the training file's distinct values; accuracy and macro F1.
+    Classes,
+    /// Numbers: regression; Pearson and Spearman correlation.
+    Numbers,
+}
+
+/// Which columns of a dataset's files hold an example's texts and its label: header names,
+/// 1-based positions for files without a header, keys for JSON lines.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct DatasetColumns {
+    /// The text (the first of a pair).
+    pub text: String,
+    /// The second text of a pair task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_pair: Option<String>,
+    /// The label.
+    pub label: String,
+}
+
+/// One file of a saved dataset.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct DatasetFile {
+    /// Its name in the dataset's folder (`train.csv`, `dev.jsonl`, …).
+    pub file: String,
+    /// Size, bytes.
+    pub bytes: u64,
+    /// sha256, hex; checked before every load.
+    pub sha256: String,
+    /// Examples read from it.
+    pub examples: usize,
+    /// Examples per label, in label order (empty when labels are numbers).
+    pub label_counts: Vec<usize>,
+}
+
+/// A saved dataset (what its `dataset.json` records). Runs name it as the task
+/// `dataset:{name}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct SavedDataset {
+    /// Name.
+    pub name: String,
+    /// The columns read.
+    pub columns: DatasetColumns,
+    /// How labels are read.
+    pub label_kind: DatasetLabels,
+    /// Whether CSV/TSV files start with a row of column names.
+    pub header: bool,
+    /// The training file.
+    pub train: DatasetFile,
+    /// The dev file.
+    pub dev: DatasetFile,
+    /// Class names in label order (empty for numbers).
+    pub labels: Vec<String>,
+    /// Rows left out (no text or no label), both files together.
+    pub skipped: usize,
+}
+
+impl SavedDataset {
+    /// One line for a task list: sizes and labels.
+    pub fn summary(&self) -> String {
+        let labels = if self.labels.is_empty() {
+            "numbers (regression)".to_string()
+        } else {
+            let mut shown: Vec<&str> = self.labels.iter().take(6).map(String::as_str).collect();
+            if self.labels.len() > 6 {
+                shown.push("…");
+            }
+            format!("{} classes ({})", self.labels.len(), shown.join(", "))
+        };
+        format!(
+            "your dataset: {} train / {} dev examples, {labels}",
+            self.train.examples, self.dev.examples
+        )
+    }
+}
+
+/// A column of an uploaded file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ColumnPreview {
+    /// Its name (a 1-based position for a file without a header).
+    pub name: String,
+    /// Its distinct non-empty values with their counts, most frequent first, when there are
+    /// at most 50 (a label column's classes); `null` when there are more.
+    pub values: Option<Vec<(String, usize)>>,
+}
+
+/// The columns and first rows of a file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct TablePreview {
+    /// Columns, in file order.
+    pub columns: Vec<ColumnPreview>,
+    /// The first 5 rows, one value per column (`null` where a JSON line lacks it), each cut to
+    /// 200 characters.
+    pub rows: Vec<Vec<Option<String>>>,
+    /// Rows in the file (after the header).
+    pub row_count: usize,
+}
+
+/// An uploaded file, kept until a dataset uses it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Upload {
+    /// Names it in `POST /datasets`.
+    pub id: String,
+    /// The file's name as uploaded.
+    pub name: String,
+    /// Size, bytes.
+    pub bytes: u64,
+    /// sha256, hex.
+    pub sha256: String,
+    /// What it holds.
+    pub preview: TablePreview,
+}
+
+/// `POST /datasets`: two uploads and how to read them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateDataset {
+    /// The dataset's name (ASCII letters, digits, '-', '_', '.'); runs use `dataset:{name}`.
+    pub name: String,
+    /// The training file's upload id.
+    pub train_upload: String,
+    /// The dev file's upload id.
+    pub dev_upload: String,
+    /// Which columns to read.
+    pub columns: DatasetColumns,
+    /// Classes or numbers.
+    pub label_kind: DatasetLabels,
+    /// Whether CSV/TSV files start with a row of column names (default true).
+    #[serde(default = "header_row")]
+    pub header: bool,
+}
+
+fn header_row() -> bool {
+    true
+}

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use lightpeft_engine::data::{
-    Dataset, Example, Location, Measure, Metric, TaskFiles, TaskId, TaskInputs, load_task,
-    score_grouped,
+    Credit, Dataset, Example, Guess, Location, Measure, Metric, Objective, TaskFiles, TaskId,
+    TaskInputs, load_task, score, score_grouped, score_ranked, score_values,
 };
 use tempfile::TempDir;
 
@@ -384,7 +384,7 @@ fn superglue_multirc_expands_every_answer_and_scores_questions_together() {
     // The majority class (True, 4 of 6 in train) scores every question with a false answer
     // wrong: only question 2 is exact.
     let baseline = data.majority_baseline().unwrap();
-    assert_eq!(baseline.label, 1);
+    assert_eq!(baseline.guess, Guess::Label(1));
     assert!((baseline.values.get(Measure::ExactMatch).unwrap() - 1.0 / 3.0).abs() < 1e-12);
 
     let error = dev_error(
@@ -405,6 +405,125 @@ fn superglue_multirc_expands_every_answer_and_scores_questions_together() {
         error.ends_with("val.jsonl:1: no `passage.questions` list"),
         "{error}"
     );
+}
+
+/// STS-B's published header (dev.tsv; train.tsv has the same columns).
+const STSB: &str = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n\
+    0\tmain-captions\tMSRvid\t2012test\t0001\tnone\tnone\tA plane is taking off.\tAn air plane is taking off.\t5.000\n\
+    1\tmain-captions\tMSRvid\t2012test\t0004\tnone\tnone\tA man is playing a flute.\tA man is playing a bamboo flute.\t3.800\n\
+    2\tmain-captions\tMSRvid\t2012test\t0005\tnone\tnone\tA man is cutting a tomato.\tA dog runs.\t0.0\n";
+
+#[test]
+fn glue_stsb_reads_gold_numbers_and_is_scored_by_correlation() {
+    let data = load(TaskId::GlueStsb, STSB, STSB).unwrap();
+    assert_eq!(data.objective, Objective::Regression);
+    assert_eq!(data.metric, Metric::Correlation);
+    assert!(data.labels.is_empty());
+    assert_eq!(data.head_outputs(), 1);
+    assert_eq!(
+        pairs(&data.dev)[1],
+        (
+            "A man is playing a flute.",
+            Some("A man is playing a bamboo flute."),
+            0
+        )
+    );
+    let gold: Vec<f64> = data
+        .dev
+        .iter()
+        .map(|e| f64::from(e.value.unwrap()))
+        .collect();
+    assert_eq!(gold, [5.0, 3.8f32 as f64, 0.0]);
+    // Hand-scored: predictions (4, 4.5, 1) against (5, 3.8, 0). Ranks (2, 3, 1) against
+    // (3, 2, 1): Σd² = 2, ρ = 1 − 6·2/(3·8) = 0.5.
+    let values = score_values(data.metric, &[4.0, 4.5, 1.0], &gold).unwrap();
+    assert!((values.get(Measure::Spearman).unwrap() - 0.5).abs() < 1e-12);
+    let pearson = values.get(Measure::Pearson).unwrap();
+    // Means 3.1667 and 2.9333: Σdxdy, Σdx², Σdy² computed by hand below.
+    let (px, gy) = ([4.0, 4.5, 1.0], gold.clone());
+    let (mx, my) = (9.5 / 3.0, gy.iter().sum::<f64>() / 3.0);
+    let xy: f64 = px.iter().zip(&gy).map(|(x, y)| (x - mx) * (y - my)).sum();
+    let xx: f64 = px.iter().map(|x| (x - mx) * (x - mx)).sum();
+    let yy: f64 = gy.iter().map(|y| (y - my) * (y - my)).sum();
+    assert!((pearson - xy / (xx * yy).sqrt()).abs() < 1e-12);
+    assert!(pearson > 0.8 && pearson < 1.0, "{pearson}");
+    // Predicting the train mean correlates with nothing.
+    let baseline = data.majority_baseline().unwrap();
+    assert!(matches!(baseline.guess, Guess::Value(mean) if (mean - 8.8 / 3.0).abs() < 1e-6));
+    assert_eq!(baseline.values.primary(), 0.0);
+
+    let error = dev_error(
+        TaskId::GlueStsb,
+        STSB,
+        "sentence1\tsentence2\tscore\na\tb\tvery similar\n",
+    );
+    assert!(
+        error.ends_with("dev.tsv:2: `very similar` is not a number"),
+        "{error}"
+    );
+    let error = dev_error(
+        TaskId::GlueStsb,
+        STSB,
+        "sentence1\tsentence2\tscore\na\tb\tNaN\n",
+    );
+    assert!(
+        error.ends_with("dev.tsv:2: `NaN` is not a number"),
+        "{error}"
+    );
+}
+
+const COPA: &str = r#"{"premise": "My body cast a shadow over the grass.", "choice1": "The sun was rising.", "choice2": "The grass was cut.", "question": "cause", "idx": 0, "label": 0}
+{"premise": "The woman tolerated her friend's difficult behavior.", "choice1": "The woman knew her friend was going through a hard time.", "choice2": "The woman felt that her friend took advantage of her kindness.", "question": "cause", "idx": 1, "label": 0}
+{"premise": "The women met for coffee.", "choice1": "The cafe reopened in a new location.", "choice2": "They wanted to catch up with each other.", "question": "cause", "idx": 2, "label": 1}
+{"premise": "The runner wore shorts.", "choice1": "The forecast predicted high temperatures.", "choice2": "She planned to run along the beach.", "question": "effect", "idx": 3, "label": 1}
+"#;
+
+#[test]
+fn superglue_copa_pairs_the_premise_with_each_choice_through_the_reference_joiner() {
+    let data = load(TaskId::SuperGlueCopa, COPA, COPA).unwrap();
+    assert_eq!(data.objective, Objective::MultipleChoice);
+    assert_eq!(data.metric, Metric::Accuracy);
+    assert_eq!(data.head_outputs(), 1);
+    assert_eq!(data.labels, ["choice1", "choice2"]);
+    let first = &data.dev[0];
+    assert_eq!(
+        first.text_a,
+        "My body cast a shadow over the grass. because"
+    );
+    assert_eq!(first.text_b, None);
+    assert_eq!(first.choices, ["The sun was rising.", "The grass was cut."]);
+    assert_eq!(data.dev[3].text_a, "The runner wore shorts. so");
+    let gold: Vec<usize> = data.dev.iter().map(|e| e.label).collect();
+    assert_eq!(gold, [0, 0, 1, 1]);
+    // Hand-scored: 3 of 4 choices right.
+    let values = score(data.metric, &[0, 1, 1, 1], &gold).unwrap();
+    assert_eq!(values.primary(), 0.75);
+    // Ties between choice 1 and 2 in train go to choice 1: half right on dev.
+    let baseline = data.majority_baseline().unwrap();
+    assert_eq!(baseline.guess, Guess::Label(0));
+    assert_eq!(baseline.values.primary(), 0.5);
+
+    let error = dev_error(
+        TaskId::SuperGlueCopa,
+        COPA,
+        r#"{"premise": "p", "choice1": "a", "choice2": "b", "question": "why", "label": 0}"#,
+    );
+    assert!(
+        error.ends_with("val.jsonl:1: `question` is `why`, expected cause or effect"),
+        "{error}"
+    );
+    let error = dev_error(
+        TaskId::SuperGlueCopa,
+        COPA,
+        r#"{"premise": "p", "choice1": "a", "question": "cause", "label": 0}"#,
+    );
+    assert!(error.ends_with("val.jsonl:1: no `choice2`"), "{error}");
+    let error = dev_error(
+        TaskId::SuperGlueCopa,
+        COPA,
+        r#"{"premise": "p", "choice1": "a", "choice2": "b", "question": "cause", "label": 2}"#,
+    );
+    assert!(error.contains("val.jsonl:1: unknown label `2`"), "{error}");
 }
 
 #[test]
@@ -432,7 +551,7 @@ fn bad_glue_rows_name_the_file_and_line() {
     let error = dev_error(TaskId::GlueSst2, SST2, "sentence\n");
     assert!(
         error.ends_with(
-            "dev.tsv:1: no `label` column: the first line is not a header of tab-separated column names"
+            "dev.tsv:1: no `label` column: the first line is not a header of column names"
         ),
         "{error}"
     );
@@ -711,4 +830,87 @@ fn multirc_candidates_become_answer_correctness_and_poor_distractors_are_counted
             example.text_a
         );
     }
+}
+
+/// One ReCoRD passage in the published layout (character offsets, `end` inclusive; the "é"
+/// makes them differ from byte offsets), and one whose passage marks no entity.
+const RECORD: &str = r#"{"source": "Daily mail", "passage": {"text": "Café owner Barack Obama met Michelle Obama in Paris.\n@highlight\nObama visits Paris", "entities": [{"start": 11, "end": 22}, {"start": 28, "end": 41}, {"start": 46, "end": 50}, {"start": 64, "end": 68}, {"start": 77, "end": 81}]}, "qas": [{"query": "@placeholder was born in Hawaii", "answers": [{"start": 11, "end": 22, "text": "Barack Obama"}], "idx": 0}, {"query": "They met in @placeholder", "answers": [{"start": 46, "end": 50, "text": "Paris"}], "idx": 1}], "idx": 0}
+{"source": "CNN", "passage": {"text": "Nothing is named here.", "entities": []}, "qas": [{"query": "@placeholder is missing", "answers": [{"start": 0, "end": 6, "text": "Nothing"}], "idx": 2}], "idx": 1}
+"#;
+
+#[test]
+fn superglue_record_ranks_every_entity_per_query_and_scores_squad_f1_and_exact_match() {
+    let data = load(TaskId::SuperGlueRecord, RECORD, RECORD).unwrap();
+    assert_eq!(data.objective, Objective::Classification);
+    assert_eq!(data.metric, Metric::Record);
+    // Distinct entities, sorted: each is one candidate of both queries.
+    let candidates: Vec<&str> = data.dev[..4]
+        .iter()
+        .map(|e| e.text_b.as_deref().unwrap())
+        .collect();
+    assert_eq!(
+        candidates,
+        [
+            "Barack Obama was born in Hawaii",
+            "Michelle Obama was born in Hawaii",
+            "Obama was born in Hawaii",
+            "Paris was born in Hawaii",
+        ]
+    );
+    assert_eq!(data.dev.len(), 8);
+    assert_eq!(
+        data.dev[0].text_a,
+        "Café owner Barack Obama met Michelle Obama in Paris.\n- Obama visits Paris"
+    );
+    assert_eq!(data.dev[7].text_b.as_deref(), Some("They met in Paris"));
+    let labels: Vec<usize> = data.dev.iter().map(|e| e.label).collect();
+    assert_eq!(labels, [1, 0, 0, 0, 0, 0, 0, 1]);
+    let groups: Vec<Option<u32>> = data.dev.iter().map(|e| e.group).collect();
+    assert_eq!(
+        groups,
+        [Some(0); 4]
+            .into_iter()
+            .chain([Some(1); 4])
+            .collect::<Vec<_>>()
+    );
+    // Credits against "Barack Obama": "Michelle Obama" shares 1 of 2 tokens each way (F1 ½);
+    // "Obama" has precision 1 and recall ½ (F1 ⅔).
+    let f1: Vec<f64> = data.dev[..4].iter().map(|e| e.credit.unwrap().f1).collect();
+    assert_eq!(f1[0], 1.0);
+    assert!((f1[1] - 0.5).abs() < 1e-12 && (f1[2] - 2.0 / 3.0).abs() < 1e-12 && f1[3] == 0.0);
+    // The second passage marks no entity: its query is skipped and counted.
+    assert_eq!(data.skipped.total(), 2, "{}", data.skipped);
+    assert_eq!(data.skipped.groups[0].at, [Location::Line(2)]);
+
+    // Hand-scored: query 0 ranks "Obama" first (F1 ⅔, not exact), query 1 "Paris" (exact).
+    let scores = [0.1, 0.2, 0.9, 0.0, 0.0, 0.0, 0.0, 0.3];
+    let credits: Vec<Credit> = data.dev.iter().map(|e| e.credit.unwrap()).collect();
+    let values = score_ranked(data.metric, &scores, &groups, &credits).unwrap();
+    assert!((values.get(Measure::AnswerF1).unwrap() - 5.0 / 6.0).abs() < 1e-12);
+    assert_eq!(values.get(Measure::AnswerExactMatch), Some(0.5));
+    let keys: Vec<&str> = values.values().iter().map(|(m, _)| m.key()).collect();
+    assert_eq!(keys, ["f1", "exact_match"]);
+    // A constant model picks each query's first candidate: right for query 0 only.
+    let baseline = data.majority_baseline().unwrap();
+    assert_eq!(baseline.guess, Guess::FirstCandidate);
+    assert_eq!(baseline.values.primary(), 0.5);
+
+    let error = dev_error(
+        TaskId::SuperGlueRecord,
+        RECORD,
+        r#"{"passage": {"text": "abc", "entities": [{"start": 1, "end": 3}]}, "qas": []}"#,
+    );
+    assert!(
+        error.contains("val.jsonl:1: entity 0: `start` and `end` must be offsets into the passage's 3 characters"),
+        "{error}"
+    );
+    let error = dev_error(
+        TaskId::SuperGlueRecord,
+        RECORD,
+        r#"{"passage": {"text": "abc", "entities": [{"start": 0, "end": 0}]}, "qas": [{"query": "@placeholder", "answers": []}]}"#,
+    );
+    assert!(
+        error.contains("val.jsonl:1: query 0: no gold answers"),
+        "{error}"
+    );
 }

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use lightpeft_engine::data::{
-    AssetFile, Dataset, Measure, TaskFiles, TaskId, TaskInputs, label_counts, load_task,
+    AssetFile, Dataset, Guess, Measure, TaskFiles, TaskId, TaskInputs, label_counts, load_task,
 };
 
 /// The real file behind an asset, failing with the command that fetches it.
@@ -73,7 +73,7 @@ fn sst2_rt_gives_the_documented_split_of_the_vader_movie_snippets() {
     assert!(data.train.iter().all(|e| !e.text_a.ends_with('\r')));
 
     let baseline = data.majority_baseline().unwrap();
-    assert_eq!(baseline.label, 1);
+    assert_eq!(baseline.guess, Guess::Label(1));
     let accuracy = baseline.values.get(Measure::Accuracy).unwrap();
     assert!((accuracy - 470.0 / 929.0).abs() < 1e-12, "{accuracy}");
 }

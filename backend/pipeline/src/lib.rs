@@ -5,6 +5,7 @@
 //! SQL: the CLI's run folders and the server's jobs are both callers.
 
 pub mod data;
+pub mod datasets;
 pub mod device;
 mod error;
 pub mod memory;

@@ -37,8 +37,9 @@ pub fn memory_inputs(
             PeftKind::Lora => params.lora_r,
             PeftKind::Adapter => params.adapter_size,
         },
-        batch: params.batch_size.min(splits.train.len()),
-        eval_batch: params.eval_batch_size.min(splits.dev.len()),
+        // A multiple-choice example is one sequence per choice.
+        batch: params.batch_size.min(splits.train.len()) * splits.train.choices,
+        eval_batch: params.eval_batch_size.min(splits.dev.len()) * splits.dev.choices,
         seq_len: longest.min(params.max_len),
     }
 }

@@ -78,12 +78,12 @@ pub fn plan_request(params: &Hyperparams) -> PlanRequest {
 pub fn fresh_model(
     model_dir: &Path,
     params: &Hyperparams,
-    num_labels: usize,
+    head_outputs: usize,
     masks: bool,
     device: &Device,
 ) -> Result<Model> {
     let options = ModelOptions {
-        num_labels,
+        num_labels: head_outputs,
         head_masks: masks,
         neuron_masks: masks,
         peft: peft_method(params),

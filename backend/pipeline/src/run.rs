@@ -272,7 +272,7 @@ impl Loaded {
             work => fresh_model(
                 &self.model_dir,
                 params,
-                dataset.labels.len(),
+                dataset.head_outputs(),
                 *work == Work::Estimation,
                 &device,
             )?,

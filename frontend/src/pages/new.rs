@@ -8,13 +8,17 @@ use leptos::{prelude::*, task::spawn_local};
 use leptos_router::hooks::use_navigate;
 use lightpeft_api::{
     Preset,
-    rest::{CreateExperiment, Experiment, Job, ParamInfo, ParamType, PresetInfo, Schema},
+    rest::{
+        CreateExperiment, Experiment, Job, ParamInfo, ParamType, PresetInfo, SavedDataset, Schema,
+        TaskInfo,
+    },
 };
 
 use crate::{
     api::{self, Failure},
     format,
     store::use_store,
+    widgets::datasets::DatasetForm,
 };
 
 fn range_text(p: &ParamInfo) -> Option<String> {
@@ -106,9 +110,24 @@ fn Form(schema: Schema) -> impl IntoView {
     let with_baseline = RwSignal::new(true);
     let failure = RwSignal::new(None::<Failure>);
     let busy = RwSignal::new(false);
-    let tasks = StoredValue::new(schema.tasks.clone());
+    let tasks = RwSignal::new(schema.tasks.clone());
     let needs_files =
-        move || tasks.with_value(|t| t.iter().any(|t| t.name == task.get() && t.needs_files));
+        move || tasks.with(|t| t.iter().any(|t| t.name == task.get() && t.needs_files));
+    // A dataset saved from this form joins the task list, chosen.
+    let dataset_saved = Callback::new(move |saved: SavedDataset| {
+        let info = TaskInfo {
+            name: format!("dataset:{}", saved.name),
+            description: saved.summary(),
+            needs_files: false,
+            available: true,
+        };
+        let chosen = info.name.clone();
+        tasks.update(|all| {
+            all.retain(|t| t.name != info.name);
+            all.push(info);
+        });
+        task.set(chosen);
+    });
 
     // Local check with the same table the server validates against.
     let local_error = move |name: &str| -> Option<String> {
@@ -252,9 +271,9 @@ fn Form(schema: Schema) -> impl IntoView {
                 <div class="field">
                     <label for="f-task">"task"</label>
                     <select id="f-task" bind:value=task>
-                        {schema
-                            .tasks
-                            .iter()
+                        {move || tasks
+                            .get()
+                            .into_iter()
                             .map(|t| {
                                 let label = if t.available || t.needs_files {
                                     format!("{} — {}", t.name, t.description)
@@ -277,6 +296,10 @@ fn Form(schema: Schema) -> impl IntoView {
                     </select>
                     {top_error("task")}
                 </div>
+                <details class="field-wide" id="own-data">
+                    <summary>"Your own data: upload a CSV, TSV or JSON-lines train and dev file"</summary>
+                    <DatasetForm on_saved=dataset_saved />
+                </details>
                 <div class="field">
                     <label for="f-model">"model"</label>
                     <select id="f-model" bind:value=model>

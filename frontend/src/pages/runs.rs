@@ -345,7 +345,7 @@ fn RunRow(row: Row) -> impl IntoView {
     let (best, metric) = row
         .best
         .as_ref()
-        .map(|(v, m)| (format::pct(*v), format!("dev {m}")))
+        .map(|(v, m)| (format::score(m, *v), format!("dev {m}")))
         .unwrap_or_else(|| ("—".into(), String::new()));
     let (kept, kept_note) = row
         .outcome

@@ -129,19 +129,26 @@ pub fn ComparePanel(
             (
                 format!("dev {metric}"),
                 Box::new(|c: &Column| {
+                    let metric = c.result.metric.as_str();
                     (
-                        format::pct(c.result.best_score),
+                        format::score(metric, c.result.best_score),
                         c.run
                             .as_ref()
                             .and_then(|r| r.score_delta)
-                            .map(|d| format!("{} vs baseline", format::pp(d)))
+                            .map(|d| format!("{} vs baseline", format::score_delta(metric, d)))
                             .unwrap_or_default(),
                     )
                 }),
             ),
             (
                 "majority-class score".into(),
-                Box::new(|c: &Column| (format::pct(c.result.majority_score), String::new())),
+                Box::new(|c: &Column| {
+                    let metric = c.result.metric.as_str();
+                    (
+                        format::score(metric, c.result.majority_score),
+                        String::new(),
+                    )
+                }),
             ),
             (
                 "trainable parameters".into(),

@@ -77,7 +77,7 @@ pub fn JobCard(
         .map(|s| format!("{} / step", format::seconds(s)))
         .unwrap_or_default();
     let best = match (job.best_score, job.metric.clone()) {
-        (Some(v), Some(m)) => format!("best {m} {}", format::pct(v)),
+        (Some(v), Some(m)) => format!("best {m} {}", format::score(&m, v)),
         _ => String::new(),
     };
     // Which worker trains it (or last trained it), and which claim this is after a retry.

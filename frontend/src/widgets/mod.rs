@@ -2,6 +2,7 @@
 
 pub mod chart;
 pub mod compare;
+pub mod datasets;
 pub mod heatmap;
 pub mod importance;
 pub mod jobs;

@@ -9,6 +9,7 @@ use lightpeft_api::rest::{Eval, Event, Job, JobKind, Scalars};
 use crate::{
     api,
     events::{self, Link},
+    format,
     widgets::chart::{LineChart, Series},
 };
 
@@ -119,8 +120,14 @@ pub fn TrainingCharts(job: Job) -> impl IntoView {
                 .and_then(|e| e.metrics.first())
                 .map(|m| m.0.clone())
                 .unwrap_or_else(|| "score".into());
+            // The chart's axis is 0–100 %; a correlation is drawn ×100 and says so.
+            let name = if format::is_correlation(&metric) {
+                format!("dev {metric} × 100")
+            } else {
+                format!("dev {metric}")
+            };
             vec![Series {
-                name: format!("dev {metric}"),
+                name,
                 colour: "#d7263d",
                 points: e
                     .iter()

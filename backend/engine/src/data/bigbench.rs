@@ -54,13 +54,7 @@ pub(crate) fn load(
         let raw = RawExample::from_value(value).map_err(error)?;
         let label = scored_label(&raw, labels).map_err(error)?;
         let (text_a, text_b) = split_input(&raw.input, input).map_err(error)?;
-        let example = Example {
-            id: format!("{task} example {index}"),
-            text_a,
-            text_b,
-            label,
-            group: None,
-        };
+        let example = Example::labelled(format!("{task} example {index}"), text_a, text_b, label);
         split.push(&raw.input, example);
     }
     split.finish(path)
@@ -88,13 +82,12 @@ pub(crate) fn load_multirc(
                     continue;
                 }
             };
-            let example = Example {
-                id: format!("{task} example {index}"),
-                text_a: candidate.paragraph.to_string(),
-                text_b: Some(format!("{} {}", candidate.question, candidate.answer)),
+            let example = Example::labelled(
+                format!("{task} example {index}"),
+                candidate.paragraph.to_string(),
+                Some(format!("{} {}", candidate.question, candidate.answer)),
                 label,
-                group: None,
-            };
+            );
             split.push(candidate.paragraph, example);
         }
     }

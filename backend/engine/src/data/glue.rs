@@ -9,7 +9,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::{
-    Example, Location, SkipReport, data_error, numbered_lines, read_text, require_examples,
+    Credit, Example, Location, SkipReport, data_error, numbered_lines, read_text, require_examples,
 };
 use crate::error::Result;
 
@@ -61,6 +61,9 @@ pub(crate) enum JsonInputs {
     /// WSC, the reference's template 0: `{span2_text}: {text}` paired with `span1_text`. The
     /// spans sit under `target` in the published files and at the top level in flattened ones.
     Wsc,
+    /// COPA as multiple choice, as the reference builds it: `{premise} because` (for a
+    /// `cause` question) or `{premise} so` (for `effect`), paired with `choice1` and `choice2`.
+    Copa,
 }
 
 /// How a file writes a label.
@@ -72,6 +75,8 @@ pub(crate) enum LabelCoding {
     Name,
     /// A JSON boolean: false is label 0, true label 1.
     Bool,
+    /// A number, the gold value of a regression task (STS-B's `score`).
+    Number,
 }
 
 /// Reads one GLUE file (`split` names it in errors: "train" or "dev").
@@ -115,19 +120,9 @@ fn parse_multirc(path: &Path, text: &str) -> Result<Vec<Example>> {
     let mut question_number: u32 = 0;
     for (line, row) in numbered_lines(text) {
         let error = |message: String| data_error(path, Some(line), message);
-        let value: Value =
-            serde_json::from_str(row).map_err(|e| error(format!("not JSON: {e}")))?;
-        let passage = value
-            .get("passage")
-            .ok_or_else(|| error("no `passage`".to_string()))?;
-        let paragraph = passage
-            .get("text")
-            .and_then(Value::as_str)
-            .ok_or_else(|| error("no `passage.text` string".to_string()))?;
-        let questions = passage
-            .get("questions")
-            .and_then(Value::as_array)
-            .ok_or_else(|| error("no `passage.questions` list".to_string()))?;
+        let (value, paragraph) = passage_line(row).map_err(error)?;
+        let questions =
+            list_at(&value["passage"], "questions", "passage.questions").map_err(error)?;
         for (q, question) in questions.iter().enumerate() {
             let asked = question
                 .get("question")
@@ -148,11 +143,13 @@ fn parse_multirc(path: &Path, text: &str) -> Result<Vec<Example>> {
                     _ => return Err(error(at("`label` must be 0 or 1"))),
                 };
                 examples.push(Example {
-                    id: format!("{file} line {line} question {q} answer {a}"),
-                    text_a: paragraph.to_string(),
-                    text_b: Some(format!("{asked} {reply}")),
-                    label,
                     group: Some(question_number),
+                    ..Example::labelled(
+                        format!("{file} line {line} question {q} answer {a}"),
+                        paragraph.to_string(),
+                        Some(format!("{asked} {reply}")),
+                        label,
+                    )
                 });
             }
             question_number = question_number
@@ -161,6 +158,126 @@ fn parse_multirc(path: &Path, text: &str) -> Result<Vec<Example>> {
         }
     }
     Ok(examples)
+}
+
+/// Reads one SuperGLUE ReCoRD file: each line a passage with its marked entities and its
+/// queries. As the reference builds them (through Hugging Face's `super_glue`), every distinct
+/// entity (sorted) of the passage is one candidate of each query: the passage, with
+/// `@highlight\n` written `- `, paired with the query whose `@placeholder` is the entity;
+/// label 1 when the entity is a gold answer. A query's candidates share a group, and each
+/// carries its [`Credit`] against the query's answers for scoring.
+pub(crate) fn load_record(
+    path: &Path,
+    split: &str,
+    skipped: &mut SkipReport,
+) -> Result<Vec<Example>> {
+    let examples = parse_record(path, &read_text(path)?, skipped)?;
+    require_examples(&examples, split, path)?;
+    Ok(examples)
+}
+
+/// Why a ReCoRD query gives no example.
+const NO_ENTITIES: &str = "a passage with no marked entity has no candidate for its queries";
+
+fn parse_record(path: &Path, text: &str, skipped: &mut SkipReport) -> Result<Vec<Example>> {
+    let file = file_name(path);
+    let mut examples = Vec::new();
+    let mut query_number: u32 = 0;
+    for (line, row) in numbered_lines(text) {
+        let error = |message: String| data_error(path, Some(line), message);
+        let (value, raw) = passage_line(row).map_err(error)?;
+        let marked = list_at(&value["passage"], "entities", "passage.entities").map_err(error)?;
+        // Offsets count characters (Python's string indices), `end` inclusive.
+        let characters: Vec<char> = raw.chars().collect();
+        let mut entities = Vec::with_capacity(marked.len());
+        for (e, entity) in marked.iter().enumerate() {
+            let offset = |key: &str| entity.get(key).and_then(Value::as_u64).map(|n| n as usize);
+            match (offset("start"), offset("end")) {
+                (Some(start), Some(end)) if start <= end && end < characters.len() => {
+                    entities.push(characters[start..=end].iter().collect::<String>());
+                }
+                _ => {
+                    return Err(error(format!(
+                        "entity {e}: `start` and `end` must be offsets into the passage's {} characters, start ≤ end",
+                        characters.len()
+                    )));
+                }
+            }
+        }
+        entities.sort();
+        entities.dedup();
+        let paragraph = raw.replace("@highlight\n", "- ");
+        let queries = list_at(&value, "qas", "qas").map_err(error)?;
+        for (q, qa) in queries.iter().enumerate() {
+            let query = qa
+                .get("query")
+                .and_then(Value::as_str)
+                .ok_or_else(|| error(format!("query {q}: no `query` string")))?;
+            let answers =
+                qa.get("answers")
+                    .and_then(Value::as_array)
+                    .ok_or_else(|| error(format!("query {q}: no `answers` list")))?
+                    .iter()
+                    .enumerate()
+                    .map(|(a, answer)| {
+                        answer.get("text").and_then(Value::as_str).ok_or_else(|| {
+                            error(format!("query {q}, answer {a}: no `text` string"))
+                        })
+                    })
+                    .collect::<Result<Vec<&str>>>()?;
+            if answers.is_empty() {
+                return Err(error(format!(
+                    "query {q}: no gold answers (the published test file has none; train and dev files do)"
+                )));
+            }
+            if entities.is_empty() {
+                skipped.record(path, NO_ENTITIES, Location::Line(line));
+                continue;
+            }
+            for (e, entity) in entities.iter().enumerate() {
+                examples.push(Example {
+                    group: Some(query_number),
+                    credit: Some(Credit::of(entity, &answers)),
+                    ..Example::labelled(
+                        format!("{file} line {line} query {q} entity {e}"),
+                        paragraph.clone(),
+                        Some(query.replace("@placeholder", entity)),
+                        usize::from(answers.contains(&entity.as_str())),
+                    )
+                });
+            }
+            query_number = query_number
+                .checked_add(1)
+                .ok_or_else(|| error("more than 2³² queries".to_string()))?;
+        }
+    }
+    Ok(examples)
+}
+
+/// A MultiRC or ReCoRD line: the record, and its `passage.text`.
+fn passage_line(row: &str) -> std::result::Result<(Value, String), String> {
+    let value: Value = serde_json::from_str(row).map_err(|e| format!("not JSON: {e}"))?;
+    let text = value
+        .get("passage")
+        .ok_or("no `passage`")?
+        .get("text")
+        .and_then(Value::as_str)
+        .ok_or("no `passage.text` string")?
+        .to_string();
+    Ok((value, text))
+}
+
+/// `value[key]` as a list; `what` names it in the error.
+fn list_at<'v>(
+    value: &'v Value,
+    key: &str,
+    what: &str,
+) -> std::result::Result<&'v [Value], String> {
+    value
+        .get(key)
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .ok_or_else(|| format!("no `{what}` list"))
 }
 
 /// Column positions once the header, if any, is read.
@@ -174,7 +291,7 @@ struct Columns {
 /// The error for a header without `name`. The columns found are listed only when the line
 /// looks like a header (tab-separated, short names): a server must not echo the first line of
 /// whatever file a request names (a token file, a database) back to the client.
-fn missing_column(name: &str, found: &[&str]) -> String {
+pub(super) fn missing_column(name: &str, found: &[&str]) -> String {
     let header_like = found.len() >= 2
         && found.len() <= 64
         && found
@@ -186,7 +303,7 @@ fn missing_column(name: &str, found: &[&str]) -> String {
             found.join(", ")
         )
     } else {
-        format!("no `{name}` column: the first line is not a header of tab-separated column names")
+        format!("no `{name}` column: the first line is not a header of column names")
     }
 }
 
@@ -252,14 +369,16 @@ fn parse_tsv(
                 ),
             ));
         }
-        let label = text_label(fields[columns.label], layout.coding, labels)
+        let (label, value) = text_gold(fields[columns.label], layout.coding, labels)
             .map_err(|message| data_error(path, Some(line), message))?;
         examples.push(Example {
-            id: format!("{file} line {line}"),
-            text_a: fields[columns.text_a].to_string(),
-            text_b: columns.text_b.map(|b| fields[b].to_string()),
-            label,
-            group: None,
+            value,
+            ..Example::labelled(
+                format!("{file} line {line}"),
+                fields[columns.text_a].to_string(),
+                columns.text_b.map(|b| fields[b].to_string()),
+                label,
+            )
         });
     }
     Ok(examples)
@@ -292,9 +411,23 @@ fn parse_jsonl(
                 None => string(key),
             };
             let label = json_label(field(layout.label)?, layout.coding, labels).map_err(error)?;
+            let mut choices = Vec::new();
             let (text_a, text_b) = match layout.inputs {
                 JsonInputs::Fields { text_a, text_b } => {
                     (string(text_a)?, text_b.map(string).transpose()?)
+                }
+                JsonInputs::Copa => {
+                    let joiner = match string("question")?.as_str() {
+                        "cause" => "because",
+                        "effect" => "so",
+                        other => {
+                            return Err(error(format!(
+                                "`question` is `{other}`, expected cause or effect"
+                            )));
+                        }
+                    };
+                    choices = vec![string("choice1")?, string("choice2")?];
+                    (format!("{} {joiner}", string("premise")?), None)
                 }
                 JsonInputs::Wic => (
                     format!(
@@ -311,14 +444,27 @@ fn parse_jsonl(
                 ),
             };
             Ok(Example {
-                id: format!("{file} line {line}"),
-                text_a,
-                text_b,
-                label,
-                group: None,
+                choices,
+                ..Example::labelled(format!("{file} line {line}"), text_a, text_b, label)
             })
         })
         .collect()
+}
+
+/// A gold label or number written as text: the label's index (and no value), or for
+/// [`LabelCoding::Number`] label 0 and the number, which must be finite.
+fn text_gold(
+    raw: &str,
+    coding: LabelCoding,
+    labels: &[&str],
+) -> std::result::Result<(usize, Option<f32>), String> {
+    if coding != LabelCoding::Number {
+        return text_label(raw, coding, labels).map(|label| (label, None));
+    }
+    match raw.trim().parse::<f32>() {
+        Ok(value) if value.is_finite() => Ok((0, Some(value))),
+        _ => Err(format!("`{}` is not a number", raw.trim())),
+    }
 }
 
 /// A label written as text: its index or its name, per `coding`.
@@ -331,7 +477,7 @@ fn text_label(
     let found = match coding {
         LabelCoding::Index => raw.parse::<usize>().ok().filter(|&i| i < labels.len()),
         LabelCoding::Name => labels.iter().position(|name| *name == raw),
-        LabelCoding::Bool => None,
+        LabelCoding::Bool | LabelCoding::Number => None,
     };
     found.ok_or_else(|| {
         format!(
@@ -371,6 +517,7 @@ fn expected(coding: LabelCoding, labels: &[&str]) -> String {
             .join(", "),
         LabelCoding::Name => labels.join(", "),
         LabelCoding::Bool => "true or false".to_string(),
+        LabelCoding::Number => "a number".to_string(),
     }
 }
 

@@ -1,4 +1,5 @@
-//! Official GLUE/SuperGLUE metrics, computed from a confusion matrix, and the majority baseline.
+//! Official GLUE/SuperGLUE metrics, computed from a confusion matrix (or, for regression, from
+//! the predicted and gold numbers), and the majority baseline.
 
 use super::{Example, label_counts};
 use crate::error::{Result, invalid};
@@ -19,6 +20,12 @@ pub enum Metric {
     /// SuperGLUE MultiRC: binary F1 over every answer (the reference's number, which is also the
     /// official F1a) and exact match per question.
     F1AndExactMatch,
+    /// Regression (STS-B): Pearson and Spearman correlation and their mean.
+    Correlation,
+    /// SuperGLUE ReCoRD: per query, the candidate entity scored highest for label 1, its SQuAD
+    /// token F1 and exact match against the gold answers (the best over them), averaged over
+    /// queries.
+    Record,
 }
 
 impl Metric {
@@ -31,7 +38,14 @@ impl Metric {
             Metric::AccuracyAndF1 => &[Measure::Accuracy, Measure::F1, Measure::Combined],
             Metric::AccuracyAndMacroF1 => &[Measure::Accuracy, Measure::MacroF1, Measure::Combined],
             Metric::F1AndExactMatch => &[Measure::F1, Measure::ExactMatch],
+            Metric::Correlation => &[Measure::Pearson, Measure::Spearman, Measure::Combined],
+            Metric::Record => &[Measure::AnswerF1, Measure::AnswerExactMatch],
         }
+    }
+
+    /// Whether the metric scores numbers (regression) rather than labels.
+    pub fn scores_values(self) -> bool {
+        self == Metric::Correlation
     }
 
     /// The number that picks the best checkpoint. The reference code tracks accuracy for every
@@ -41,6 +55,9 @@ impl Metric {
         match self {
             Metric::F1 | Metric::F1AndExactMatch => Measure::F1,
             Metric::Matthews => Measure::Matthews,
+            // The reference has no regression task; Pearson is GLUE's first STS-B number.
+            Metric::Correlation => Measure::Pearson,
+            Metric::Record => Measure::AnswerF1,
             Metric::Accuracy | Metric::AccuracyAndF1 | Metric::AccuracyAndMacroF1 => {
                 Measure::Accuracy
             }
@@ -61,10 +78,22 @@ pub enum Measure {
     /// Matthews correlation coefficient (multi-class form); 0 when it is undefined, e.g. when all
     /// predictions or all gold labels are one label.
     Matthews,
-    /// Mean of accuracy and the F1 reported beside it (Hugging Face's `combined_score`).
+    /// Mean of the two numbers reported beside it (Hugging Face's `combined_score`): accuracy
+    /// and F1, or Pearson and Spearman.
     Combined,
     /// Fraction of questions whose every answer is predicted right (MultiRC's EM).
     ExactMatch,
+    /// Pearson correlation of predicted and gold numbers; 0 when either is constant.
+    Pearson,
+    /// Spearman rank correlation (Pearson of the ranks, ties given their mean rank); 0 when
+    /// either side is constant.
+    Spearman,
+    /// Mean over queries of the chosen answer's token F1 after SQuAD's normalisation
+    /// (ReCoRD's `f1`).
+    AnswerF1,
+    /// Fraction of queries whose chosen answer equals a gold answer after SQuAD's
+    /// normalisation (ReCoRD's `exact_match`).
+    AnswerExactMatch,
 }
 
 impl Measure {
@@ -77,7 +106,20 @@ impl Measure {
             Measure::Matthews => "matthews_correlation",
             Measure::Combined => "combined_score",
             Measure::ExactMatch => "exact_match",
+            Measure::Pearson => "pearson",
+            Measure::Spearman => "spearmanr",
+            Measure::AnswerF1 => "f1",
+            Measure::AnswerExactMatch => "exact_match",
         }
+    }
+
+    /// Whether the measure is a fraction shown as a percentage (accuracy, F1, exact match)
+    /// rather than a correlation in [-1, 1].
+    pub fn is_fraction(self) -> bool {
+        !matches!(
+            self,
+            Measure::Matthews | Measure::Pearson | Measure::Spearman
+        )
     }
 }
 
@@ -131,6 +173,18 @@ pub fn score_grouped(
     gold: &[usize],
     groups: &[Option<u32>],
 ) -> Result<MetricValues> {
+    if metric.scores_values() {
+        return Err(invalid(
+            "predictions",
+            "a regression metric scores numbers, not labels",
+        ));
+    }
+    if metric == Metric::Record {
+        return Err(invalid(
+            "predictions",
+            "ReCoRD ranks each query's candidates by score, not by predicted label",
+        ));
+    }
     let grouped = metric.measures().contains(&Measure::ExactMatch);
     if grouped && (groups.len() != gold.len() || groups.iter().any(Option::is_none)) {
         return Err(invalid(
@@ -169,11 +223,219 @@ pub fn score_grouped(
                     (confusion.accuracy() + f1) / 2.0
                 }
                 Measure::ExactMatch => exact_match(predictions, gold, groups),
+                Measure::Pearson
+                | Measure::Spearman
+                | Measure::AnswerF1
+                | Measure::AnswerExactMatch => {
+                    unreachable!("refused above: these score numbers or ranked candidates")
+                }
             };
             (measure, value)
         })
         .collect();
     Ok(MetricValues { metric, values })
+}
+
+/// Scores predicted numbers against gold numbers with a regression metric.
+///
+/// Fails for a label metric, when the slices differ in length, or when they are empty.
+pub fn score_values(metric: Metric, predictions: &[f64], gold: &[f64]) -> Result<MetricValues> {
+    if !metric.scores_values() {
+        return Err(invalid(
+            "predictions",
+            "a classification metric scores labels, not numbers",
+        ));
+    }
+    if predictions.len() != gold.len() {
+        return Err(invalid(
+            "predictions",
+            format!(
+                "{} predictions for {} gold numbers",
+                predictions.len(),
+                gold.len()
+            ),
+        ));
+    }
+    if gold.is_empty() {
+        return Err(invalid("predictions", "nothing to score"));
+    }
+    let pearson_value = pearson(predictions, gold);
+    let spearman_value = pearson(&ranks(predictions), &ranks(gold));
+    Ok(MetricValues {
+        metric,
+        values: vec![
+            (Measure::Pearson, pearson_value),
+            (Measure::Spearman, spearman_value),
+            (Measure::Combined, (pearson_value + spearman_value) / 2.0),
+        ],
+    })
+}
+
+/// What choosing one candidate answer earns against its query's gold answers: the best exact
+/// match and token F1 over them, after SQuAD's normalisation (as ReCoRD's official script).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Credit {
+    /// 1 when the candidate equals a gold answer, else 0.
+    pub exact_match: f64,
+    /// The best token F1 against a gold answer, in [0, 1].
+    pub f1: f64,
+}
+
+impl Credit {
+    /// The credit of `candidate` against `answers` (0 and 0 without answers).
+    pub fn of(candidate: &str, answers: &[&str]) -> Credit {
+        let candidate = normalized_tokens(candidate);
+        answers
+            .iter()
+            .map(|answer| {
+                let answer = normalized_tokens(answer);
+                Credit {
+                    exact_match: f64::from(u8::from(candidate == answer)),
+                    f1: token_f1(&candidate, &answer),
+                }
+            })
+            .fold(Credit::default(), |best, c| Credit {
+                exact_match: best.exact_match.max(c.exact_match),
+                f1: best.f1.max(c.f1),
+            })
+    }
+}
+
+/// SQuAD's `normalize_answer`, as tokens: lower case, ASCII punctuation removed, the words
+/// "a", "an" and "the" removed, split on white space.
+fn normalized_tokens(text: &str) -> Vec<String> {
+    let lowered: String = text
+        .to_lowercase()
+        .chars()
+        .filter(|c| !c.is_ascii_punctuation())
+        .collect();
+    // The reference's `\b(a|an|the)\b`: a whole run of word characters equal to an article.
+    let mut spaced = String::with_capacity(lowered.len());
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        if matches!(word.as_str(), "a" | "an" | "the") {
+            out.push(' ');
+        } else {
+            out.push_str(word);
+        }
+        word.clear();
+    };
+    for c in lowered.chars() {
+        if c.is_alphanumeric() || c == '_' {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut spaced);
+            spaced.push(c);
+        }
+    }
+    flush(&mut word, &mut spaced);
+    spaced.split_whitespace().map(str::to_string).collect()
+}
+
+/// SQuAD's token F1: the harmonic mean of the shared tokens' precision and recall (counted with
+/// multiplicity); 0 when no token is shared.
+fn token_f1(predicted: &[String], gold: &[String]) -> f64 {
+    let mut unmatched: Vec<&String> = gold.iter().collect();
+    let mut shared = 0usize;
+    for token in predicted {
+        if let Some(at) = unmatched.iter().position(|g| *g == token) {
+            unmatched.swap_remove(at);
+            shared += 1;
+        }
+    }
+    if shared == 0 {
+        return 0.0;
+    }
+    let precision = shared as f64 / predicted.len() as f64;
+    let recall = shared as f64 / gold.len() as f64;
+    2.0 * precision * recall / (precision + recall)
+}
+
+/// Scores ranked candidates (ReCoRD): in each group (query) the candidate with the highest
+/// score is chosen, the first of a tie, and the queries' mean [`Credit`] reported.
+///
+/// `scores`, `groups` and `credits` hold one entry per candidate. Fails for another metric, for
+/// slices of different lengths, for a candidate without a group, or when there is none.
+pub fn score_ranked(
+    metric: Metric,
+    scores: &[f64],
+    groups: &[Option<u32>],
+    credits: &[Credit],
+) -> Result<MetricValues> {
+    if metric != Metric::Record {
+        return Err(invalid(
+            "predictions",
+            format!("{metric:?} scores labels or numbers, not ranked candidates"),
+        ));
+    }
+    if scores.len() != groups.len() || scores.len() != credits.len() {
+        return Err(invalid(
+            "predictions",
+            format!(
+                "{} scores for {} groups and {} credits",
+                scores.len(),
+                groups.len(),
+                credits.len()
+            ),
+        ));
+    }
+    if scores.is_empty() {
+        return Err(invalid("predictions", "nothing to score"));
+    }
+    let mut chosen: std::collections::BTreeMap<u32, (f64, Credit)> = Default::default();
+    for ((&score, group), &credit) in scores.iter().zip(groups).zip(credits) {
+        let group = group.ok_or_else(|| invalid("predictions", "a candidate without its query"))?;
+        let best = chosen.entry(group).or_insert((score, credit));
+        if score > best.0 {
+            *best = (score, credit);
+        }
+    }
+    let queries = chosen.len() as f64;
+    let f1 = chosen.values().map(|(_, c)| c.f1).sum::<f64>() / queries;
+    let exact = chosen.values().map(|(_, c)| c.exact_match).sum::<f64>() / queries;
+    Ok(MetricValues {
+        metric,
+        values: vec![(Measure::AnswerF1, f1), (Measure::AnswerExactMatch, exact)],
+    })
+}
+
+/// Pearson correlation; 0 when either side has no variance (as for a constant guess).
+fn pearson(x: &[f64], y: &[f64]) -> f64 {
+    let n = x.len() as f64;
+    let mean_x = x.iter().sum::<f64>() / n;
+    let mean_y = y.iter().sum::<f64>() / n;
+    let (mut xy, mut xx, mut yy) = (0.0, 0.0, 0.0);
+    for (a, b) in x.iter().zip(y) {
+        let (dx, dy) = (a - mean_x, b - mean_y);
+        xy += dx * dy;
+        xx += dx * dx;
+        yy += dy * dy;
+    }
+    if xx == 0.0 || yy == 0.0 {
+        return 0.0;
+    }
+    xy / (xx * yy).sqrt()
+}
+
+/// 1-based ranks, tied values sharing the mean of their ranks (scipy's `rankdata` default).
+fn ranks(values: &[f64]) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by(|&a, &b| values[a].total_cmp(&values[b]));
+    let mut ranks = vec![0.0; values.len()];
+    let mut start = 0;
+    while start < order.len() {
+        let mut end = start + 1;
+        while end < order.len() && values[order[end]] == values[order[start]] {
+            end += 1;
+        }
+        // Positions start..end hold ranks start+1..=end; their mean is (start + 1 + end) / 2.
+        let rank = (start + 1 + end) as f64 / 2.0;
+        for &index in &order[start..end] {
+            ranks[index] = rank;
+        }
+        start = end;
+    }
+    ranks
 }
 
 /// Fraction of groups (questions) in which every prediction equals its gold label.
@@ -185,13 +447,25 @@ fn exact_match(predictions: &[usize], gold: &[usize], groups: &[Option<u32>]) ->
     right.values().filter(|&&all| all).count() as f64 / right.len().max(1) as f64
 }
 
-/// What always predicting one label scores.
+/// What a constant prediction scores: one label, one number (regression), or one score for
+/// every candidate (ReCoRD).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Baseline {
-    /// The label predicted: the most frequent in train (the lowest index on a tie).
-    pub label: usize,
+    /// The constant prediction.
+    pub guess: Guess,
     /// Its scores on dev.
     pub values: MetricValues,
+}
+
+/// A baseline's constant prediction.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Guess {
+    /// The most frequent train label (the lowest index on a tie).
+    Label(usize),
+    /// The mean of the train numbers (regression).
+    Value(f64),
+    /// The same score for every candidate, so each query's first candidate (ReCoRD).
+    FirstCandidate,
 }
 
 /// See [`Dataset::majority_baseline`](super::Dataset::majority_baseline).
@@ -201,6 +475,29 @@ pub(crate) fn majority_baseline(
     num_labels: usize,
     metric: Metric,
 ) -> Result<Baseline> {
+    if metric.scores_values() {
+        let number = |example: &Example| f64::from(example.value.unwrap_or(0.0));
+        let mean = train.iter().map(number).sum::<f64>() / train.len().max(1) as f64;
+        let gold: Vec<f64> = dev.iter().map(number).collect();
+        let values = score_values(metric, &vec![mean; gold.len()], &gold)?;
+        return Ok(Baseline {
+            guess: Guess::Value(mean),
+            values,
+        });
+    }
+    if metric == Metric::Record {
+        // A constant model scores every candidate alike, so each query's first one is chosen.
+        let groups: Vec<Option<u32>> = dev.iter().map(|example| example.group).collect();
+        let credits: Vec<Credit> = dev
+            .iter()
+            .map(|example| example.credit.unwrap_or_default())
+            .collect();
+        let values = score_ranked(metric, &vec![0.0; dev.len()], &groups, &credits)?;
+        return Ok(Baseline {
+            guess: Guess::FirstCandidate,
+            values,
+        });
+    }
     let counts = label_counts(train, num_labels);
     // `max_by_key` keeps the last maximum; reversing makes ties go to the lowest label.
     let label = counts
@@ -212,7 +509,10 @@ pub(crate) fn majority_baseline(
     let gold: Vec<usize> = dev.iter().map(|example| example.label).collect();
     let groups: Vec<Option<u32>> = dev.iter().map(|example| example.group).collect();
     let values = score_grouped(metric, &vec![label; gold.len()], &gold, &groups)?;
-    Ok(Baseline { label, values })
+    Ok(Baseline {
+        guess: Guess::Label(label),
+        values,
+    })
 }
 
 /// Counts of (gold, predicted) label pairs.
@@ -431,6 +731,8 @@ mod tests {
             Metric::Matthews,
             Metric::AccuracyAndF1,
             Metric::AccuracyAndMacroF1,
+            Metric::F1AndExactMatch,
+            Metric::Correlation,
         ] {
             assert!(metric.measures().contains(&metric.primary()));
         }
@@ -439,13 +741,7 @@ mod tests {
     fn examples(labels: &[usize]) -> Vec<Example> {
         labels
             .iter()
-            .map(|&label| Example {
-                id: String::new(),
-                text_a: String::new(),
-                text_b: None,
-                label,
-                group: None,
-            })
+            .map(|&label| Example::labelled(String::new(), String::new(), None, label))
             .collect()
     }
 
@@ -454,7 +750,7 @@ mod tests {
         let train = examples(&[1, 1, 0, 1, 2]);
         let dev = examples(&[0, 1, 1, 0, 0]);
         let baseline = majority_baseline(&train, &dev, 3, Metric::AccuracyAndF1).unwrap();
-        assert_eq!(baseline.label, 1);
+        assert_eq!(baseline.guess, Guess::Label(1));
         assert_close(baseline.values.get(Measure::Accuracy).unwrap(), 0.4);
         // tp 2, fp 3: 4 / 7.
         assert_close(baseline.values.get(Measure::F1).unwrap(), 4.0 / 7.0);
@@ -463,6 +759,115 @@ mod tests {
         assert_eq!(baseline.values.primary(), 0.0);
         // Ties go to the lowest label.
         let tied = majority_baseline(&examples(&[2, 1, 1, 2]), &dev, 3, Metric::Accuracy).unwrap();
-        assert_eq!(tied.label, 1);
+        assert_eq!(tied.guess, Guess::Label(1));
+    }
+
+    #[test]
+    fn correlations_match_hand_computed_pearson_and_spearman() {
+        // x = 1..4 against y = (1, 3, 2, 5): means 2.5 and 2.75; Σdxdy = 5.5, Σdx² = 5,
+        // Σdy² = 8.75, so r = 5.5 / √43.75.
+        let v = score_values(
+            Metric::Correlation,
+            &[1.0, 2.0, 3.0, 4.0],
+            &[1.0, 3.0, 2.0, 5.0],
+        )
+        .unwrap();
+        let r = 5.5 / 43.75f64.sqrt();
+        assert_close(v.get(Measure::Pearson).unwrap(), r);
+        // Ranks of y: (1, 3, 2, 4); Σd² = 2, so ρ = 1 − 6·2 / (4·15) = 0.8.
+        assert_close(v.get(Measure::Spearman).unwrap(), 0.8);
+        assert_close(v.get(Measure::Combined).unwrap(), (r + 0.8) / 2.0);
+        assert_eq!(v.primary(), v.get(Measure::Pearson).unwrap());
+        // A monotone but non-linear relation: Spearman 1, Pearson below.
+        let v = score_values(Metric::Correlation, &[1.0, 2.0, 3.0], &[1.0, 10.0, 100.0]).unwrap();
+        assert_close(v.get(Measure::Spearman).unwrap(), 1.0);
+        assert!(v.get(Measure::Pearson).unwrap() < 0.99);
+        // Ties share their mean rank: (1, 2, 2, 3) ranks to (1, 2.5, 2.5, 4).
+        assert_eq!(ranks(&[1.0, 2.0, 2.0, 3.0]), vec![1.0, 2.5, 2.5, 4.0]);
+        // A constant prediction has no correlation, not NaN.
+        let v = score_values(Metric::Correlation, &[2.0, 2.0], &[1.0, 3.0]).unwrap();
+        assert_eq!(v.primary(), 0.0);
+        assert_eq!(v.get(Measure::Spearman), Some(0.0));
+        // Numbers and labels do not mix.
+        assert!(score(Metric::Correlation, &[0], &[0]).is_err());
+        assert!(score_values(Metric::Accuracy, &[0.0], &[0.0]).is_err());
+        assert!(score_values(Metric::Correlation, &[0.0], &[]).is_err());
+    }
+
+    #[test]
+    fn the_regression_baseline_guesses_the_train_mean() {
+        let numbered = |values: &[f32]| -> Vec<Example> {
+            values
+                .iter()
+                .map(|&v| Example {
+                    value: Some(v),
+                    ..Example::labelled(String::new(), String::new(), None, 0)
+                })
+                .collect()
+        };
+        let baseline = majority_baseline(
+            &numbered(&[1.0, 2.0, 6.0]),
+            &numbered(&[0.0, 5.0]),
+            0,
+            Metric::Correlation,
+        )
+        .unwrap();
+        assert_eq!(baseline.guess, Guess::Value(3.0));
+        assert_eq!(baseline.values.primary(), 0.0);
+    }
+
+    #[test]
+    fn squad_normalisation_drops_case_punctuation_and_articles() {
+        assert_eq!(
+            normalized_tokens("The  U.S. Army's, a"),
+            vec!["us", "armys"]
+        );
+        // An article inside a word is kept; one next to non-ASCII punctuation is a word of its own.
+        assert_eq!(
+            normalized_tokens("Theatre an—them"),
+            vec!["theatre", "—them"]
+        );
+    }
+
+    #[test]
+    fn credit_is_the_best_over_the_gold_answers() {
+        let exact = Credit::of("the Obama", &["Barack Obama", "Obama"]);
+        assert_eq!(
+            exact,
+            Credit {
+                exact_match: 1.0,
+                f1: 1.0
+            }
+        );
+        // "barack hussein obama" vs "barack obama": 2 shared, P = 2/3, R = 1, F1 = 0.8.
+        let partial = Credit::of("Barack Hussein Obama", &["Barack Obama", "Michelle"]);
+        assert_eq!(partial.exact_match, 0.0);
+        assert!((partial.f1 - 0.8).abs() < 1e-12, "{partial:?}");
+        assert_eq!(Credit::of("Paris", &[]), Credit::default());
+        assert_eq!(Credit::of("Paris", &["London"]).f1, 0.0);
+    }
+
+    #[test]
+    fn ranked_candidates_score_each_query_by_its_top_candidate() {
+        let credit = |exact_match, f1| Credit { exact_match, f1 };
+        let values = score_ranked(
+            Metric::Record,
+            // Query 0 picks its second candidate; query 1 ties and keeps its first.
+            &[0.1, 0.9, 0.5, 0.5],
+            &[Some(0), Some(0), Some(1), Some(1)],
+            &[
+                credit(0.0, 0.0),
+                credit(1.0, 1.0),
+                credit(0.0, 0.5),
+                credit(1.0, 1.0),
+            ],
+        )
+        .unwrap();
+        assert_eq!(values.get(Measure::AnswerF1), Some(0.75));
+        assert_eq!(values.get(Measure::AnswerExactMatch), Some(0.5));
+        assert_eq!(values.primary(), 0.75);
+        assert!(score_ranked(Metric::Accuracy, &[0.0], &[Some(0)], &[credit(0.0, 0.0)]).is_err());
+        assert!(score_ranked(Metric::Record, &[0.0], &[None], &[credit(0.0, 0.0)]).is_err());
+        assert!(score(Metric::Record, &[0], &[0]).is_err());
     }
 }

@@ -18,9 +18,11 @@
 //!   MultiRC the key is the paragraph, so a paragraph's questions stay on one side; with only
 //!   50 paragraphs its dev share is coarser (7.5%). The rest is train; there is no test split.
 //! * GLUE/SuperGLUE: the user's train and dev files, as published.
+//! * The user's own CSV/TSV/JSON lines ([`load_custom`]): their train and dev files.
 
 mod batches;
 mod bigbench;
+mod custom;
 mod glue;
 mod metric;
 mod split;
@@ -33,13 +35,43 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result, invalid};
 
 pub use batches::{batches, batches_by_length};
-pub use metric::{Baseline, Measure, Metric, MetricValues, score, score_grouped};
+pub use custom::{
+    ColumnMapping, CustomLayout, LabelKind, MAX_CLASSES, Row, Table, TableFormat, class_names,
+    load_custom, read_table,
+};
+pub use metric::{
+    Baseline, Credit, Guess, Measure, Metric, MetricValues, score, score_grouped, score_ranked,
+    score_values,
+};
 pub use tasks::{AssetFile, TASKS, TaskFiles, TaskId, TaskInputs, TaskSpec};
 
 use tasks::Layout;
 
+/// What a task's model predicts, which decides its head, loss and predictions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Objective {
+    /// One of the task's labels: one head output per label, cross-entropy, the arg-max predicted.
+    Classification,
+    /// A number (STS-B's similarity): one head output, mean squared error, the output predicted
+    /// (the reference's rule for `num_labels == 1`).
+    Regression,
+    /// Which of an example's choices is right (COPA): each (text, choice) pair gets one head
+    /// output, cross-entropy over an example's choices, the arg-max choice predicted.
+    MultipleChoice,
+}
+
+impl Objective {
+    /// Outputs of the classification head for a task with `labels` labels.
+    pub fn head_outputs(self, labels: usize) -> usize {
+        match self {
+            Objective::Classification => labels,
+            Objective::Regression | Objective::MultipleChoice => 1,
+        }
+    }
+}
+
 /// One labelled example.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Example {
     /// Where the example came from: VADER's own id, `<file> line <n>` for GLUE/SuperGLUE files
     /// (1-based), `<task> example <i>` for BIG-bench (0-based index in `examples`).
@@ -48,11 +80,37 @@ pub struct Example {
     pub text_a: String,
     /// The second text of a pair task.
     pub text_b: Option<String>,
-    /// Index into [`Dataset::labels`].
+    /// Index into [`Dataset::labels`]: the class, or for multiple choice the right choice.
+    /// 0 for regression.
     pub label: usize,
-    /// The question an answer belongs to (SuperGLUE MultiRC), for exact match: a question
-    /// counts as right when every one of its answers is. `None` elsewhere.
+    /// The gold number of a regression task (STS-B's similarity, 0–5); `None` elsewhere.
+    pub value: Option<f32>,
+    /// The candidate second texts of a multiple-choice task, each paired with `text_a` (COPA's
+    /// two alternatives); empty elsewhere.
+    pub choices: Vec<String>,
+    /// The question an answer belongs to (SuperGLUE MultiRC and ReCoRD): MultiRC's exact match
+    /// counts a question right when every one of its answers is; ReCoRD scores the top-ranked
+    /// candidate of each query. `None` elsewhere.
     pub group: Option<u32>,
+    /// What predicting this candidate earns against its query's gold answers (ReCoRD's
+    /// candidate entities); `None` elsewhere.
+    pub credit: Option<Credit>,
+}
+
+impl Example {
+    /// A classification example with no group.
+    pub fn labelled(id: String, text_a: String, text_b: Option<String>, label: usize) -> Self {
+        Example {
+            id,
+            text_a,
+            text_b,
+            label,
+            value: None,
+            choices: Vec::new(),
+            group: None,
+            credit: None,
+        }
+    }
 }
 
 /// A task's train and dev examples, with what was left out and how to score it.
@@ -62,8 +120,11 @@ pub struct Dataset {
     pub train: Vec<Example>,
     /// Evaluation examples (GLUE's `validation`; MNLI's `validation_matched`).
     pub dev: Vec<Example>,
-    /// Label names; an example's `label` indexes this.
+    /// Label names; an example's `label` indexes this (the choices' names for multiple
+    /// choice; empty for regression).
     pub labels: Vec<String>,
+    /// What the model predicts.
+    pub objective: Objective,
     /// The task's official metric.
     pub metric: Metric,
     /// Rows that were read but deliberately not turned into examples.
@@ -75,6 +136,11 @@ impl Dataset {
     /// every reported number can be shown beside what a constant guess gets.
     pub fn majority_baseline(&self) -> Result<Baseline> {
         metric::majority_baseline(&self.train, &self.dev, self.labels.len(), self.metric)
+    }
+
+    /// Outputs of the classification head this dataset trains.
+    pub fn head_outputs(&self) -> usize {
+        self.objective.head_outputs(self.labels.len())
     }
 }
 
@@ -121,6 +187,10 @@ pub fn load_task(spec: &TaskSpec, files: &TaskFiles) -> Result<Dataset> {
             glue::load_multirc(train, "train")?,
             glue::load_multirc(dev, "dev")?,
         ),
+        (Layout::RecordJsonl, TaskFiles::TrainDev { train, dev }) => (
+            glue::load_record(train, "train", &mut skipped)?,
+            glue::load_record(dev, "dev", &mut skipped)?,
+        ),
         (_, TaskFiles::Assets(_)) => {
             return Err(invalid(
                 "task files",
@@ -141,6 +211,7 @@ pub fn load_task(spec: &TaskSpec, files: &TaskFiles) -> Result<Dataset> {
         train,
         dev,
         labels: spec.labels.iter().map(|label| label.to_string()).collect(),
+        objective: spec.objective,
         metric: spec.metric,
         skipped,
     })
@@ -288,13 +359,7 @@ mod tests {
     use super::*;
 
     fn example(label: usize) -> Example {
-        Example {
-            id: String::new(),
-            text_a: "a".into(),
-            text_b: None,
-            label,
-            group: None,
-        }
+        Example::labelled(String::new(), "a".into(), None, label)
     }
 
     #[test]

@@ -4,6 +4,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
+use super::Objective;
 use super::bigbench::BigBenchInput;
 use super::glue::{JsonInputs, JsonlLayout, LabelCoding, TsvFields, TsvLayout};
 use super::metric::Metric;
@@ -58,6 +59,12 @@ pub enum TaskId {
     SentimentNyt,
     /// SuperGLUE MultiRC files (is this answer to a question on the passage correct).
     SuperGlueMultirc,
+    /// GLUE STS-B files (sentence similarity 0–5, regression).
+    GlueStsb,
+    /// SuperGLUE COPA files (the more plausible cause or effect, multiple choice).
+    SuperGlueCopa,
+    /// SuperGLUE ReCoRD files (which passage entity fills a query's blank).
+    SuperGlueRecord,
 }
 
 impl TaskId {
@@ -109,6 +116,8 @@ pub struct TaskSpec {
     /// Label names; label `i` of an example is `labels[i]`. The order is fixed: for GLUE and
     /// SuperGLUE it is Hugging Face's, so label indices match models trained there.
     pub labels: &'static [&'static str],
+    /// What the model predicts.
+    pub objective: Objective,
     /// The official metric.
     pub metric: Metric,
     /// The files it reads.
@@ -178,6 +187,8 @@ pub(crate) enum Layout {
     Jsonl(JsonlLayout),
     /// SuperGLUE MultiRC's JSON lines: a passage, its questions, their answers.
     MultircJsonl,
+    /// SuperGLUE ReCoRD's JSON lines: a passage with marked entities, queries, their answers.
+    RecordJsonl,
 }
 
 const GLUE_FILES: TaskInputs = TaskInputs::UserFiles {
@@ -228,12 +239,13 @@ const fn jsonl_template(inputs: JsonInputs) -> Layout {
 }
 
 /// Every task, in [`TaskId`] order.
-pub static TASKS: [TaskSpec; 23] = [
+pub static TASKS: [TaskSpec; 26] = [
     TaskSpec {
         id: TaskId::Sst2Rt,
         name: "sst2-rt",
         description: "SST-2 proxy: Rotten Tomatoes snippets with VADER crowd sentiment (|rating| ≥ 1)",
         labels: &["negative", "positive"],
+        objective: Objective::Classification,
         metric: Metric::Accuracy,
         inputs: TaskInputs::Assets(&[AssetFile::Vader("movieReviewSnippets_GroundTruth.txt")]),
         layout: Layout::Vader,
@@ -243,6 +255,7 @@ pub static TASKS: [TaskSpec; 23] = [
         name: "rte-epistemic",
         description: "RTE-like: does the premise entail the hypothesis about beliefs (BIG-bench epistemic_reasoning)",
         labels: &["entailment", "non-entailment"],
+        objective: Objective::Classification,
         metric: Metric::Accuracy,
         inputs: TaskInputs::Assets(&[AssetFile::BigBench("epistemic_reasoning")]),
         layout: Layout::BigBench(BigBenchInput::Pair {
@@ -256,6 +269,7 @@ pub static TASKS: [TaskSpec; 23] = [
         name: "cb-presupp",
         description: "CB-like 3-way NLI on presuppositions (BIG-bench presuppositions_as_nli)",
         labels: CB_LABELS,
+        objective: Objective::Classification,
         metric: Metric::AccuracyAndMacroF1,
         inputs: TaskInputs::Assets(&[AssetFile::BigBench("presuppositions_as_nli")]),
         layout: Layout::BigBench(BigBenchInput::Pair {
@@ -269,6 +283,7 @@ pub static TASKS: [TaskSpec; 23] = [
         name: "multirc-ni",
         description: "MultiRC-like: is this candidate answer to a question on a paragraph correct (BIG-bench natural_instructions 056/057)",
         labels: &["False", "True"],
+        objective: Objective::Classification,
         metric: Metric::F1,
         inputs: TaskInputs::Assets(&[
             AssetFile::BigBench("natural_instructions/subtask056_multirc_classify_correct_answer"),
@@ -283,6 +298,7 @@ pub static TASKS: [TaskSpec; 23] = [
         name: "boolq-strategyqa",
         description: "BoolQ-like yes/no questions needing implicit reasoning, no passage (BIG-bench strategyqa)",
         labels: &["No", "Yes"],
+        objective: Objective::Classification,
         metric: Metric::Accuracy,
         inputs: TaskInputs::Assets(&[AssetFile::BigBench("strategyqa")]),
         layout: Layout::BigBench(BigBenchInput::Single),
@@ -292,6 +308,7 @@ pub static TASKS: [TaskSpec; 23] = [
         name: "nli-vitaminc",
         description: "MNLI-like: does Wikipedia evidence support, refute or not decide a claim (BIG-bench vitaminc_fact_verification)",
         labels: &["True", "False", "Neither"],
+        objective: Objective::Classification,
         metric: Metric::Accuracy,
         inputs: TaskInputs::Assets(&[AssetFile::BigBench("vitaminc_fact_verification")]),
         layout: Layout::BigBench(BigBenchInput::Pair {
@@ -305,6 +322,7 @@ pub static TASKS: [TaskSpec; 23] = [
         name: "glue-sst2",
         description: "GLUE SST-2 sentiment (your train.tsv and dev.tsv)",
         labels: &["negative", "positive"],
+        objective: Objective::Classification,
         metric: Metric::Accuracy,
         inputs: GLUE_FILES,
         layout: tsv("sentence", None, "label", LabelCoding::Index),
@@ -314,6 +332,7 @@ pub static TASKS: [TaskSpec; 23] = [
         name: "glue-cola",
         description: "GLUE CoLA grammatical acceptability (your train.tsv and dev.tsv)",
         labels: &["unacceptable", "acceptable"],
+        objective: Objective::Classification,
         metric: Metric::Matthews,
         inputs: GLUE_FILES,
         // The published CoLA files have no header: source, label, original label, sentence.
@@ -333,6 +352,7 @@ pub static TASKS: [TaskSpec; 23] = [
         name: "glue-mrpc",
         description: "GLUE MRPC paraphrase detection (your train.tsv and dev.tsv)",
         labels: &["not_equivalent", "equivalent"],
+        objective: Objective::Classification,
         metric: Metric::AccuracyAndF1,
         inputs: GLUE_FILES,
         layout: tsv(
@@ -347,6 +367,7 @@ pub static TASKS: [TaskSpec; 23] = [
         name: "glue-qqp",
         description: "GLUE QQP duplicate questions (your train.tsv and dev.tsv)",
         labels: &["not_duplicate", "duplicate"],
+        objective: Objective::Classification,
         metric: Metric::AccuracyAndF1,
         inputs: GLUE_FILES,
         layout: Layout::Tsv(TsvLayout {
@@ -366,6 +387,7 @@ pub static TASKS: [TaskSpec; 23] = [
         name: "glue-mnli",
         description: "GLUE MNLI 3-way NLI (your train.tsv and dev_matched.tsv)",
         labels: &["entailment", "neutral", "contradiction"],
+        objective: Objective::Classification,
         metric: Metric::Accuracy,
         inputs: TaskInputs::UserFiles {
             train: "train.tsv",
@@ -383,6 +405,7 @@ pub static TASKS: [TaskSpec; 23] = [
         name: "glue-qnli",
         description: "GLUE QNLI: does the sentence answer the question (your train.tsv and dev.tsv)",
         labels: NLI_BINARY,
+        objective: Objective::Classification,
         metric: Metric::Accuracy,
         inputs: GLUE_FILES,
         layout: tsv("question", Some("sentence"), "label", LabelCoding::Name),
@@ -392,6 +415,7 @@ pub static TASKS: [TaskSpec; 23] = [
         name: "glue-rte",
         description: "GLUE RTE textual entailment (your train.tsv and dev.tsv)",
         labels: NLI_BINARY,
+        objective: Objective::Classification,
         metric: Metric::Accuracy,
         inputs: GLUE_FILES,
         layout: tsv("sentence1", Some("sentence2"), "label", LabelCoding::Name),
@@ -401,6 +425,7 @@ pub static TASKS: [TaskSpec; 23] = [
         name: "glue-wnli",
         description: "GLUE WNLI pronoun-resolution entailment (your train.tsv and dev.tsv)",
         labels: &["not_entailment", "entailment"],
+        objective: Objective::Classification,
         metric: Metric::Accuracy,
         inputs: GLUE_FILES,
         layout: tsv("sentence1", Some("sentence2"), "label", LabelCoding::Index),
@@ -410,6 +435,7 @@ pub static TASKS: [TaskSpec; 23] = [
         name: "superglue-boolq",
         description: "SuperGLUE BoolQ yes/no questions on a passage (your train.jsonl and val.jsonl)",
         labels: &["False", "True"],
+        objective: Objective::Classification,
         metric: Metric::Accuracy,
         inputs: SUPERGLUE_FILES,
         layout: jsonl("question", Some("passage"), LabelCoding::Bool),
@@ -419,6 +445,7 @@ pub static TASKS: [TaskSpec; 23] = [
         name: "superglue-cb",
         description: "SuperGLUE CommitmentBank 3-way NLI (your train.jsonl and val.jsonl)",
         labels: CB_LABELS,
+        objective: Objective::Classification,
         metric: Metric::AccuracyAndMacroF1,
         inputs: SUPERGLUE_FILES,
         layout: jsonl("premise", Some("hypothesis"), LabelCoding::Name),
@@ -428,6 +455,7 @@ pub static TASKS: [TaskSpec; 23] = [
         name: "superglue-rte",
         description: "SuperGLUE RTE textual entailment (your train.jsonl and val.jsonl)",
         labels: NLI_BINARY,
+        objective: Objective::Classification,
         metric: Metric::Accuracy,
         inputs: SUPERGLUE_FILES,
         layout: jsonl("premise", Some("hypothesis"), LabelCoding::Name),
@@ -437,6 +465,7 @@ pub static TASKS: [TaskSpec; 23] = [
         name: "superglue-wic",
         description: "SuperGLUE WiC: is a word used in the same sense in two sentences (your train.jsonl and val.jsonl)",
         labels: &["False", "True"],
+        objective: Objective::Classification,
         metric: Metric::Accuracy,
         inputs: SUPERGLUE_FILES,
         layout: jsonl_template(JsonInputs::Wic),
@@ -446,6 +475,7 @@ pub static TASKS: [TaskSpec; 23] = [
         name: "superglue-wsc",
         description: "SuperGLUE WSC: does a pronoun refer to a noun phrase (your train.jsonl and val.jsonl)",
         labels: &["False", "True"],
+        objective: Objective::Classification,
         metric: Metric::Accuracy,
         inputs: SUPERGLUE_FILES,
         layout: jsonl_template(JsonInputs::Wsc),
@@ -455,6 +485,7 @@ pub static TASKS: [TaskSpec; 23] = [
         name: "sentiment-tweets",
         description: "Sentiment of tweets with VADER crowd ratings (|rating| ≥ 1; 2,419 train / 248 dev)",
         labels: &["negative", "positive"],
+        objective: Objective::Classification,
         metric: Metric::Accuracy,
         inputs: TaskInputs::Assets(&[AssetFile::Vader("tweets_GroundTruth.txt")]),
         layout: Layout::Vader,
@@ -464,6 +495,7 @@ pub static TASKS: [TaskSpec; 23] = [
         name: "sentiment-amazon",
         description: "Sentiment of Amazon review sentences with VADER crowd ratings (|rating| ≥ 1; 2,231 train / 224 dev, split by review)",
         labels: &["negative", "positive"],
+        objective: Objective::Classification,
         metric: Metric::Accuracy,
         inputs: TaskInputs::Assets(&[AssetFile::Vader("amazonReviewSnippets_GroundTruth.txt")]),
         layout: Layout::Vader,
@@ -473,6 +505,7 @@ pub static TASKS: [TaskSpec; 23] = [
         name: "sentiment-nyt",
         description: "Sentiment of New York Times editorial sentences with VADER crowd ratings (|rating| ≥ 1; 1,409 train / 145 dev, split by editorial)",
         labels: &["negative", "positive"],
+        objective: Objective::Classification,
         metric: Metric::Accuracy,
         inputs: TaskInputs::Assets(&[AssetFile::Vader("nytEditorialSnippets_GroundTruth.txt")]),
         layout: Layout::Vader,
@@ -482,9 +515,44 @@ pub static TASKS: [TaskSpec; 23] = [
         name: "superglue-multirc",
         description: "SuperGLUE MultiRC: is each candidate answer to a question on a paragraph correct (your train.jsonl and val.jsonl)",
         labels: &["False", "True"],
+        objective: Objective::Classification,
         metric: Metric::F1AndExactMatch,
         inputs: SUPERGLUE_FILES,
         layout: Layout::MultircJsonl,
+    },
+    TaskSpec {
+        id: TaskId::GlueStsb,
+        name: "glue-stsb",
+        description: "GLUE STS-B sentence similarity 0–5, regression (your train.tsv and dev.tsv)",
+        labels: &[],
+        objective: Objective::Regression,
+        metric: Metric::Correlation,
+        inputs: GLUE_FILES,
+        layout: tsv("sentence1", Some("sentence2"), "score", LabelCoding::Number),
+    },
+    TaskSpec {
+        id: TaskId::SuperGlueCopa,
+        name: "superglue-copa",
+        description: "SuperGLUE COPA: which alternative is the more plausible cause or effect, multiple choice (your train.jsonl and val.jsonl)",
+        labels: &["choice1", "choice2"],
+        objective: Objective::MultipleChoice,
+        metric: Metric::Accuracy,
+        inputs: SUPERGLUE_FILES,
+        layout: Layout::Jsonl(JsonlLayout {
+            inputs: JsonInputs::Copa,
+            label: "label",
+            coding: LabelCoding::Index,
+        }),
+    },
+    TaskSpec {
+        id: TaskId::SuperGlueRecord,
+        name: "superglue-record",
+        description: "SuperGLUE ReCoRD: which entity of a news passage fills a query's blank, candidates ranked per query (your train.jsonl and val.jsonl)",
+        labels: &["False", "True"],
+        objective: Objective::Classification,
+        metric: Metric::Record,
+        inputs: SUPERGLUE_FILES,
+        layout: Layout::RecordJsonl,
     },
 ];
 
@@ -503,8 +571,8 @@ mod tests {
 
     #[test]
     fn unknown_task_names_list_the_known_ones() {
-        let error = "glue-stsb".parse::<TaskId>().unwrap_err().to_string();
-        assert!(error.contains("unknown task `glue-stsb`"), "{error}");
+        let error = "glue-stsc".parse::<TaskId>().unwrap_err().to_string();
+        assert!(error.contains("unknown task `glue-stsc`"), "{error}");
         assert!(error.contains("sst2-rt, rte-epistemic"), "{error}");
     }
 
@@ -518,10 +586,22 @@ mod tests {
             let expected_assets = match &spec.layout {
                 Layout::Vader | Layout::BigBench(_) => 1,
                 Layout::MultircNi => 2,
-                Layout::Tsv(_) | Layout::Jsonl(_) | Layout::MultircJsonl => 0,
+                Layout::Tsv(_) | Layout::Jsonl(_) | Layout::MultircJsonl | Layout::RecordJsonl => 0,
             };
             assert_eq!(assets, expected_assets, "{}", spec.name);
-            assert!(spec.num_labels() >= 2, "{}", spec.name);
+            // Regression has no labels and a regression metric; the rest at least two labels.
+            let regression = spec.objective == Objective::Regression;
+            assert_eq!(regression, spec.metric.scores_values(), "{}", spec.name);
+            assert_eq!(regression, spec.num_labels() == 0, "{}", spec.name);
+            assert!(regression || spec.num_labels() >= 2, "{}", spec.name);
+            let number_coded = matches!(
+                &spec.layout,
+                Layout::Tsv(TsvLayout {
+                    coding: LabelCoding::Number,
+                    ..
+                })
+            );
+            assert_eq!(regression, number_coded, "{}", spec.name);
             let bool_coded = matches!(
                 &spec.layout,
                 Layout::Jsonl(JsonlLayout {
@@ -548,6 +628,9 @@ mod tests {
         assert_eq!(metric(TaskId::SuperGlueCb), AccuracyAndMacroF1);
         assert_eq!(metric(TaskId::CbPresupp), AccuracyAndMacroF1);
         assert_eq!(metric(TaskId::MultircNi), F1);
+        assert_eq!(metric(TaskId::SuperGlueMultirc), F1AndExactMatch);
+        assert_eq!(metric(TaskId::SuperGlueRecord), Record);
+        assert_eq!(metric(TaskId::GlueStsb), Correlation);
         for id in [
             TaskId::GlueSst2,
             TaskId::GlueMnli,
@@ -558,6 +641,7 @@ mod tests {
             TaskId::SuperGlueRte,
             TaskId::SuperGlueWic,
             TaskId::SuperGlueWsc,
+            TaskId::SuperGlueCopa,
         ] {
             assert_eq!(metric(id), Accuracy, "{id}");
         }

@@ -51,13 +51,12 @@ fn parse(
             skipped.record(path, NEUTRAL, Location::Line(line));
             continue;
         }
-        let example = Example {
-            id: id.to_string(),
-            text_a: snippet.to_string(),
-            text_b: None,
-            label: usize::from(rating > 0.0),
-            group: None,
-        };
+        let example = Example::labelled(
+            id.to_string(),
+            snippet.to_string(),
+            None,
+            usize::from(rating > 0.0),
+        );
         let document = id.split_once('_').map_or(id, |(document, _)| document);
         let to_dev = match (id.parse::<u64>(), document.parse::<u64>()) {
             (Ok(id), _) => is_dev_id(id),

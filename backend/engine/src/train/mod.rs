@@ -13,7 +13,10 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
-use crate::data::{Metric, batches, batches_by_length, score_grouped};
+use crate::data::{
+    Credit, Example, Metric, Objective, batches, batches_by_length, score_grouped, score_ranked,
+    score_values,
+};
 use crate::encoder::{ModuleId, Training};
 use crate::error::{Result, TensorContext, invalid};
 use crate::model::{Model, ParamKind, cross_entropy};
@@ -23,19 +26,29 @@ pub use checkpoint::TrainState;
 pub use observer::{CancelToken, Collect, Discard, EvalRecord, Observer, Stage, StepRecord};
 pub use optim::{AdamW, LinearSchedule, ParamGroup, clip_grad_norm};
 
-/// A tokenised split with its labels.
+/// A tokenised split with its gold labels (or numbers).
 pub struct TokenizedSplit {
-    /// One entry per example.
+    /// The token sequences: one per example, or for multiple choice one per (example, choice),
+    /// an example's choices side by side (`example * choices + choice`).
     pub encoded: Vec<Encoded>,
-    /// Gold label per example.
+    /// Gold label per example (the right choice for multiple choice; 0 for regression).
     pub labels: Vec<u32>,
+    /// Gold number per example for regression; empty otherwise.
+    pub values: Vec<f32>,
+    /// What the model predicts, which decides the loss and the predictions.
+    pub objective: Objective,
+    /// Sequences per example: the number of choices for multiple choice, else 1.
+    pub choices: usize,
     /// The question each example answers, where the metric scores questions (MultiRC's exact
-    /// match); empty otherwise.
+    /// match, ReCoRD's queries); empty otherwise.
     pub groups: Vec<Option<u32>>,
+    /// What each example earns when chosen as its query's answer (ReCoRD's candidates, ranked
+    /// by their label-1 score); empty otherwise.
+    pub credits: Vec<Credit>,
 }
 
 impl TokenizedSplit {
-    /// Tokenises `(text_a, text_b, label)` triples.
+    /// Tokenises `(text_a, text_b, label)` triples of a classification task.
     pub fn new<'a>(
         encoder: &TextEncoder,
         examples: impl IntoIterator<Item = (&'a str, Option<&'a str>, usize)>,
@@ -47,7 +60,97 @@ impl TokenizedSplit {
         Ok(TokenizedSplit {
             encoded: encoder.encode(&texts)?,
             labels,
+            values: Vec::new(),
+            objective: Objective::Classification,
+            choices: 1,
             groups: Vec::new(),
+            credits: Vec::new(),
+        })
+    }
+
+    /// Tokenises examples of a task with `objective`: regression examples must carry a number,
+    /// and multiple-choice examples the same number (at least 2) of choices, each paired with
+    /// the example's first text. Groups are kept where any example has one.
+    pub fn from_examples(
+        encoder: &TextEncoder,
+        examples: &[Example],
+        objective: Objective,
+    ) -> Result<Self> {
+        let labels: Vec<u32> = examples.iter().map(|e| e.label as u32).collect();
+        let mut values = Vec::new();
+        let mut choices = 1;
+        let encoded = match objective {
+            Objective::Classification | Objective::Regression => {
+                if objective == Objective::Regression {
+                    values = examples
+                        .iter()
+                        .map(|e| {
+                            e.value.ok_or_else(|| {
+                                invalid("examples", format!("{}: no gold number", e.id))
+                            })
+                        })
+                        .collect::<Result<_>>()?;
+                }
+                let texts: Vec<(&str, Option<&str>)> = examples
+                    .iter()
+                    .map(|e| (e.text_a.as_str(), e.text_b.as_deref()))
+                    .collect();
+                encoder.encode(&texts)?
+            }
+            Objective::MultipleChoice => {
+                choices = examples.first().map_or(2, |e| e.choices.len());
+                if let Some(e) = examples
+                    .iter()
+                    .find(|e| e.choices.len() != choices || e.choices.len() < 2)
+                {
+                    return Err(invalid(
+                        "examples",
+                        format!(
+                            "{}: {} choices, expected the same number (at least 2) in every example",
+                            e.id,
+                            e.choices.len()
+                        ),
+                    ));
+                }
+                let texts: Vec<(&str, Option<&str>)> = examples
+                    .iter()
+                    .flat_map(|e| {
+                        e.choices
+                            .iter()
+                            .map(|choice| (e.text_a.as_str(), Some(choice.as_str())))
+                    })
+                    .collect();
+                encoder.encode(&texts)?
+            }
+        };
+        let groups = if examples.iter().any(|e| e.group.is_some()) {
+            examples.iter().map(|e| e.group).collect()
+        } else {
+            Vec::new()
+        };
+        let credits = if examples.iter().any(|e| e.credit.is_some()) {
+            examples
+                .iter()
+                .map(|e| {
+                    e.credit.ok_or_else(|| {
+                        invalid(
+                            "examples",
+                            format!("{}: a candidate without its credit", e.id),
+                        )
+                    })
+                })
+                .collect::<Result<_>>()?
+        } else {
+            Vec::new()
+        };
+        Ok(TokenizedSplit {
+            encoded,
+            labels,
+            values,
+            objective,
+            choices,
+            groups,
+            credits,
         })
     }
 
@@ -73,14 +176,66 @@ impl TokenizedSplit {
         self.labels.is_empty()
     }
 
-    fn batch(&self, indices: &[usize], pad_id: u32, device: &Device) -> Result<(Batch, Tensor)> {
-        let examples: Vec<&Encoded> = indices.iter().map(|&i| &self.encoded[i]).collect();
-        let labels: Vec<u32> = indices.iter().map(|&i| self.labels[i]).collect();
-        Ok((
-            Batch::pad(&examples, pad_id, device)?,
-            Tensor::new(labels, device)?,
-        ))
+    /// Tokens of an example's longest sequence, which sets the width of its batch.
+    pub fn example_len(&self, example: usize) -> usize {
+        self.sequences(example)
+            .map(|e| e.ids.len())
+            .max()
+            .unwrap_or(0)
     }
+
+    fn sequences(&self, example: usize) -> impl Iterator<Item = &Encoded> {
+        self.encoded[example * self.choices..(example + 1) * self.choices].iter()
+    }
+
+    /// The padded sequences of `indices` and their gold targets: labels (u32) or, for
+    /// regression, numbers (f32).
+    fn batch(&self, indices: &[usize], pad_id: u32, device: &Device) -> Result<(Batch, Targets)> {
+        let sequences: Vec<&Encoded> = indices.iter().flat_map(|&i| self.sequences(i)).collect();
+        let gold = match self.objective {
+            Objective::Regression => Tensor::new(
+                indices.iter().map(|&i| self.values[i]).collect::<Vec<_>>(),
+                device,
+            )?,
+            Objective::Classification | Objective::MultipleChoice => Tensor::new(
+                indices.iter().map(|&i| self.labels[i]).collect::<Vec<_>>(),
+                device,
+            )?,
+        };
+        let targets = Targets {
+            gold,
+            objective: self.objective,
+        };
+        Ok((Batch::pad(&sequences, pad_id, device)?, targets))
+    }
+}
+
+/// A batch's gold answers and the objective that reads them.
+struct Targets {
+    gold: Tensor,
+    objective: Objective,
+}
+
+impl Targets {
+    fn loss(&self, logits: &Tensor) -> Result<Tensor> {
+        task_loss(logits, &self.gold, self.objective)
+    }
+}
+
+/// The training loss of a batch's head outputs against its targets (see [`Objective`]).
+fn task_loss(logits: &Tensor, targets: &Tensor, objective: Objective) -> Result<Tensor> {
+    match objective {
+        Objective::Classification => cross_entropy(logits, targets),
+        Objective::Regression => Ok(candle_nn::loss::mse(&logits.squeeze(1)?, targets)?),
+        Objective::MultipleChoice => cross_entropy(&choice_logits(logits, targets)?, targets),
+    }
+}
+
+/// One output per (example, choice) as `[examples, choices]`.
+fn choice_logits(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let examples = targets.dim(0)?;
+    let choices = logits.elem_count() / examples.max(1);
+    Ok(logits.reshape((examples, choices))?)
 }
 
 /// How long a run lasts.
@@ -313,7 +468,7 @@ fn run_training(
     let checkpoint_every = observer.checkpoint_every().filter(|&n| n > 0);
     let lengths: Option<Vec<usize>> = config
         .group_by_length
-        .then(|| train.encoded.iter().map(|e| e.ids.len()).collect());
+        .then(|| (0..train.len()).map(|i| train.example_len(i)).collect());
     let mut order = Vec::new();
     for step in first..total_steps {
         let epoch = step / steps_per_epoch;
@@ -329,11 +484,11 @@ fn run_training(
         let started = Instant::now();
         // Dropout draws from a stream of its own per step, so a resumed run draws the same.
         let mut rng = StdRng::seed_from_u64(step_seed(config.seed, step));
-        let (batch, labels) = train.batch(indices, pad, &device)?;
+        let (batch, targets) = train.batch(indices, pad, &device)?;
         let mut record = optimisation_step(
             model,
             &batch,
-            &labels,
+            &targets,
             config,
             &mut optimizer,
             schedule.lr(step),
@@ -420,7 +575,7 @@ fn param_groups(model: &Model, config: &TrainConfig) -> Vec<ParamGroup> {
 fn optimisation_step(
     model: &Model,
     batch: &Batch,
-    labels: &Tensor,
+    targets: &Targets,
     config: &TrainConfig,
     optimizer: &mut AdamW,
     lr: f64,
@@ -428,7 +583,7 @@ fn optimisation_step(
 ) -> Result<StepRecord> {
     let estimating = config.estimation.as_ref();
     let out = model.forward(batch, Some(Training { rng }), estimating.is_some())?;
-    let ce = cross_entropy(&out.logits, labels)?;
+    let ce = targets.loss(&out.logits)?;
     let (loss, l1) = match estimating {
         Some(extras) => {
             let l1 = mask_l1(model)?;
@@ -520,27 +675,57 @@ pub fn evaluate(
     let started = Instant::now();
     let device = model.encoder.device().clone();
     let pad = model.encoder.config.pad_token_id;
-    let mut predictions = vec![0; split.len()];
+    let mut labels = vec![0; split.len()];
+    // Regression's predicted numbers, or ranked candidates' label-1 margins.
+    let mut numbers = vec![0.0; split.len()];
+    let ranked = !split.credits.is_empty();
     let mut loss_sum = 0.0;
     // Batches of similar lengths carry little padding; scores do not depend on the order.
     let mut indices: Vec<usize> = (0..split.len()).collect();
-    indices.sort_by_key(|&i| split.encoded[i].ids.len());
+    indices.sort_by_key(|&i| split.example_len(i));
     for chunk in indices.chunks(batch_size.max(1)) {
-        let (batch, labels) = split.batch(chunk, pad, &device)?;
+        let (batch, targets) = split.batch(chunk, pad, &device)?;
         let logits = model.forward(&batch, None, false)?.logits;
-        loss_sum +=
-            cross_entropy(&logits, &labels)?.to_scalar::<f32>()? as f64 * chunk.len() as f64;
-        let argmax: Vec<u32> = logits.argmax(D::Minus1)?.to_vec1()?;
-        for (&i, p) in chunk.iter().zip(argmax) {
-            predictions[i] = p as usize;
+        loss_sum += targets.loss(&logits)?.to_scalar::<f32>()? as f64 * chunk.len() as f64;
+        match split.objective {
+            Objective::Regression => {
+                let predicted: Vec<f32> = logits.squeeze(1)?.to_vec1()?;
+                for (&i, p) in chunk.iter().zip(predicted) {
+                    numbers[i] = f64::from(p);
+                }
+            }
+            Objective::Classification if ranked => {
+                let margin = (logits.narrow(1, 1, 1)? - logits.narrow(1, 0, 1)?)?.squeeze(1)?;
+                for (&i, m) in chunk.iter().zip(margin.to_vec1::<f32>()?) {
+                    numbers[i] = f64::from(m);
+                }
+            }
+            Objective::Classification | Objective::MultipleChoice => {
+                let scores = match split.objective {
+                    Objective::MultipleChoice => choice_logits(&logits, &targets.gold)?,
+                    _ => logits,
+                };
+                let argmax: Vec<u32> = scores.argmax(D::Minus1)?.to_vec1()?;
+                for (&i, p) in chunk.iter().zip(argmax) {
+                    labels[i] = p as usize;
+                }
+            }
         }
     }
-    let gold: Vec<usize> = split.labels.iter().map(|&l| l as usize).collect();
+    let values = if ranked {
+        score_ranked(metric, &numbers, &split.groups, &split.credits)?
+    } else if split.objective == Objective::Regression {
+        let gold: Vec<f64> = split.values.iter().map(|&v| f64::from(v)).collect();
+        score_values(metric, &numbers, &gold)?
+    } else {
+        let gold: Vec<usize> = split.labels.iter().map(|&l| l as usize).collect();
+        score_grouped(metric, &labels, &gold, &split.groups)?
+    };
     Ok(EvalRecord {
         stage: Stage::Estimation,
         step: 0,
         epoch: 0,
-        metrics: score_grouped(metric, &predictions, &gold, &split.groups)?
+        metrics: values
             .values()
             .iter()
             .map(|(measure, value)| (measure.key().to_string(), *value))
@@ -548,4 +733,40 @@ pub fn evaluate(
         loss: loss_sum / split.len().max(1) as f64,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn losses_follow_the_objective() {
+        let device = Device::Cpu;
+        // Two examples of two choices: outputs (1, 3) and (2, 0), right choices 1 and 0.
+        let logits = Tensor::new(&[[1f32], [3.], [2.], [0.]], &device).unwrap();
+        let right = Tensor::new(&[1u32, 0], &device).unwrap();
+        let loss = task_loss(&logits, &right, Objective::MultipleChoice)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        // Each example's softmax over its choices gives the right one e²/(1 + e²).
+        let expected = (1.0 + (-2f32).exp()).ln();
+        assert!((loss - expected).abs() < 1e-6, "{loss} vs {expected}");
+        // Regression: the mean squared error of the single output.
+        let outputs = Tensor::new(&[[1f32], [4.]], &device).unwrap();
+        let gold = Tensor::new(&[2f32, 1.], &device).unwrap();
+        let loss = task_loss(&outputs, &gold, Objective::Regression)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!((loss - 5.0).abs() < 1e-6, "{loss}");
+        // Classification: cross-entropy over the outputs of one example.
+        let logits = Tensor::new(&[[0f32, 0.]], &device).unwrap();
+        let label = Tensor::new(&[1u32], &device).unwrap();
+        let loss = task_loss(&logits, &label, Objective::Classification)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!((loss - 2f32.ln()).abs() < 1e-6, "{loss}");
+    }
 }

@@ -15,14 +15,14 @@ use lightpeft_engine::data::{TASKS, TaskId, TaskInputs};
 
 use super::AppState;
 use super::http_error::{ApiFailure, ApiJson, NoBody, PathId};
-use lightpeft_pipeline::{self as jobs, DataSource};
+use lightpeft_pipeline::{self as jobs, DataSource, datasets};
 
 type ApiResult<T> = Result<T, ApiFailure>;
 
 /// The form's definition: parameters, presets, tasks and models.
 #[utoipa::path(get, path = "/schema", responses((status = 200, body = Schema)))]
 pub async fn schema(State(state): State<AppState>) -> Json<Schema> {
-    let tasks = TASKS
+    let mut tasks: Vec<TaskInfo> = TASKS
         .iter()
         .map(|spec| {
             let needs_files = matches!(spec.inputs, TaskInputs::UserFiles { .. });
@@ -36,6 +36,19 @@ pub async fn schema(State(state): State<AppState>) -> Json<Schema> {
             }
         })
         .collect();
+    // Saved datasets are tasks too; one that does not read is left out of the list (its
+    // error comes with any request naming it).
+    tasks.extend(
+        datasets::list(&state.data_dir)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|saved| TaskInfo {
+                name: format!("{}{}", datasets::TASK_PREFIX, saved.name),
+                description: saved.summary(),
+                needs_files: false,
+                available: true,
+            }),
+    );
     Json(Schema {
         params: lightpeft_api::rest::ParamInfo::all(),
         presets: lightpeft_api::Preset::ALL
@@ -166,14 +179,39 @@ pub async fn create(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<CreateExperiment>,
 ) -> ApiResult<(StatusCode, Json<Experiment>)> {
-    let id: TaskId = req.task.parse().map_err(|_| {
-        let known: Vec<&str> = TASKS.iter().map(|t| t.name).collect();
-        ApiFailure::invalid(
-            "unknown_task",
-            format!("no task `{}`; known: {}", req.task, known.join(", ")),
-        )
-        .field("task")
-    })?;
+    // A built-in task, or a dataset saved under the data directory (`dataset:NAME`).
+    let (task, needs_files) = match datasets::dataset_name(&req.task) {
+        Some(dataset) => {
+            datasets::manifest(&state.data_dir, dataset).map_err(|e| {
+                ApiFailure::invalid(
+                    "unknown_task",
+                    inside_data_dir(&state.data_dir, &e.to_string()),
+                )
+                .field("task")
+            })?;
+            (req.task.clone(), false)
+        }
+        None => {
+            let id: TaskId = req.task.parse().map_err(|_| {
+                let known: Vec<&str> = TASKS.iter().map(|t| t.name).collect();
+                ApiFailure::invalid(
+                    "unknown_task",
+                    format!(
+                        "no task `{}`; known: {}, or {}NAME for a saved dataset",
+                        req.task,
+                        known.join(", "),
+                        datasets::TASK_PREFIX
+                    ),
+                )
+                .field("task")
+            })?;
+            let spec = id.spec();
+            (
+                spec.name.to_string(),
+                matches!(spec.inputs, TaskInputs::UserFiles { .. }),
+            )
+        }
+    };
     let model_dir = lightpeft_assets::model_dir(&state.data_dir, &req.model);
     if lightpeft_assets::validate_model_name(&req.model).is_err() || !model_dir.is_dir() {
         let known = models(&state.data_dir);
@@ -208,7 +246,6 @@ pub async fn create(
         );
     }
     let params = apply_params(req.preset.params(), &req.params)?;
-    let needs_files = matches!(id.spec().inputs, TaskInputs::UserFiles { .. });
     let mut files = Vec::new();
     for (field, value) in [("train_file", &req.train_file), ("dev_file", &req.dev_file)] {
         match (needs_files, value) {
@@ -220,8 +257,7 @@ pub async fn create(
                 return Err(ApiFailure::invalid(
                     "missing_file",
                     format!(
-                        "task {} reads your files: give {field} (relative to the data directory)",
-                        id.spec().name
+                        "task {task} reads your files: give {field} (relative to the data directory)"
                     ),
                 )
                 .field(field));
@@ -229,10 +265,7 @@ pub async fn create(
             (false, Some(_)) => {
                 return Err(ApiFailure::invalid(
                     "unexpected_file",
-                    format!(
-                        "task {} reads its bundled data; drop {field}",
-                        id.spec().name
-                    ),
+                    format!("task {task} reads its own data; drop {field}"),
                 )
                 .field(field));
             }
@@ -243,7 +276,7 @@ pub async fn create(
     let data_dir = state.data_dir.clone();
     let model = req.model.clone();
     let source = DataSource {
-        task: id.spec().name.to_string(),
+        task: task.clone(),
         train_file: files[0].as_ref().map(|f| data_dir.join(f)),
         dev_file: files[1].as_ref().map(|f| data_dir.join(f)),
     };
@@ -282,7 +315,7 @@ pub async fn create(
         .store
         .insert_experiment(
             &name,
-            id.spec().name,
+            &task,
             &req.model,
             req.preset,
             &params,

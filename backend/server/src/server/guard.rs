@@ -5,7 +5,9 @@
 //! A page can make the browser send a cross-site POST without asking the server first only
 //! with a "simple" content type (form, multipart, text/plain) or none; a request saying
 //! `application/json` needs a CORS preflight, which this server never grants. So every POST
-//! must say `application/json`. Other writing methods (DELETE) always need a preflight.
+//! must say `application/json`, except a dataset upload, which must say
+//! `application/octet-stream` (not a simple type either). Other writing methods (DELETE)
+//! always need a preflight.
 
 use std::net::SocketAddr;
 
@@ -81,7 +83,18 @@ pub async fn refuse_foreign_host(
 /// cross-site form cannot send. Installed on the routes only, so a method a path does not
 /// take is still its 405.
 pub async fn refuse_non_json_post(request: Request, next: Next) -> Response {
-    if request.method() == Method::POST && !says_json(&request) {
+    if is_upload(&request) {
+        if !says(&request, "application/octet-stream") {
+            return ApiFailure::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "an upload must say Content-Type: application/octet-stream, which a cross-site form cannot",
+            )
+            .into_response();
+        }
+        return next.run(request).await;
+    }
+    if request.method() == Method::POST && !says(&request, "application/json") {
         return ApiFailure::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
@@ -92,13 +105,23 @@ pub async fn refuse_non_json_post(request: Request, next: Next) -> Response {
     next.run(request).await
 }
 
-fn says_json(request: &Request) -> bool {
+/// Whether the request is a POST of a dataset file (`/datasets/uploads` under the API root).
+pub fn is_upload(request: &Request) -> bool {
+    request.method() == Method::POST
+        && request
+            .uri()
+            .path()
+            .trim_end_matches('/')
+            .ends_with("/datasets/uploads")
+}
+
+fn says(request: &Request, media_type: &str) -> bool {
     request
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case(media_type))
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@ mod analysis;
 pub mod artifacts;
 mod auth;
 mod convergence;
+mod datasets;
 mod downloads;
 mod experiments;
 mod follow;
@@ -100,6 +101,8 @@ pub struct ServeConfig {
     pub lease: std::time::Duration,
     /// Claims a job gets before the reaper leaves it interrupted instead of queuing it again.
     pub max_attempts: u32,
+    /// Largest dataset file accepted from the browser, bytes.
+    pub max_upload_bytes: u64,
 }
 
 impl ServeConfig {
@@ -130,6 +133,8 @@ pub struct AppState {
     hosts: guard::HostPolicy,
     /// Bytes one job may use at its peak.
     job_memory_budget: u64,
+    /// Largest dataset upload, bytes.
+    max_upload_bytes: u64,
 }
 
 #[derive(OpenApi)]
@@ -310,6 +315,10 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(plans::preview))
         .routes(routes!(plans::list, plans::commit))
         .routes(routes!(plans::get))
+        .routes(routes!(datasets::list, datasets::create))
+        .routes(routes!(datasets::delete))
+        .routes(routes!(datasets::upload))
+        .routes(routes!(datasets::upload_preview))
 }
 
 /// The API root every route is nested under.
@@ -347,7 +356,15 @@ fn document_request_values(doc: utoipa::openapi::OpenApi) -> utoipa::openapi::Op
         .iter()
         .map(|t| t.name)
         .collect();
-    create["task"]["enum"] = tasks.into();
+    // A built-in task, or a saved dataset.
+    let description = create["task"]["description"].clone();
+    create["task"] = serde_json::json!({
+        "description": description,
+        "anyOf": [
+            {"type": "string", "enum": tasks},
+            {"type": "string", "pattern": "^dataset:[A-Za-z0-9_.-]+$"},
+        ],
+    });
     // An event stream's schema describes one event (as OpenAPI 3.2's `itemSchema` does), whose
     // `data` is the JSON of an `Event`.
     let sse_event = serde_json::json!({
@@ -455,7 +472,10 @@ pub fn app(state: AppState) -> Router {
             guard::refuse_foreign_host,
         ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(axum::middleware::from_fn(refuse_oversized))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            refuse_oversized,
+        ))
         .layer(axum::middleware::from_fn(http_error::log_internal))
         .with_state(state.clone());
     let app = Router::new()
@@ -470,10 +490,12 @@ pub fn app(state: AppState) -> Router {
     }
 }
 
-/// Refuses a body whose declared length is over [`MAX_BODY_BYTES`] before any handler (or the
-/// token check) runs, after draining up to [`DRAIN_BYTES`] of it. Bodies without a declared
-/// length are bounded by `DefaultBodyLimit` as they are read.
+/// Refuses a body whose declared length is over [`MAX_BODY_BYTES`] (for a dataset upload,
+/// the upload limit) before any handler (or the token check) runs, after draining up to
+/// [`DRAIN_BYTES`] of it. Bodies without a declared length are bounded as they are read: by
+/// `DefaultBodyLimit`, and an upload by its handler.
 async fn refuse_oversized(
+    State(state): State<AppState>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
@@ -481,8 +503,13 @@ async fn refuse_oversized(
         .headers()
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let limit = if guard::is_upload(&request) {
+        state.max_upload_bytes
+    } else {
+        MAX_BODY_BYTES as u64
+    };
     match declared {
-        Some(len) if len > MAX_BODY_BYTES as u64 => {
+        Some(len) if len > limit => {
             if len <= DRAIN_BYTES as u64 {
                 // The result does not matter: the answer is 413 either way.
                 let _ = axum::body::to_bytes(request.into_body(), DRAIN_BYTES).await;
@@ -596,6 +623,7 @@ pub async fn start(config: &ServeConfig) -> Result<Started, String> {
         dashboard_dir: config.dashboard_dir.clone(),
         hosts: guard::HostPolicy::new(config.addr, &config.allowed_hosts),
         job_memory_budget: config.job_memory_budget(),
+        max_upload_bytes: config.max_upload_bytes,
     };
     Ok(Started { state, close })
 }
