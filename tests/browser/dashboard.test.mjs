@@ -255,8 +255,8 @@ try {
   await page.locator("#ds-name").fill("browser-reviews");
   await page.locator("#ds-save").click();
   await page.locator(".dataset-form .error", { hasText: "no `verdict` column" }).waitFor();
-  await page.locator("#ds-dev").setInputFiles(file("held.csv", reviews(10)));
-  await page.waitForFunction(() => /held\.csv: 10 rows/.test(document.querySelector(".dataset-form")?.textContent ?? ""));
+  await page.locator("#ds-dev").setInputFiles(file("held-fixed.csv", reviews(10)));
+  await page.waitForFunction(() => /held-fixed\.csv: 10 rows, 298 bytes/.test(document.querySelector(".dataset-form")?.textContent ?? ""));
   await page.locator("#ds-save").click();
   await page.waitForFunction(() => document.querySelector("#f-task")?.value === "dataset:browser-reviews", null, { timeout: 15000 });
   assert.match(await page.locator("#f-task option:checked").textContent(), /40 train \/ 10 dev examples, 2 classes/);
@@ -269,6 +269,8 @@ try {
   await page.locator("#launch").click();
   await page.waitForURL(/\/experiments\/\d+$/);
   await page.locator('.job-card[data-kind="estimation"][data-status="succeeded"]').waitFor({ timeout: 120000 });
+  await page.getByRole("link", { name: "Runs" }).first().click();
+  await page.locator("#runs-table tbody tr", { hasText: "uploaded data" }).waitFor({ timeout: 15000 });
 
   if (bin) {
     log("a lost events connection reconnects (server restarted)");

@@ -34,6 +34,7 @@ mod planner;
 mod quantile;
 mod rank;
 pub mod rng;
+pub mod study;
 mod validate;
 
 use serde::{Deserialize, Serialize};

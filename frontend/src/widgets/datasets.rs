@@ -110,6 +110,8 @@ pub fn DatasetForm(on_saved: Callback<SavedDataset>) -> impl IntoView {
             );
             let result: Result<Upload, Failure> = api::upload(&rest, &file).await;
             busy.set(false);
+            // Emptied, so choosing the same file again (edited) uploads it again.
+            input.set_value("");
             match result {
                 Ok(upload) => {
                     if split == Split::Train {
@@ -138,7 +140,6 @@ pub fn DatasetForm(on_saved: Callback<SavedDataset>) -> impl IntoView {
                 }
                 Err(e) => {
                     slot(split).set(None);
-                    input.set_value("");
                     failure.set(Some(Failure {
                         field: Some(split.key().to_string()),
                         ..e

@@ -113,27 +113,32 @@ pub fn TrainingCharts(job: Job) -> impl IntoView {
             }]
         })
     });
-    let score = Signal::derive(move || {
+    // The primary metric: a fraction drawn as 0–100 %, or a correlation on its own −1…1 axis.
+    let metric = Signal::derive(move || {
         evals.with(|e| {
-            let metric = e
-                .first()
+            e.first()
                 .and_then(|e| e.metrics.first())
                 .map(|m| m.0.clone())
-                .unwrap_or_else(|| "score".into());
-            // The chart's axis is 0–100 %; a correlation is drawn ×100 and says so.
-            let name = if format::is_correlation(&metric) {
-                format!("dev {metric} × 100")
-            } else {
-                format!("dev {metric}")
-            };
+                .unwrap_or_else(|| "score".into())
+        })
+    });
+    let correlation = Signal::derive(move || format::is_correlation(&metric.get()));
+    let score = Signal::derive(move || {
+        let metric = metric.get();
+        let scale = if format::is_correlation(&metric) {
+            1.0
+        } else {
+            100.0
+        };
+        evals.with(|e| {
             vec![Series {
-                name,
+                name: format!("dev {metric}"),
                 colour: "#d7263d",
                 points: e
                     .iter()
                     .filter_map(|ev| {
                         let v = ev.metrics.iter().find(|m| m.0 == metric)?.1;
-                        Some((ev.step as f64, v * 100.0))
+                        Some((ev.step as f64, v * scale))
                     })
                     .collect(),
             }]
@@ -157,13 +162,31 @@ pub fn TrainingCharts(job: Job) -> impl IntoView {
         <div class="chart-grid" data-job=id>
             <LineChart title="Training loss" unit="nats / example" series=loss />
             <LineChart title="Learning rate" unit="per step" series=lr />
-            <LineChart
-                title="Dev score"
-                unit="%"
-                series=score
-                y_range=(0.0, 100.0)
-                empty="no evaluation yet (after each epoch)"
-            />
+            {move || {
+                if correlation.get() {
+                    view! {
+                        <LineChart
+                            title="Dev score"
+                            unit="correlation, −1 to 1"
+                            series=score
+                            y_range=(-1.0, 1.0)
+                            empty="no evaluation yet (after each epoch)"
+                        />
+                    }
+                        .into_any()
+                } else {
+                    view! {
+                        <LineChart
+                            title="Dev score"
+                            unit="%"
+                            series=score
+                            y_range=(0.0, 100.0)
+                            empty="no evaluation yet (after each epoch)"
+                        />
+                    }
+                        .into_any()
+                }
+            }}
             <LineChart title="Step time" unit="ms" series=seconds />
         </div>
         <p class="muted small">

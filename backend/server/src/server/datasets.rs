@@ -282,6 +282,7 @@ pub async fn upload_preview(
 /// Saves two uploads as a named dataset through a column mapping; the uploads are used up.
 #[utoipa::path(post, path = "/datasets", request_body = CreateDataset,
     responses((status = 201, body = SavedDataset), (status = 400, body = lightpeft_api::rest::ErrorBody),
+        (status = 404, description = "An upload it names does not exist (or has gone).", body = lightpeft_api::rest::ErrorBody),
         (status = 409, description = "A dataset of that name exists.", body = lightpeft_api::rest::ErrorBody),
         (status = 422, description = "The files do not read through the mapping (a missing column, a dev label train lacks); the uploads are kept.", body = lightpeft_api::rest::ErrorBody)))]
 pub async fn create(
