@@ -24,7 +24,7 @@ cargo test
 # The server's end-to-end suites once more with every server's store in PostgreSQL. The 413
 # test counts rows in the SQLite file directly, so it runs on SQLite only (above).
 LIGHTPEFT_TEST_STORE=postgres cargo test -p lightpeft \
-  --test server_api --test server_integrity --test server_resume --test cli_server_parity \
+  --test server_api --test server_integrity --test server_resume --test cli_server_parity --test studies \
   -- --skip over_a_socket_an_oversized_body
 # The REST API against its own OpenAPI document (schemathesis, bounded examples, fixed seed).
 bash scripts/api-fuzz.sh

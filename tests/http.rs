@@ -181,6 +181,11 @@ const SURFACE: &[(&str, &str)] = &[
     ("delete", "/datasets/{dataset}"),
     ("post", "/datasets/uploads"),
     ("get", "/datasets/uploads/{id}"),
+    ("post", "/experiments/{id}/studies"),
+    ("get", "/studies"),
+    ("get", "/studies/{id}"),
+    ("post", "/studies/{id}/cancel"),
+    ("get", "/studies/{id}/export"),
 ];
 
 /// Whether the router has a handler for `method path` (no data exists, so a handler answers

@@ -104,7 +104,7 @@ async fn a_database_of_a_newer_schema_is_refused_untouched() {
     );
     let stderr = refused_start(dir.path(), &url);
     assert!(
-        stderr.contains("schema is at version 9999, newer than this lightpeft knows (3)"),
+        stderr.contains("schema is at version 9999, newer than this lightpeft knows (4)"),
         "{stderr}"
     );
     assert!(!stderr.contains(password_of(&url)), "{stderr}");
@@ -130,7 +130,7 @@ async fn a_database_of_a_newer_schema_is_refused_untouched() {
     pool.close().await;
     let stderr = refused_start(dir.path(), &db.display().to_string());
     assert!(
-        stderr.contains("schema is at version 9999, newer than this lightpeft knows (4)"),
+        stderr.contains("schema is at version 9999, newer than this lightpeft knows (5)"),
         "{stderr}"
     );
 }

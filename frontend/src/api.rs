@@ -34,6 +34,16 @@ impl Failure {
         }
     }
 
+    /// A mistake found before anything was sent, e.g. a list that does not parse.
+    pub fn local(message: String) -> Self {
+        Failure {
+            status: 0,
+            code: "invalid".into(),
+            message,
+            field: None,
+        }
+    }
+
     /// Whether the failure names `field`.
     pub fn is_for(&self, field: &str) -> bool {
         self.field.as_deref() == Some(field)

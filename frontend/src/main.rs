@@ -45,6 +45,7 @@ fn App() -> impl IntoView {
                     <Route path=path!("/") view=pages::runs::RunsPage />
                     <Route path=path!("/new") view=pages::new::NewExperiment />
                     <Route path=path!("/experiments/:id") view=pages::run::RunPage />
+                    <Route path=path!("/studies/:id") view=pages::study::StudyPage />
                 </Routes>
             </main>
         </Router>

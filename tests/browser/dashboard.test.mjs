@@ -269,6 +269,29 @@ try {
   await page.locator("#launch").click();
   await page.waitForURL(/\/experiments\/\d+$/);
   await page.locator('.job-card[data-kind="estimation"][data-status="succeeded"]').waitFor({ timeout: 120000 });
+
+  log("a study on that estimation fills its Pareto chart; a point opens its run");
+  await page.locator("#study-launch summary").click();
+  await page.locator("#study-preset").selectOption("grid");
+  await page.locator("#study-heads").fill("0.25, 0.5");
+  await page.locator("#study-ffn").fill("");
+  await page.locator("#study-start").click();
+  await page.waitForURL(/\/studies\/\d+$/);
+  await page.locator("#study-table tbody tr").nth(5).waitFor();
+  assert.equal(await page.locator("#study-table tbody tr").count(), 6, "2 baselines, 2 plans, 2 random twins");
+  await page.locator("#study-state", { hasText: "finished" }).waitFor({ timeout: 180000 });
+  await page.waitForFunction(() => document.querySelectorAll("#study-chart .point").length === 6, null, { timeout: 15000 });
+  assert.ok((await page.locator("#study-chart .frontier").count()) + (await page.locator("#study-chart circle[stroke]").count()) > 0, "a frontier is drawn");
+  const tableText = await text("#study-table");
+  for (const unit of ["%", "params", "×", "MiB", "reference"]) assert.ok(tableText.includes(unit), `study table shows ${unit}`);
+  await page.locator("#study-axis").selectOption("train_speedup");
+  await page.waitForFunction(() => /speed-up over the all-targets baseline/.test(document.querySelector("#study-chart")?.textContent ?? ""));
+  assert.match(await page.locator("#study-svg").getAttribute("href"), /^data:image\/svg\+xml/);
+  await shot("study");
+  await page.locator("#study-chart a").first().click();
+  await page.waitForURL(/\/experiments\/\d+\?job=\d+$/);
+  await page.locator("#experiment-name").waitFor();
+
   await page.getByRole("link", { name: "Runs" }).first().click();
   await page.locator("#runs-table tbody tr", { hasText: "uploaded data" }).waitFor({ timeout: 15000 });
 

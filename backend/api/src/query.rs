@@ -203,3 +203,23 @@ pub struct PreviewQuery {
 fn first_row_names_columns() -> bool {
     true
 }
+
+/// A study's table as a file (`GET /studies/{id}/export`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(IntoParams), into_params(parameter_in = Query))]
+#[serde(deny_unknown_fields)]
+pub struct ExportQuery {
+    /// `csv` (one row per configuration) or `json` (the whole report).
+    pub format: ExportFormat,
+}
+
+/// A file format of [`ExportQuery`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ExportFormat {
+    /// Comma-separated values with a header row.
+    Csv,
+    /// The study report's JSON.
+    Json,
+}

@@ -360,6 +360,13 @@ pub struct Job {
     /// claimed again, up to the server's attempt limit).
     #[serde(default)]
     pub attempt: i64,
+    /// The study that queued it.
+    #[serde(default)]
+    pub study_id: Option<i64>,
+    /// What it changes of its experiment's hyper-parameters (a study's seed, a baseline's
+    /// targets); empty for a job that runs the experiment's values.
+    #[serde(default)]
+    pub settings: crate::params::HyperparamsPatch,
 }
 
 impl Job {
@@ -406,6 +413,8 @@ mod job_tests {
             resumable: true,
             worker: None,
             attempt: 0,
+            study_id: None,
+            settings: Default::default(),
         }
     }
 
@@ -1009,4 +1018,212 @@ pub struct CreateDataset {
 
 fn header_row() -> bool {
     true
+}
+
+/// Which plans a study runs on its estimation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(tag = "preset", rename_all = "snake_case", deny_unknown_fields)]
+pub enum StudyPlans {
+    /// Every combination of the listed ratios; an empty list leaves that part unpruned.
+    Grid {
+        /// Head ratios, each in [0, 1].
+        #[serde(default)]
+        head_ratios: Vec<f64>,
+        /// FFN neuron ratios.
+        #[serde(default)]
+        ffn_ratios: Vec<f64>,
+        /// PEFT module ratios.
+        #[serde(default)]
+        module_ratios: Vec<f64>,
+        /// Rank ratios.
+        #[serde(default)]
+        rank_ratios: Vec<f64>,
+    },
+    /// Heads = FFN ∈ {0, 1/6, 1/3, 1/2, 2/3}; modules and ranks kept.
+    HeadsFfnFrontier,
+}
+
+/// The most seeds a study runs per configuration.
+pub const MAX_STUDY_SEEDS: u32 = 10;
+/// The most jobs one study queues.
+pub const MAX_STUDY_JOBS: usize = 200;
+
+/// `POST /experiments/{id}/studies`: one estimation, many plans and seeds, with the vanilla
+/// baselines and the random ablation of the same recipe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateStudy {
+    /// The estimation every plan is made from: by default the experiment's newest one, or a
+    /// new one queued when it has none. Stage-2 jobs are queued once it has succeeded.
+    #[serde(default)]
+    pub estimation_job_id: Option<i64>,
+    /// The plans.
+    pub plans: StudyPlans,
+    /// Stage-2 runs per configuration, seeds `seed`, `seed` + 1, … of the experiment (1–10).
+    #[serde(default = "one_seed")]
+    pub seeds: u32,
+    /// Also run vanilla LoRA/adapters unpruned on query,value and on all targets, per seed.
+    #[serde(default = "yes")]
+    pub baselines: bool,
+    /// Also run the random ablation: every plan's counts pruned at random, per seed.
+    #[serde(default = "yes")]
+    pub random: bool,
+}
+
+fn one_seed() -> u32 {
+    1
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A study as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Study {
+    /// Id.
+    pub id: i64,
+    /// Its experiment.
+    pub experiment_id: i64,
+    /// The estimation its plans come from.
+    pub estimation_job_id: i64,
+    /// The request, as accepted (the estimation filled in).
+    pub spec: CreateStudy,
+    /// Whether its stage-2 jobs are queued (after the estimation succeeded).
+    pub expanded: bool,
+    /// Whether it was cancelled (nothing more of it is queued).
+    pub cancelled: bool,
+    /// Why its plans could not be queued, when they could not.
+    pub error: Option<String>,
+    /// RFC 3339 UTC.
+    pub created_at: String,
+}
+
+/// What a configuration of a study is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum StudyRole {
+    /// A Light-PEFT plan: importance-based pruning, then stage 2.
+    LightPeft,
+    /// The same counts pruned at random.
+    Random,
+    /// Vanilla PEFT, unpruned, on query and value only.
+    BaselineQueryValue,
+    /// Vanilla PEFT, unpruned, on every target: the reference of every ratio.
+    BaselineAllTargets,
+}
+
+/// A cost axis of a study's chart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum StudyAxis {
+    /// Encoder parameters kept (lower is better).
+    EncoderParams,
+    /// Stage-2 step speed-up over the reference baseline (higher is better).
+    TrainSpeedup,
+    /// Inference speed-up over the reference baseline (higher is better).
+    InferenceSpeedup,
+    /// Peak resident memory, MiB (lower is better).
+    PeakMemory,
+}
+
+/// Every axis of [`StudyAxis`].
+pub const STUDY_AXES: [StudyAxis; 4] = [
+    StudyAxis::EncoderParams,
+    StudyAxis::TrainSpeedup,
+    StudyAxis::InferenceSpeedup,
+    StudyAxis::PeakMemory,
+];
+
+impl StudyAxis {
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StudyAxis::EncoderParams => "encoder_params",
+            StudyAxis::TrainSpeedup => "train_speedup",
+            StudyAxis::InferenceSpeedup => "inference_speedup",
+            StudyAxis::PeakMemory => "peak_memory",
+        }
+    }
+}
+
+/// One configuration of a study (a plan, its random ablation or a baseline) over its seeds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct StudyConfiguration {
+    /// E.g. `light-peft h0.33 f0.33 m0.75 r0.50`.
+    pub label: String,
+    /// What it is.
+    pub role: StudyRole,
+    /// The plan's ratios (none for a baseline).
+    pub head_ratio: Option<f64>,
+    /// FFN ratio.
+    pub ffn_ratio: Option<f64>,
+    /// Module ratio.
+    pub module_ratio: Option<f64>,
+    /// Rank ratio.
+    pub rank_ratio: Option<f64>,
+    /// Its jobs, one per seed (none yet for a plan while the estimation runs).
+    pub job_ids: Vec<i64>,
+    /// Jobs of it that succeeded.
+    pub finished: usize,
+    /// Mean best dev score over the finished seeds (fraction, or a correlation).
+    pub score_mean: Option<f64>,
+    /// Sample standard deviation of it (0 for one seed).
+    pub score_std: Option<f64>,
+    /// Encoder parameters kept (mean over seeds; the same for every seed).
+    pub encoder_params: Option<f64>,
+    /// Encoder parameters ÷ the all-targets baseline's.
+    pub encoder_params_ratio: Option<f64>,
+    /// Mean median seconds per stage-2 step.
+    pub step_seconds: Option<f64>,
+    /// The all-targets baseline's step time ÷ this one's (above 1 is faster).
+    pub train_speedup: Option<f64>,
+    /// Mean seconds to evaluate the dev split once.
+    pub eval_seconds: Option<f64>,
+    /// The all-targets baseline's eval time ÷ this one's.
+    pub inference_speedup: Option<f64>,
+    /// Mean peak resident memory of the process while it trained, MiB.
+    pub peak_rss_mib: Option<f64>,
+    /// Mean score minus the all-targets baseline's (fraction points).
+    pub score_delta: Option<f64>,
+    /// The axes on whose Pareto frontier (score against that cost) it lies.
+    pub frontier: Vec<StudyAxis>,
+}
+
+/// Where a study is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum StudyState {
+    /// Its stage-2 jobs wait for the estimation to succeed.
+    WaitingForEstimation,
+    /// Jobs of it are queued or running.
+    Running,
+    /// Every job of it ended.
+    Finished,
+    /// Cancelled; jobs that had finished keep their results.
+    Cancelled,
+}
+
+/// `GET /studies/{id}`: a study, its jobs and every configuration's numbers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct StudyReport {
+    /// The study.
+    pub study: Study,
+    /// Where it is.
+    pub state: StudyState,
+    /// The primary measure of its scores, once a job reports one.
+    pub metric: Option<String>,
+    /// Its jobs (the estimation excluded), oldest first.
+    pub jobs: Vec<Job>,
+    /// Every configuration, baselines first, then plans in grid order, each plan's random
+    /// ablation after it.
+    pub configurations: Vec<StudyConfiguration>,
 }

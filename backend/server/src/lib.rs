@@ -8,3 +8,4 @@ pub mod error;
 pub mod param_args;
 pub mod progress;
 pub mod server;
+pub mod study_client;

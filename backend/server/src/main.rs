@@ -63,6 +63,13 @@ enum Command {
     /// Train jobs of a store shared with a server (PostgreSQL): claim them with a lease,
     /// run them, write their records; stop cleanly on SIGTERM.
     Worker(WorkerArgs),
+    /// Studies on a running server (`lightpeft serve`): one estimation, many plans and seeds,
+    /// the vanilla baselines and random pruning, as the server's queued jobs; prints the table
+    /// of every configuration.
+    Study {
+        #[command(subcommand)]
+        action: StudyAction,
+    },
     /// Compare vanilla LoRA (q,v and 6 targets), Light-PEFT at two plans and random pruning,
     /// side by side on the same data and recipe; prints a markdown table.
     Bench(BenchArgs),
@@ -412,6 +419,76 @@ fn parse_preset(text: &str) -> Result<Preset, String> {
         .map_err(|_| "expected paper, vanilla-reference or quick-demo".to_string())
 }
 
+/// Where the server is, and its token ($LIGHTPEFT_TOKEN).
+#[derive(Args)]
+struct ServerArgs {
+    /// The server's address.
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8080")]
+    server: String,
+}
+
+#[derive(Subcommand)]
+enum StudyAction {
+    /// Start a study on an experiment's estimation (its newest, or a new one when it has none).
+    Start {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// The experiment.
+        #[arg(long)]
+        experiment: i64,
+        /// The estimation job to plan from (default: the experiment's newest).
+        #[arg(long, value_name = "JOB")]
+        estimation: Option<i64>,
+        /// Heads = FFN ∈ {0, 1/6, 1/3, 1/2, 2/3} instead of a grid.
+        #[arg(long, conflicts_with_all = ["head_ratios", "ffn_ratios", "module_ratios", "rank_ratios"])]
+        frontier: bool,
+        /// Head ratios of the grid, e.g. 0,0.33,0.5.
+        #[arg(long, value_delimiter = ',', value_name = "R,R,…")]
+        head_ratios: Vec<f64>,
+        /// FFN ratios of the grid.
+        #[arg(long, value_delimiter = ',', value_name = "R,R,…")]
+        ffn_ratios: Vec<f64>,
+        /// Module ratios of the grid.
+        #[arg(long, value_delimiter = ',', value_name = "R,R,…")]
+        module_ratios: Vec<f64>,
+        /// Rank ratios of the grid.
+        #[arg(long, value_delimiter = ',', value_name = "R,R,…")]
+        rank_ratios: Vec<f64>,
+        /// Stage-2 runs per configuration (seeds seed, seed+1, …).
+        #[arg(long, default_value_t = 1)]
+        seeds: u32,
+        /// Skip the vanilla baselines.
+        #[arg(long)]
+        no_baselines: bool,
+        /// Skip the random-pruning ablation.
+        #[arg(long)]
+        no_random: bool,
+        /// Wait until it ends, printing progress, then print its table.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Print a study's table (or its CSV or JSON export).
+    Show {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// The study.
+        id: i64,
+        /// `table` (markdown), `csv` or `json`.
+        #[arg(long, default_value = "table", value_parser = ["table", "csv", "json"])]
+        format: String,
+        /// Wait until it ends first, printing progress.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Cancel a study: nothing more of it is queued, its running jobs stop.
+    Cancel {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// The study.
+        id: i64,
+    },
+}
+
 #[derive(Subcommand)]
 enum DatasetAction {
     /// Show a file's columns and first rows, to choose the mapping.
@@ -573,6 +650,7 @@ fn main() -> ExitCode {
         Command::Worker(args) => worker(&data_dir, args),
         Command::Status => status(&data_dir),
         Command::Dataset { action } => dataset(&data_dir, action),
+        Command::Study { action } => study(action),
         Command::Estimate(args) => estimate(&data_dir, args),
         Command::Plan(args) => plan(&data_dir, args),
         Command::Finetune(args) => finetune(&data_dir, args),
@@ -962,6 +1040,88 @@ fn memory_budget(mib: Option<u64>) -> error::Result<u64> {
             )
         }),
     }
+}
+
+fn study(action: StudyAction) -> error::Result<()> {
+    use lightpeft::study_client::{StudyClient, plans_of, table};
+    let token = std::env::var("LIGHTPEFT_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| error::Error::Usage(format!("cannot start the runtime: {e}")))?;
+    runtime.block_on(async move {
+        match action {
+            StudyAction::Start {
+                server,
+                experiment,
+                estimation,
+                frontier,
+                head_ratios,
+                ffn_ratios,
+                module_ratios,
+                rank_ratios,
+                seeds,
+                no_baselines,
+                no_random,
+                wait,
+            } => {
+                let client = StudyClient::new(&server.server, token)?;
+                let spec = lightpeft_api::rest::CreateStudy {
+                    estimation_job_id: estimation,
+                    plans: plans_of(
+                        frontier,
+                        head_ratios,
+                        ffn_ratios,
+                        module_ratios,
+                        rank_ratios,
+                    ),
+                    seeds,
+                    baselines: !no_baselines,
+                    random: !no_random,
+                };
+                let report = client.start(experiment, &spec).await?;
+                let id = report.study.id;
+                eprintln!(
+                    "study {id}: {} configurations, {} jobs queued so far (estimation job {}); \
+                     watch it at {}/studies/{id}",
+                    report.configurations.len(),
+                    report.jobs.len(),
+                    report.study.estimation_job_id,
+                    server.server.trim_end_matches('/')
+                );
+                let report = if wait { client.wait(id).await? } else { report };
+                print!("{}", table(&report));
+                Ok(())
+            }
+            StudyAction::Show {
+                server,
+                id,
+                format,
+                wait,
+            } => {
+                let client = StudyClient::new(&server.server, token)?;
+                let report = if wait {
+                    client.wait(id).await?
+                } else {
+                    client.report(id).await?
+                };
+                match format.as_str() {
+                    "table" => print!("{}", table(&report)),
+                    other => print!("{}", client.export(id, other).await?),
+                }
+                Ok(())
+            }
+            StudyAction::Cancel { server, id } => {
+                let client = StudyClient::new(&server.server, token)?;
+                let report = client.cancel(id).await?;
+                eprintln!("study {id} cancelled");
+                print!("{}", table(&report));
+                Ok(())
+            }
+        }
+    })
 }
 
 /// Runs a server's or worker's life on a two-thread runtime (training has threads of its own).

@@ -3,3 +3,4 @@
 pub mod new;
 pub mod run;
 pub mod runs;
+pub mod study;

@@ -2,7 +2,7 @@
 //! estimation-convergence signal, the pruning planner and the comparison with the baseline.
 
 use leptos::{prelude::*, task::spawn_local};
-use leptos_router::{hooks::use_navigate, hooks::use_params_map};
+use leptos_router::hooks::{use_navigate, use_params_map, use_query_map};
 use lightpeft_api::rest::{Experiment, Job, JobKind, JobStatus, MaskKind, PlanPreview};
 
 use crate::{
@@ -15,6 +15,7 @@ use crate::{
         jobs::JobCard,
         masks::{ConvergenceChart, MaskPanel, MaskTrendChart},
         planner::Planner,
+        study_launch::StudyLauncher,
         training::TrainingCharts,
     },
 };
@@ -71,7 +72,10 @@ fn Loaded(exp: Experiment) -> impl IntoView {
     let navigate = use_navigate();
     let id = exp.id;
     let jobs = Memo::new(move |_| store.jobs_of(id));
-    let picked = RwSignal::new(None::<i64>);
+    // `?job=ID` (a study's point links here) picks the job to show.
+    let query = use_query_map();
+    let picked =
+        RwSignal::new(query.with_untracked(|q| q.get("job").and_then(|j| j.parse::<i64>().ok())));
     let shown_job = Memo::new(move |_| jobs.with(|js| focus(js, picked.get())));
     let shown_id = Memo::new(move |_| shown_job.with(|j| j.as_ref().map(|j| j.id)));
     // The charts restart when the job finishes: from then on they read the stored series
@@ -209,5 +213,8 @@ fn Loaded(exp: Experiment) -> impl IntoView {
 
         <h2>"Comparison"</h2>
         <ComparePanel experiment=id jobs=jobs />
+
+        <h2>"Studies"</h2>
+        <StudyLauncher experiment=id estimation=estimation_id />
     }
 }

@@ -7,5 +7,7 @@ pub mod heatmap;
 pub mod importance;
 pub mod jobs;
 pub mod masks;
+pub mod pareto;
 pub mod planner;
+pub mod study_launch;
 pub mod training;

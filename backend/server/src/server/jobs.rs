@@ -49,6 +49,11 @@ pub async fn cancel(
     PathId(id): PathId,
     _: NoBody,
 ) -> ApiResult<(StatusCode, Json<Job>)> {
+    Ok((StatusCode::ACCEPTED, Json(cancel_job(&state, id).await?)))
+}
+
+/// Cancels job `id` as `POST /jobs/{id}/cancel` does (a study's cancel uses it for each job).
+pub async fn cancel_job(state: &AppState, id: i64) -> ApiResult<Job> {
     let refused = |status: JobStatus| {
         ApiFailure::conflict(format!(
             "job {id} is {}; only queued or running jobs can be cancelled",
@@ -68,7 +73,7 @@ pub async fn cancel(
         {
             Ok(job) => {
                 state.runner.publish(Event::job(job.clone()));
-                return Ok((StatusCode::ACCEPTED, Json(job)));
+                return Ok(job);
             }
             // Claimed meanwhile: cancelled as a running job below.
             Err(super::StoreError::Conflict(_)) => {}
@@ -87,7 +92,7 @@ pub async fn cancel(
         Err(e) => return Err(e.into()),
     };
     state.runner.cancel(id);
-    Ok((StatusCode::ACCEPTED, Json(state.runner.current(job))))
+    Ok(state.runner.current(job))
 }
 
 /// Queues an interrupted, cancelled or failed job again. An interrupted or cancelled training

@@ -17,6 +17,7 @@ mod recorder;
 mod records;
 mod runner;
 pub mod store;
+mod studies;
 
 pub use artifacts::Artifacts;
 pub use runner::{JobSettings, QueueSettings};
@@ -152,7 +153,8 @@ pub struct AppState {
         lightpeft_api::rest::MaskKind,
         lightpeft_api::rest::JobStatus,
         lightpeft_api::query::ArrayKind,
-        lightpeft_api::query::ArrayFormat
+        lightpeft_api::query::ArrayFormat,
+        lightpeft_api::query::ExportFormat
     ))
 )]
 struct ApiDoc;
@@ -319,6 +321,11 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(datasets::delete))
         .routes(routes!(datasets::upload))
         .routes(routes!(datasets::upload_preview))
+        .routes(routes!(studies::create))
+        .routes(routes!(studies::list))
+        .routes(routes!(studies::get))
+        .routes(routes!(studies::cancel))
+        .routes(routes!(studies::export))
 }
 
 /// The API root every route is nested under.
@@ -625,6 +632,7 @@ pub async fn start(config: &ServeConfig) -> Result<Started, String> {
         job_memory_budget: config.job_memory_budget(),
         max_upload_bytes: config.max_upload_bytes,
     };
+    studies::spawn_expander(state.clone());
     Ok(Started { state, close })
 }
 

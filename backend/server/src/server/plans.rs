@@ -101,7 +101,7 @@ fn totals(c: &ParameterCounts) -> ParamTotals {
     }
 }
 
-async fn compute(
+pub(super) async fn compute(
     state: &AppState,
     job_id: i64,
     body: PlanSettings,

@@ -506,6 +506,18 @@ impl Work {
         if let Some((_, Some(epochs), _)) = &self.plan {
             params.epochs = *epochs;
         }
+        // A study's job runs its own seed (and a baseline its targets) over the experiment's.
+        params.apply(&self.job.settings).map_err(|errors| {
+            crate::error::Error::Usage(format!(
+                "job {}'s settings: {}",
+                self.job.id,
+                errors
+                    .iter()
+                    .map(|e| format!("{}: {}", e.field, e.message))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ))
+        })?;
         let in_data = |f: &Option<String>| f.as_ref().map(|f| data_dir.join(f));
         let source = DataSource {
             task: self.experiment.task.clone(),

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lightpeft_api::rest::{
-    Eval, Experiment, Job, JobKind, JobResult, JobStatus, MaskKind, Plan, Worker,
+    Eval, Experiment, Job, JobKind, JobResult, JobStatus, MaskKind, Plan, Study, Worker,
 };
 use lightpeft_api::{Hyperparams, Preset};
 use lightpeft_engine::train::{EvalRecord, StepRecord};
@@ -418,6 +418,8 @@ struct JobRow {
     finished_at: Option<String>,
     worker: Option<String>,
     attempt: i64,
+    study_id: Option<i64>,
+    settings: Option<String>,
 }
 
 impl JobRow {
@@ -447,6 +449,12 @@ impl JobRow {
             resumable: false,
             worker: self.worker,
             attempt: self.attempt,
+            study_id: self.study_id,
+            settings: match self.settings {
+                Some(text) => serde_json::from_str(&text)
+                    .map_err(|e| StoreError::corrupt("job settings", e))?,
+                None => Default::default(),
+            },
         };
         job.fill_derived(self.checkpoint_step.is_some());
         Ok(job)
@@ -498,6 +506,46 @@ fn reaped_why(worker: Option<&str>, attempt: i64, requeued: bool, max_attempts: 
             "worker {worker} stopped renewing its lease (attempt {attempt} of at most \
              {max_attempts}); resume to try again"
         )
+    }
+}
+
+/// A job a study queues, with the plan it fine-tunes (stage 2) or none (a baseline).
+#[derive(Debug, Clone)]
+pub struct StudyJob {
+    /// Fine-tune or baseline.
+    pub kind: JobKind,
+    /// JSON of its `HyperparamsPatch` over the experiment's values.
+    pub settings: String,
+    /// The plan to store with it: (settings, preview, engine plan) JSON and the snapshot step.
+    pub plan: Option<(String, String, String, i64)>,
+}
+
+/// A row of `studies`.
+#[derive(sqlx::FromRow)]
+struct StudyRow {
+    id: i64,
+    experiment_id: i64,
+    estimation_job_id: i64,
+    spec: String,
+    expanded: bool,
+    cancelled: bool,
+    error: Option<String>,
+    created_at: String,
+}
+
+impl StudyRow {
+    fn decode(self) -> StoreResult<Study> {
+        Ok(Study {
+            id: self.id,
+            experiment_id: self.experiment_id,
+            estimation_job_id: self.estimation_job_id,
+            spec: serde_json::from_str(&self.spec)
+                .map_err(|e| StoreError::corrupt("study spec", e))?,
+            expanded: self.expanded,
+            cancelled: self.cancelled,
+            error: self.error,
+            created_at: self.created_at,
+        })
     }
 }
 
@@ -812,6 +860,43 @@ pub trait Store: Send + Sync {
 
     /// Results of an experiment's finished jobs, oldest first.
     async fn results_of(&self, experiment_id: i64) -> StoreResult<Vec<JobResult>>;
+
+    // ----- studies -----
+
+    /// Stores a study of `estimation_job_id` (`spec` is its request's JSON).
+    async fn insert_study(
+        &self,
+        experiment_id: i64,
+        estimation_job_id: i64,
+        spec: &str,
+    ) -> StoreResult<Study>;
+
+    /// One study.
+    async fn study(&self, id: i64) -> StoreResult<Study>;
+
+    /// Studies, newest first, optionally of one experiment.
+    async fn studies(&self, experiment_id: Option<i64>) -> StoreResult<Vec<Study>>;
+
+    /// Studies whose stage-2 jobs are due: not yet expanded, not cancelled, their estimation
+    /// succeeded.
+    async fn studies_due(&self) -> StoreResult<Vec<Study>>;
+
+    /// Queues `jobs` for study `id` in one transaction, with the plans they fine-tune. With
+    /// `expand`, also marks the study expanded, refused ([`StoreError::Conflict`]) when it
+    /// already is or was cancelled, so of two servers expanding it at once only one queues.
+    async fn queue_study_jobs(
+        &self,
+        id: i64,
+        jobs: &[StudyJob],
+        expand: bool,
+    ) -> StoreResult<Vec<Job>>;
+
+    /// Marks a study cancelled (its due jobs will not be queued), with the reason when it
+    /// could not go on; its queued and running jobs are cancelled one by one by the caller.
+    async fn cancel_study(&self, id: i64, error: Option<&str>) -> StoreResult<Study>;
+
+    /// A study's jobs, oldest first.
+    async fn jobs_of_study(&self, id: i64) -> StoreResult<Vec<Job>>;
 
     // ----- changes -----
 

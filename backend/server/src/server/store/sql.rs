@@ -14,7 +14,7 @@ macro_rules! impl_store {
             use std::time::Duration;
 
             use lightpeft_api::rest::{
-                Eval, Experiment, Job, JobKind, JobResult, JobStatus, MaskKind, Plan, Worker,
+                Eval, Experiment, Job, JobKind, JobResult, JobStatus, MaskKind, Plan, Study, Worker,
             };
             use lightpeft_api::{Hyperparams, Preset};
             use lightpeft_engine::train::{EvalRecord, StepRecord};
@@ -22,7 +22,7 @@ macro_rules! impl_store {
 
             use super::super::{
                 Claim, EvalRow, ExperimentRow, JobRecord, JobRow, Lease, PlanRow, RecordBatch,
-                ScalarRow, Store, StoreError, StoreHealth, StoreResult, WorkerInfo, WorkerRow,
+                ScalarRow, Store, StudyJob, StudyRow, StoreError, StoreHealth, StoreResult, WorkerInfo, WorkerRow,
                 decode_eval, decode_result, f32_bytes, f32s, f64_bytes, f64s, importance_rows,
                 lease_lost, mask_rows, reaped_why, summarize,
             };
@@ -801,6 +801,159 @@ macro_rules! impl_store {
                         Ok(id)
                     })
                     .await
+                }
+
+                async fn insert_study(
+                    &self,
+                    experiment_id: i64,
+                    estimation_job_id: i64,
+                    spec: &str,
+                ) -> StoreResult<Study> {
+                    let id: i64 = self
+                        .watch(async {
+                            Ok(sqlx::query_scalar(audited(format!(
+                                "INSERT INTO studies (id, experiment_id, estimation_job_id, spec, created_at)
+                                 VALUES ({}, $1, $2, $3, {NOW}) RETURNING id",
+                                next_id("studies")
+                            )))
+                            .bind(experiment_id)
+                            .bind(estimation_job_id)
+                            .bind(spec)
+                            .fetch_one(&self.pool)
+                            .await?)
+                        })
+                        .await?;
+                    self.study(id).await
+                }
+
+                async fn study(&self, id: i64) -> StoreResult<Study> {
+                    sqlx::query_as::<_, StudyRow>("SELECT * FROM studies WHERE id = $1")
+                        .bind(id)
+                        .fetch_optional(&self.pool)
+                        .await?
+                        .ok_or(StoreError::NotFound { what: "study", id })?
+                        .decode()
+                }
+
+                async fn studies(&self, experiment_id: Option<i64>) -> StoreResult<Vec<Study>> {
+                    sqlx::query_as::<_, StudyRow>(
+                        "SELECT * FROM studies WHERE (CAST($1 AS BIGINT) IS NULL OR experiment_id = $1)
+                         ORDER BY id DESC",
+                    )
+                    .bind(experiment_id)
+                    .fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .map(StudyRow::decode)
+                    .collect()
+                }
+
+                async fn studies_due(&self) -> StoreResult<Vec<Study>> {
+                    sqlx::query_as::<_, StudyRow>(
+                        "SELECT s.* FROM studies s JOIN jobs j ON j.id = s.estimation_job_id
+                          WHERE NOT s.expanded AND NOT s.cancelled AND j.status = 'succeeded'
+                          ORDER BY s.id",
+                    )
+                    .fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .map(StudyRow::decode)
+                    .collect()
+                }
+
+                async fn queue_study_jobs(
+                    &self,
+                    id: i64,
+                    jobs: &[StudyJob],
+                    expand: bool,
+                ) -> StoreResult<Vec<Job>> {
+                    let ids = self
+                        .watch(async {
+                            let mut tx = self.pool.begin().await?;
+                            // The study's row first: it locks the study (PostgreSQL) or the
+                            // database (SQLite) until the commit, so a concurrent cancel or
+                            // expansion waits and then sees this one's outcome.
+                            let open = sqlx::query_as::<_, (i64, i64, bool)>(
+                                "UPDATE studies SET expanded = (expanded OR $2)
+                                  WHERE id = $1 AND NOT cancelled AND NOT (expanded AND $2)
+                                  RETURNING experiment_id, estimation_job_id, expanded",
+                            )
+                            .bind(id)
+                            .bind(expand)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                            let Some((experiment_id, estimation_job_id, _)) = open else {
+                                drop(tx);
+                                let study = self.study(id).await?;
+                                let why = if study.cancelled { "cancelled" } else { "already expanded" };
+                                return Err(StoreError::Conflict(format!("study {id} is {why}")));
+                            };
+                            let mut ids = Vec::with_capacity(jobs.len());
+                            for job in jobs {
+                                let plan_id: Option<i64> = match &job.plan {
+                                    Some((settings, preview, plan, step)) => Some(
+                                        sqlx::query_scalar(audited(format!(
+                                            "INSERT INTO plans (id, estimation_job_id, settings, preview, plan, snapshot_step, created_at)
+                                             VALUES ({}, $1, $2, $3, $4, $5, {NOW}) RETURNING id",
+                                            next_id("plans")
+                                        )))
+                                        .bind(estimation_job_id)
+                                        .bind(settings)
+                                        .bind(preview)
+                                        .bind(plan)
+                                        .bind(step)
+                                        .fetch_one(&mut *tx)
+                                        .await?,
+                                    ),
+                                    None => None,
+                                };
+                                let job_id: i64 = sqlx::query_scalar(audited(format!(
+                                    "INSERT INTO jobs (id, experiment_id, kind, plan_id, status, created_at, queued_at, study_id, settings)
+                                     VALUES ({}, $1, $2, $3, 'queued', {NOW}, {EPOCH}, $4, $5) RETURNING id",
+                                    next_id("jobs")
+                                )))
+                                .bind(experiment_id)
+                                .bind(job.kind.as_str())
+                                .bind(plan_id)
+                                .bind(id)
+                                .bind(&job.settings)
+                                .fetch_one(&mut *tx)
+                                .await?;
+                                log_status(&mut tx, job_id, JobStatus::Queued).await?;
+                                ids.push(job_id);
+                            }
+                            tx.commit().await?;
+                            Ok(ids)
+                        })
+                        .await?;
+                    let mut queued = Vec::with_capacity(ids.len());
+                    for job_id in ids {
+                        queued.push(self.job(job_id).await?);
+                    }
+                    Ok(queued)
+                }
+
+                async fn cancel_study(&self, id: i64, error: Option<&str>) -> StoreResult<Study> {
+                    self.watch(async {
+                        sqlx::query("UPDATE studies SET cancelled = true, error = COALESCE($2, error) WHERE id = $1")
+                            .bind(id)
+                            .bind(error)
+                            .execute(&self.pool)
+                            .await?;
+                        Ok(())
+                    })
+                    .await?;
+                    self.study(id).await
+                }
+
+                async fn jobs_of_study(&self, id: i64) -> StoreResult<Vec<Job>> {
+                    sqlx::query_as::<_, JobRow>("SELECT * FROM jobs WHERE study_id = $1 ORDER BY id")
+                        .bind(id)
+                        .fetch_all(&self.pool)
+                        .await?
+                        .into_iter()
+                        .map(JobRow::decode)
+                        .collect()
                 }
 
                 async fn plan(&self, id: i64) -> StoreResult<(Plan, String)> {
