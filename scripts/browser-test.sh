@@ -49,7 +49,7 @@ shots="$target_dir/browser-screenshots"
 mkdir -p "$shots"
 status=0
 # The test starts (and once restarts) the server itself.
-LIGHTPEFT_BIN="$bin" LIGHTPEFT_DATA="$data" PORT="$port" SERVER_LOG="$log" DASHBOARD_DIR=frontend/dist \
+LIGHTPEFT_BIN="$bin" LIGHTPEFT_DATA="$data" PORT="$port" SERVER_LOG="$log" \
   CHROMIUM="$chromium" SCREENSHOT_DIR="$shots" MODEL=tiny-bert \
   node tests/browser/dashboard.test.mjs || status=$?
 if [ "$status" -ne 0 ]; then

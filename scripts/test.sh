@@ -28,6 +28,9 @@ LIGHTPEFT_TEST_STORE=postgres cargo test -p lightpeft \
   -- --skip over_a_socket_an_oversized_body
 # The REST API against its own OpenAPI document (schemathesis, bounded examples, fixed seed).
 bash scripts/api-fuzz.sh
+# The dashboard the server embeds (frontend/dist, kept in the repository) must be exactly what
+# its source builds.
+bash scripts/build-dashboard.sh --check
 if [ -f scripts/browser-test.sh ]; then
   bash scripts/browser-test.sh
 fi

@@ -35,7 +35,7 @@ impl App {
             addr: "127.0.0.1:0".parse().unwrap(),
             token: token.map(|t| Token::new(t).unwrap()),
             concurrent_jobs: 1,
-            dashboard_dir: dir.path().join("no-dashboard"),
+            dashboard_dir: Some(dir.path().join("no-dashboard")),
             max_snapshots: 256,
             checkpoint_every: 10,
             database: lightpeft::server::Database::Sqlite {
@@ -184,6 +184,7 @@ const SURFACE: &[(&str, &str)] = &[
     ("post", "/experiments/{id}/studies"),
     ("get", "/studies"),
     ("get", "/studies/{id}"),
+    ("delete", "/studies/{id}"),
     ("post", "/studies/{id}/cancel"),
     ("get", "/studies/{id}/export"),
 ];

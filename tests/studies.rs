@@ -257,6 +257,11 @@ async fn a_study_of_two_plans_and_two_seeds_runs_every_job_and_exports_its_numbe
     assert_eq!(second["state"], "running");
     let second_id = second["study"]["id"].as_i64().unwrap();
     assert_eq!(second["jobs"].as_array().unwrap().len(), 5);
+    let delete = |id: i64| {
+        let request = server.client.delete(server.url(&format!("/studies/{id}")));
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(delete(second_id).await, 409, "its jobs are queued");
     let (status, cancelled) = server
         .post(&format!("/studies/{second_id}/cancel"), json!({}))
         .await;
@@ -286,6 +291,28 @@ async fn a_study_of_two_plans_and_two_seeds_runs_every_job_and_exports_its_numbe
         later["jobs"], ended["jobs"],
         "nothing of it was queued again"
     );
+
+    // Deleting it takes its jobs and their plans; the estimation and the other study stay.
+    let plans_before = server.ok(&format!("/jobs/{est}/plans")).await;
+    assert_eq!(delete(second_id).await, 204);
+    assert_eq!(server.get(&format!("/studies/{second_id}")).await.0, 404);
+    for job in ended["jobs"].as_array().unwrap() {
+        assert_eq!(server.get(&format!("/jobs/{}", job["id"])).await.0, 404);
+    }
+    let plans_after = server.ok(&format!("/jobs/{est}/plans")).await;
+    assert_eq!(
+        plans_after.as_array().unwrap().len(),
+        plans_before.as_array().unwrap().len() - 5
+    );
+    assert_eq!(
+        server.ok(&format!("/jobs/{est}")).await["status"],
+        "succeeded"
+    );
+    assert_eq!(
+        server.ok(&format!("/studies/{id}")).await["state"],
+        "finished"
+    );
+    assert_eq!(delete(second_id).await, 404);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -46,6 +46,7 @@ fn App() -> impl IntoView {
                     <Route path=path!("/new") view=pages::new::NewExperiment />
                     <Route path=path!("/experiments/:id") view=pages::run::RunPage />
                     <Route path=path!("/studies/:id") view=pages::study::StudyPage />
+                    <Route path=path!("/compare") view=pages::compare::ComparePage />
                 </Routes>
             </main>
         </Router>

@@ -25,7 +25,9 @@ async function startServer(env = {}) {
   const log = openSync(process.env.SERVER_LOG ?? "/dev/null", "a");
   server = spawn(
     bin,
-    ["--data-dir", process.env.LIGHTPEFT_DATA, "serve", "--port", port, "--dashboard-dir", process.env.DASHBOARD_DIR ?? "frontend/dist"],
+    // The dashboard the binary carries, unless a folder is named.
+    ["--data-dir", process.env.LIGHTPEFT_DATA, "serve", "--port", port,
+      ...(process.env.DASHBOARD_DIR ? ["--dashboard-dir", process.env.DASHBOARD_DIR] : [])],
     { stdio: ["ignore", log, log], env: { ...process.env, RAYON_NUM_THREADS: "1", ...env } },
   );
   for (let i = 0; i < 240; i++) {
@@ -294,6 +296,31 @@ try {
 
   await page.getByRole("link", { name: "Runs" }).first().click();
   await page.locator("#runs-table tbody tr", { hasText: "uploaded data" }).waitFor({ timeout: 15000 });
+
+  log("compare two experiments' runs: curves on one axis, parameters side by side, ratios to a chosen baseline");
+  await page.locator("#runs-filter").fill("");
+  const picks = page.locator("#runs-table tbody tr .compare-pick");
+  assert.equal(await picks.count(), 2);
+  assert.ok(await page.locator("#compare-runs").isDisabled(), "two runs are needed");
+  await picks.nth(0).check();
+  await picks.nth(1).check();
+  await page.locator("#compare-runs").click();
+  await page.waitForURL(/\/compare\?experiments=\d+,\d+$/);
+  await page.waitForFunction(() => document.querySelectorAll("#compare-results thead tr:first-child th").length === 3, null, { timeout: 15000 });
+  await page.waitForFunction(() => document.querySelectorAll(".compare-page .legend-item").length >= 2, null, { timeout: 15000 });
+  const paramCount = (await (await fetch(`${base}/api/v1/schema`)).json()).params.length;
+  await page.locator("#compare-only-differences").uncheck();
+  assert.equal(await page.locator("#compare-params tbody tr").count(), paramCount, "every parameter side by side");
+  await page.locator("#compare-only-differences").check();
+  const differing = await page.locator("#compare-params tbody tr").count();
+  assert.ok(differing > 0 && differing < paramCount, `only the differences: ${differing}`);
+  assert.equal(await page.locator("#compare-params tbody tr.differs").count(), differing);
+  await page.locator('#compare-results input[name="compare-baseline"]').nth(1).check();
+  const results = await text("#compare-results");
+  for (const note of ["vs baseline", "of baseline", "speed-up"]) assert.ok(results.includes(note), `results show ${note}`);
+  await shot("compare-runs");
+  await page.getByRole("link", { name: "Runs" }).first().click();
+  await page.locator("#runs-table tbody tr").first().waitFor();
 
   if (bin) {
     log("a lost events connection reconnects (server restarted)");

@@ -148,9 +148,11 @@ struct ServeArgs {
     /// Jobs that train at once (each uses every core; 1 is right for a small machine).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     jobs: u16,
-    /// The built dashboard: index.html and the wasm-bindgen output.
-    #[arg(long, value_name = "DIR", default_value = "frontend/dist")]
-    dashboard_dir: PathBuf,
+    /// Serve the dashboard from this folder (index.html and the wasm-bindgen output, e.g.
+    /// frontend/dist after `bash scripts/build-dashboard.sh`) instead of the one built into
+    /// the binary.
+    #[arg(long, value_name = "DIR")]
+    dashboard_dir: Option<PathBuf>,
     /// A file holding the bearer token (at least 16 characters). $LIGHTPEFT_TOKEN works too.
     /// Without either, the API is open, which is allowed only on loopback.
     #[arg(long, value_name = "FILE")]

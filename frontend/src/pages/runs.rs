@@ -83,6 +83,9 @@ pub fn RunsPage() -> impl IntoView {
     let filter = RwSignal::new(String::new());
     let status_filter = RwSignal::new(String::new());
     let sort = RwSignal::new((SortKey::Created, true));
+    // Experiments ticked for the comparison page.
+    let picked = RwSignal::new(Vec::<i64>::new());
+    let navigate = leptos_router::hooks::use_navigate();
 
     // Re-fetch outcomes whenever a stage-2 or baseline job of an experiment finishes.
     let finished = Memo::new(move |_| {
@@ -216,6 +219,20 @@ pub fn RunsPage() -> impl IntoView {
             <table class="runs" id="runs-table">
                 <thead>
                     <tr>
+                        <th class="pick">
+                            <button
+                                id="compare-runs"
+                                class="link-button"
+                                title="Compare the chosen experiments' runs"
+                                disabled=move || picked.with(|p| p.len() < 2)
+                                on:click=move |_| {
+                                    let ids: Vec<String> = picked.get_untracked().iter().map(i64::to_string).collect();
+                                    navigate(&format!("/compare?experiments={}", ids.join(",")), Default::default());
+                                }
+                            >
+                                {move || format!("Compare ({})", picked.with(Vec::len))}
+                            </button>
+                        </th>
                         {header("Experiment", SortKey::Name)}
                         <th>"Task"</th>
                         <th>"Model"</th>
@@ -229,7 +246,7 @@ pub fn RunsPage() -> impl IntoView {
                 </thead>
                 <tbody>
                     <For each=move || rows.get() key=|r| (r.exp.id, format!("{r:?}")) let:row>
-                        <RunRow row=row />
+                        <RunRow row=row picked=picked />
                     </For>
                 </tbody>
             </table>
@@ -334,8 +351,19 @@ fn cmp_opt(a: Option<f64>, b: Option<f64>) -> std::cmp::Ordering {
 }
 
 #[component]
-fn RunRow(row: Row) -> impl IntoView {
+fn RunRow(row: Row, picked: RwSignal<Vec<i64>>) -> impl IntoView {
     let href = format!("/experiments/{}", row.exp.id);
+    let id = row.exp.id;
+    let checked = move || picked.with(|p| p.contains(&id));
+    let toggle = move |_| {
+        picked.update(|p| {
+            if let Some(at) = p.iter().position(|x| *x == id) {
+                p.remove(at);
+            } else {
+                p.push(id);
+            }
+        })
+    };
     let status = status_name(&row);
     let stage = row
         .current
@@ -364,6 +392,9 @@ fn RunRow(row: Row) -> impl IntoView {
         .unwrap_or_else(|| ("—".into(), "needs a baseline".into()));
     view! {
         <tr data-experiment=row.exp.id>
+            <td class="pick">
+                <input type="checkbox" class="compare-pick" aria-label="compare" prop:checked=checked on:change=toggle />
+            </td>
             <td>
                 <A href=href>{row.exp.name.clone()}</A>
             </td>

@@ -13,6 +13,9 @@ use crate::{
     widgets::pareto,
 };
 
+/// How often a live study's report is read again besides on job events.
+const POLL_EVERY: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// `/studies/:id`.
 #[component]
 pub fn StudyPage() -> impl IntoView {
@@ -71,6 +74,28 @@ fn StudyView(id: i64) -> impl IntoView {
         key.track();
         latest.fetch(format!("/studies/{id}"));
     });
+    // And every few seconds while it runs: a report can change with no job event reaching
+    // this page (an event stream that lagged, a request that failed).
+    let live = move || {
+        report.with_untracked(|r| {
+            r.as_ref().is_none_or(|r| {
+                matches!(
+                    r.state,
+                    StudyState::Running | StudyState::WaitingForEstimation
+                )
+            })
+        })
+    };
+    if let Ok(handle) = set_interval_with_handle(
+        move || {
+            if live() {
+                latest.fetch(format!("/studies/{id}"));
+            }
+        },
+        POLL_EVERY,
+    ) {
+        on_cleanup(move || handle.clear());
+    }
     let axis = RwSignal::new(StudyAxis::EncoderParams);
     let cancel = move |_| {
         spawn_local(async move {

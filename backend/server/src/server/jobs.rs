@@ -184,6 +184,12 @@ pub async fn delete(State(state): State<AppState>, PathId(id): PathId) -> ApiRes
         )));
     }
     state.store.delete_job(id).await?;
+    forget_job(&state, id).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Drops what this server keeps of a deleted job: its caches and its files.
+pub async fn forget_job(state: &AppState, id: i64) {
     state.planners.lock().expect("planners").remove(&id);
     state
         .pruned_sets
@@ -191,5 +197,4 @@ pub async fn delete(State(state): State<AppState>, PathId(id): PathId) -> ApiRes
         .expect("pruned sets")
         .forget_job(id);
     state.artifacts.remove_job_logged(id).await;
-    Ok(StatusCode::NO_CONTENT)
 }

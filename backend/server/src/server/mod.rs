@@ -4,6 +4,7 @@ mod analysis;
 pub mod artifacts;
 mod auth;
 mod convergence;
+mod dashboard;
 mod datasets;
 mod downloads;
 mod experiments;
@@ -69,8 +70,9 @@ pub struct ServeConfig {
     pub token: Option<Token>,
     /// Jobs that run at once.
     pub concurrent_jobs: usize,
-    /// The built dashboard (index.html and the wasm-bindgen output).
-    pub dashboard_dir: PathBuf,
+    /// A folder with a built dashboard (index.html and the wasm-bindgen output) to serve
+    /// instead of the one the binary carries.
+    pub dashboard_dir: Option<PathBuf>,
     /// Full mask snapshots kept per job.
     pub max_snapshots: usize,
     /// Estimation steps between resumable snapshots.
@@ -128,8 +130,8 @@ pub struct AppState {
     /// Turns true at shutdown, ending the event streams (which would otherwise hold the
     /// graceful shutdown open forever).
     closing: tokio::sync::watch::Receiver<bool>,
-    /// The built dashboard served under `/`.
-    dashboard_dir: PathBuf,
+    /// The folder of the dashboard served under `/`; None serves the embedded one.
+    dashboard_dir: Option<PathBuf>,
     /// The names a request's `Host` may give.
     hosts: guard::HostPolicy,
     /// Bytes one job may use at its peak.
@@ -274,9 +276,10 @@ async fn api_not_found() -> ApiFailure {
 async fn dashboard_missing() -> Html<&'static str> {
     Html(
         "<!doctype html><title>lightpeft</title><h1>lightpeft</h1><p>The API runs under \
-         <a href=\"/api/v1/openapi.json\">/api/v1</a>, but the dashboard is not built. Run \
-         <code>bash scripts/run.sh</code> (or <code>bash scripts/build-dashboard.sh</code>) and \
-         restart the server.</p>",
+         <a href=\"/api/v1/openapi.json\">/api/v1</a>, but the folder given as \
+         <code>--dashboard-dir</code> holds no built dashboard. Run \
+         <code>bash scripts/build-dashboard.sh</code>, or leave the option out to serve the \
+         dashboard this binary carries.</p>",
     )
 }
 
@@ -323,7 +326,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(datasets::upload_preview))
         .routes(routes!(studies::create))
         .routes(routes!(studies::list))
-        .routes(routes!(studies::get))
+        .routes(routes!(studies::get, studies::delete))
         .routes(routes!(studies::cancel))
         .routes(routes!(studies::export))
 }
@@ -488,7 +491,9 @@ pub fn app(state: AppState) -> Router {
     let app = Router::new()
         .nest(API_ROOT, api)
         .layer(TraceLayer::new_for_http());
-    let dashboard_dir = &state.dashboard_dir;
+    let Some(dashboard_dir) = &state.dashboard_dir else {
+        return app.fallback(dashboard::serve);
+    };
     let index = dashboard_dir.join("index.html");
     if index.is_file() {
         app.fallback_service(ServeDir::new(dashboard_dir).fallback(ServeFile::new(index)))

@@ -898,6 +898,11 @@ pub trait Store: Send + Sync {
     /// A study's jobs, oldest first.
     async fn jobs_of_study(&self, id: i64) -> StoreResult<Vec<Job>>;
 
+    /// Deletes a study with its jobs, their plans and records, in one transaction; refused
+    /// ([`StoreError::Conflict`]) while a job of it, or an evaluation of one, is queued or
+    /// running. Returns the deleted jobs' ids (their files are the caller's to remove).
+    async fn delete_study(&self, id: i64) -> StoreResult<Vec<i64>>;
+
     // ----- changes -----
 
     /// A counter bumped whenever another process may have changed a job (inserted, moved,

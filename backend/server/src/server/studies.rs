@@ -324,6 +324,24 @@ pub async fn cancel(
     Ok((StatusCode::ACCEPTED, Json(report(&state, study).await?)))
 }
 
+/// Deletes a study that has ended (or been cancelled and stopped): its jobs, their plans,
+/// records and files. The estimation it planned from stays.
+#[utoipa::path(delete, path = "/studies/{id}", params(("id" = i64, Path)),
+    responses((status = 204), (status = 409, description = "A job of it is queued or running.", body = lightpeft_api::rest::ErrorBody)))]
+pub async fn delete(State(state): State<AppState>, PathId(id): PathId) -> ApiResult<StatusCode> {
+    let local = state.store.jobs_of_study(id).await?;
+    if let Some(job) = local.iter().find(|j| state.runner.is_running(j.id)) {
+        return Err(ApiFailure::conflict(format!(
+            "job {} of study {id} is still stopping; delete the study once it has",
+            job.id
+        )));
+    }
+    for job_id in state.store.delete_study(id).await? {
+        super::jobs::forget_job(&state, job_id).await;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// The study's table as CSV (one row per configuration) or its whole report as JSON.
 #[utoipa::path(get, path = "/studies/{id}/export", params(("id" = i64, Path), ExportQuery),
     responses((status = 200, content_type = "text/csv", body = String),

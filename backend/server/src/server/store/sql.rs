@@ -956,6 +956,51 @@ macro_rules! impl_store {
                         .collect()
                 }
 
+                async fn delete_study(&self, id: i64) -> StoreResult<Vec<i64>> {
+                    self.watch(async {
+                        let mut tx = self.pool.begin().await?;
+                        // The study's row first: it holds off a concurrent expansion.
+                        let found = sqlx::query("UPDATE studies SET cancelled = true WHERE id = $1")
+                            .bind(id)
+                            .execute(&mut *tx)
+                            .await?
+                            .rows_affected();
+                        if found == 0 {
+                            return Err(StoreError::NotFound { what: "study", id });
+                        }
+                        let live: Vec<i64> = sqlx::query_scalar(
+                            "SELECT d.id FROM jobs d WHERE d.status IN ('queued', 'running')
+                               AND (d.study_id = $1 OR d.source_job_id IN (SELECT id FROM jobs WHERE study_id = $1))
+                             ORDER BY d.id",
+                        )
+                        .bind(id)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                        if !live.is_empty() {
+                            drop(tx);
+                            return Err(StoreError::Conflict(format!(
+                                "study {id} has jobs queued or running ({live:?}); cancel it first"
+                            )));
+                        }
+                        let ids: Vec<i64> =
+                            sqlx::query_scalar("SELECT id FROM jobs WHERE study_id = $1 ORDER BY id")
+                                .bind(id)
+                                .fetch_all(&mut *tx)
+                                .await?;
+                        // Plans go with their stage-2 jobs (which cascade from them).
+                        for sql in [
+                            "DELETE FROM plans WHERE id IN (SELECT plan_id FROM jobs WHERE study_id = $1)",
+                            "DELETE FROM jobs WHERE study_id = $1",
+                            "DELETE FROM studies WHERE id = $1",
+                        ] {
+                            sqlx::query(sql).bind(id).execute(&mut *tx).await?;
+                        }
+                        tx.commit().await?;
+                        Ok(ids)
+                    })
+                    .await
+                }
+
                 async fn plan(&self, id: i64) -> StoreResult<(Plan, String)> {
                     sqlx::query_as::<_, PlanRow>("SELECT * FROM plans WHERE id = $1")
                         .bind(id)
