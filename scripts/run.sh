@@ -7,5 +7,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet -p lightpeft
 ./target/release/lightpeft assets fetch
-echo "open http://127.0.0.1:${LIGHTPEFT_PORT:-8080} (Ctrl-C stops; running jobs can be resumed later)" >&2
+echo "the dashboard opens at the address the server prints next (Ctrl-C stops; running jobs can be resumed later)" >&2
 exec ./target/release/lightpeft serve "$@"

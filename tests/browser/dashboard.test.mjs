@@ -8,7 +8,7 @@
 import { chromium } from "playwright-core";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, openSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, openSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { once } from "node:events";
 import { join } from "node:path";
@@ -90,12 +90,16 @@ try {
   await page.locator('label[data-preset="paper"] input').check();
   assert.equal(await page.locator("#p-estimation_steps").inputValue(), "800", "paper preset: 800 estimation steps");
   await page.locator('label[data-preset="quick_demo"] input').check();
-  assert.equal(await page.locator("#p-estimation_steps").inputValue(), "40", "quick demo: 40 estimation steps");
+  assert.equal(await page.locator("#p-estimation_steps").inputValue(), "200", "quick demo: 200 estimation steps");
   await page.locator("#f-model").selectOption(model);
   await page.locator("#f-task").selectOption("sst2-rt");
   await page.locator("#f-name").fill("browser test");
-  // The tiny model runs the preset's 40 estimation steps in about a second; 200 give the page
-  // a few seconds of a running job to show live (still well under a minute of training).
+  // The form leads with task, model, preset and the four ratios; the rest is folded.
+  assert.ok(await page.locator("#p-head_ratio").isVisible(), "the ratios lead");
+  assert.ok(!(await page.locator("#p-estimation_steps").isVisible()), "the rest is folded");
+  await page.locator("#all-params summary").click();
+  // The tiny model runs 200 estimation steps in a few seconds: enough for the page to show a
+  // running job live.
   await page.locator("#p-estimation_steps").fill("200");
 
   log("a bad value is explained next to its field, before and after submitting");
@@ -289,6 +293,10 @@ try {
   await page.locator("#study-axis").selectOption("train_speedup");
   await page.waitForFunction(() => /speed-up over the all-targets baseline/.test(document.querySelector("#study-chart")?.textContent ?? ""));
   assert.match(await page.locator("#study-svg").getAttribute("href"), /^data:image\/svg\+xml/);
+  const [png] = await Promise.all([page.waitForEvent("download"), page.locator("#study-png").click()]);
+  assert.match(png.suggestedFilename(), /^study-\d+-train_speedup\.png$/);
+  const pngPath = await png.path();
+  assert.equal(readFileSync(pngPath).subarray(1, 4).toString(), "PNG", "a PNG file");
   await shot("study");
   await page.locator("#study-chart a").first().click();
   await page.waitForURL(/\/experiments\/\d+\?job=\d+$/);

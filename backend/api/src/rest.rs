@@ -1042,6 +1042,8 @@ pub enum StudyPlans {
     },
     /// Heads = FFN ∈ {0, 1/6, 1/3, 1/2, 2/3}; modules and ranks kept.
     HeadsFfnFrontier,
+    /// The quick study: heads = FFN ∈ {1/3, 1/2, 2/3}; modules and ranks kept.
+    QuickFrontier,
 }
 
 /// The most seeds a study runs per configuration.

@@ -50,9 +50,19 @@ pub fn plan_grid(
 
 /// The heads-and-FFN frontier: heads = FFN ∈ {0, 1/6, 1/3, 1/2, 2/3}, modules and ranks kept.
 pub fn heads_ffn_frontier() -> Vec<PlanRequest> {
-    [0.0, 1.0 / 6.0, 1.0 / 3.0, 0.5, 2.0 / 3.0]
-        .into_iter()
-        .map(|ratio| PlanRequest {
+    heads_equal_ffn(&[0.0, 1.0 / 6.0, 1.0 / 3.0, 0.5, 2.0 / 3.0])
+}
+
+/// The quick study's plans: heads = FFN ∈ {1/3, 1/2, 2/3}, modules and ranks kept (with the
+/// random twins and the two baselines, eight stage-2 runs).
+pub fn quick_frontier() -> Vec<PlanRequest> {
+    heads_equal_ffn(&[1.0 / 3.0, 0.5, 2.0 / 3.0])
+}
+
+fn heads_equal_ffn(ratios: &[f64]) -> Vec<PlanRequest> {
+    ratios
+        .iter()
+        .map(|&ratio| PlanRequest {
             head_ratio: ratio,
             ffn_ratio: ratio,
             ..PlanRequest::default()
@@ -153,6 +163,9 @@ mod tests {
                 .iter()
                 .all(|p| p.head_ratio == p.ffn_ratio && p.rank_ratio == 0.0)
         );
+        let quick: Vec<f64> = quick_frontier().iter().map(|p| p.head_ratio).collect();
+        assert_eq!(quick, [1.0 / 3.0, 0.5, 2.0 / 3.0]);
+        assert!(quick_frontier().iter().all(|p| p.ffn_ratio == p.head_ratio));
     }
 
     #[test]

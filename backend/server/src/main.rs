@@ -442,8 +442,11 @@ enum StudyAction {
         #[arg(long, value_name = "JOB")]
         estimation: Option<i64>,
         /// Heads = FFN ∈ {0, 1/6, 1/3, 1/2, 2/3} instead of a grid.
-        #[arg(long, conflicts_with_all = ["head_ratios", "ffn_ratios", "module_ratios", "rank_ratios"])]
+        #[arg(long, conflicts_with_all = ["head_ratios", "ffn_ratios", "module_ratios", "rank_ratios", "quick"])]
         frontier: bool,
+        /// The quick study: heads = FFN ∈ {1/3, 1/2, 2/3}.
+        #[arg(long, conflicts_with_all = ["head_ratios", "ffn_ratios", "module_ratios", "rank_ratios"])]
+        quick: bool,
         /// Head ratios of the grid, e.g. 0,0.33,0.5.
         #[arg(long, value_delimiter = ',', value_name = "R,R,…")]
         head_ratios: Vec<f64>,
@@ -1060,6 +1063,7 @@ fn study(action: StudyAction) -> error::Result<()> {
                 experiment,
                 estimation,
                 frontier,
+                quick,
                 head_ratios,
                 ffn_ratios,
                 module_ratios,
@@ -1074,6 +1078,7 @@ fn study(action: StudyAction) -> error::Result<()> {
                     estimation_job_id: estimation,
                     plans: plans_of(
                         frontier,
+                        quick,
                         head_ratios,
                         ffn_ratios,
                         module_ratios,

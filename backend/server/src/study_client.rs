@@ -147,9 +147,10 @@ fn state_name(state: StudyState) -> &'static str {
     }
 }
 
-/// The plans of `--frontier` or of the ratio lists.
+/// The plans of `--frontier`, `--quick` or of the ratio lists.
 pub fn plans_of(
     frontier: bool,
+    quick: bool,
     heads: Vec<f64>,
     ffn: Vec<f64>,
     modules: Vec<f64>,
@@ -157,6 +158,8 @@ pub fn plans_of(
 ) -> StudyPlans {
     if frontier {
         StudyPlans::HeadsFfnFrontier
+    } else if quick {
+        StudyPlans::QuickFrontier
     } else {
         StudyPlans::Grid {
             head_ratios: heads,

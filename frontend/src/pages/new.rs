@@ -21,6 +21,9 @@ use crate::{
     widgets::datasets::DatasetForm,
 };
 
+/// The parameters the form leads with; the rest are folded.
+const LEADING: [&str; 4] = ["head_ratio", "ffn_ratio", "module_ratio", "rank_ratio"];
+
 fn range_text(p: &ParamInfo) -> Option<String> {
     let (min, max) = (p.min?, p.max?);
     let open = if p.min_exclusive { "(" } else { "[" };
@@ -208,25 +211,40 @@ fn Form(schema: Schema) -> impl IntoView {
         }
         order
     };
+    let field_view = move |p: ParamInfo| {
+        let error = field_error(p.name.clone());
+        view! { <ParamField info=p values=values preset_info=Signal::derive(preset_info) error=Signal::derive(error) /> }
+    };
+    let leading = params.with_value(|all| {
+        LEADING
+            .iter()
+            .filter_map(|name| all.iter().find(|p| p.name == *name).cloned())
+            .collect::<Vec<_>>()
+    });
+    let leading_views = leading.into_iter().map(field_view).collect_view();
+    // The folded parameters open by themselves when the server names one of them.
+    let folded_open = RwSignal::new(false);
+    Effect::new(move |_| {
+        if let Some(field) = failure.with(|f| f.as_ref().and_then(|f| f.field.clone()))
+            && !LEADING.contains(&field.as_str())
+            && params.with_value(|all| all.iter().any(|p| p.name == field))
+        {
+            folded_open.set(true);
+        }
+    });
     let section_views = sections
         .into_iter()
         .map(|section| {
             let fields = params.with_value(|all| {
                 all.iter()
-                    .filter(|p| p.section == section)
+                    .filter(|p| p.section == section && !LEADING.contains(&p.name.as_str()))
                     .cloned()
                     .collect::<Vec<_>>()
             });
             view! {
                 <fieldset class="section">
                     <legend>{section.clone()}</legend>
-                    {fields
-                        .into_iter()
-                        .map(|p| {
-                            let error = field_error(p.name.clone());
-                            view! { <ParamField info=p values=values preset_info=Signal::derive(preset_info) error=Signal::derive(error) /> }
-                        })
-                        .collect_view()}
+                    {fields.into_iter().map(field_view).collect_view()}
                 </fieldset>
             }
         })
@@ -243,29 +261,6 @@ fn Form(schema: Schema) -> impl IntoView {
 
     view! {
         <form class="new-experiment" on:submit=submit novalidate>
-            <fieldset class="section presets">
-                <legend>"Preset"</legend>
-                {schema
-                    .presets
-                    .iter()
-                    .map(|p| {
-                        let which = p.preset;
-                        view! {
-                            <label class="preset" data-preset=which.as_str()>
-                                <input
-                                    type="radio"
-                                    name="preset"
-                                    value=which.as_str()
-                                    prop:checked=move || preset.get() == which
-                                    on:change=move |_| pick_preset(which)
-                                />
-                                <b>{which.as_str().replace('_', " ")}</b>
-                                <span class="muted">{p.description.clone()}</span>
-                            </label>
-                        }
-                    })
-                    .collect_view()}
-            </fieldset>
             <fieldset class="section">
                 <legend>"What to train"</legend>
                 <div class="field">
@@ -336,7 +331,47 @@ fn Form(schema: Schema) -> impl IntoView {
                     </div>
                 </Show>
             </fieldset>
-            <div class="param-grid">{section_views}</div>
+            <fieldset class="section presets">
+                <legend>"Preset"</legend>
+                {schema
+                    .presets
+                    .iter()
+                    .map(|p| {
+                        let which = p.preset;
+                        view! {
+                            <label class="preset" data-preset=which.as_str()>
+                                <input
+                                    type="radio"
+                                    name="preset"
+                                    value=which.as_str()
+                                    prop:checked=move || preset.get() == which
+                                    on:change=move |_| pick_preset(which)
+                                />
+                                <b>{which.as_str().replace('_', " ")}</b>
+                                <span class="muted">{p.description.clone()}</span>
+                            </label>
+                        }
+                    })
+                    .collect_view()}
+            </fieldset>
+            <fieldset class="section">
+                <legend>"Pruning ratios (what stage 2 removes; the planner can change them later)"</legend>
+                <div class="param-grid">{leading_views}</div>
+            </fieldset>
+            <details
+                class="all-params"
+                id="all-params"
+                prop:open=move || folded_open.get()
+                on:toggle=move |ev| {
+                    use wasm_bindgen::JsCast;
+                    if let Some(d) = ev.target().and_then(|t| t.dyn_into::<web_sys::HtmlDetailsElement>().ok()) {
+                        folded_open.set(d.open());
+                    }
+                }
+            >
+                <summary>"Every other hyper-parameter: data, optimiser, PEFT, estimation, pruning methods, stage 2"</summary>
+                <div class="param-grid">{section_views}</div>
+            </details>
             <div class="submit-row">
                 <label>
                     <input type="checkbox" id="f-with-baseline" bind:checked=with_baseline />

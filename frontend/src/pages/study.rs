@@ -238,6 +238,19 @@ fn StudyView(id: i64) -> impl IntoView {
                     <a class="button" href=api::browser_url(&format!("/studies/{id}/export?format=csv")) download="">"CSV"</a>
                     <a class="button" href=api::browser_url(&format!("/studies/{id}/export?format=json")) download="">"JSON"</a>
                     <a class="button" id="study-svg" href=download download=move || format!("study-{id}-{}.svg", axis.get().as_str())>"Chart (SVG)"</a>
+                    <button
+                        id="study-png"
+                        on:click=move |_| {
+                            if let Some(svg) = chart.get_untracked() {
+                                let name = format!("study-{id}-{}.png", axis.get_untracked().as_str());
+                                if let Err(e) = pareto::save_png(&svg, name) {
+                                    failure.set(Some(Failure::local(format!("PNG: {e}"))));
+                                }
+                            }
+                        }
+                    >
+                        "Chart (PNG)"
+                    </button>
                     {live.then(|| view! { <button id="study-cancel" on:click=cancel>"Cancel study"</button> })}
                 </div>
                 <div class="pareto-box" id="study-chart" inner_html=move || chart.get().unwrap_or_default()></div>

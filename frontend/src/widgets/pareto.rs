@@ -226,3 +226,59 @@ pub fn svg(
     out.push_str("</svg>");
     out
 }
+
+/// Saves `svg` as a PNG file named `name`, drawn at twice its size through a canvas (the
+/// browser rasterises the same picture the page shows).
+pub fn save_png(svg: &str, name: String) -> Result<(), String> {
+    use wasm_bindgen::{JsCast, closure::Closure};
+    let document = leptos::prelude::document();
+    let image = web_sys::HtmlImageElement::new().map_err(|e| format!("{e:?}"))?;
+    let source = format!(
+        "data:image/svg+xml;charset=utf-8,{}",
+        String::from(js_sys::encode_uri_component(svg))
+    );
+    let drawn = image.clone();
+    let onload = Closure::once(move || {
+        let canvas: web_sys::HtmlCanvasElement = match document
+            .create_element("canvas")
+            .ok()
+            .and_then(|c| c.dyn_into().ok())
+        {
+            Some(c) => c,
+            None => return,
+        };
+        canvas.set_width((W * 2.0) as u32);
+        canvas.set_height((H * 2.0) as u32);
+        let Some(context) = canvas
+            .get_context("2d")
+            .ok()
+            .flatten()
+            .and_then(|c| c.dyn_into::<web_sys::CanvasRenderingContext2d>().ok())
+        else {
+            return;
+        };
+        if context
+            .draw_image_with_html_image_element_and_dw_and_dh(&drawn, 0.0, 0.0, W * 2.0, H * 2.0)
+            .is_err()
+        {
+            return;
+        }
+        let Ok(url) = canvas.to_data_url_with_type("image/png") else {
+            return;
+        };
+        if let Some(link) = document
+            .create_element("a")
+            .ok()
+            .and_then(|a| a.dyn_into::<web_sys::HtmlAnchorElement>().ok())
+        {
+            link.set_href(&url);
+            link.set_download(&name);
+            link.click();
+        }
+    });
+    image.set_onload(Some(onload.as_ref().unchecked_ref()));
+    // The image keeps the callback until it fires once.
+    onload.forget();
+    image.set_src(&source);
+    Ok(())
+}

@@ -19,7 +19,7 @@ use lightpeft_api::rest::{
 use lightpeft_api::{ALL_TARGETS, HyperparamsPatch, PeftKind};
 use lightpeft_engine::plan::PlanRequest;
 use lightpeft_engine::plan::study::{
-    Better, heads_ffn_frontier, pareto_frontier, plan_grid, spread,
+    Better, heads_ffn_frontier, pareto_frontier, plan_grid, quick_frontier, spread,
 };
 
 use super::AppState;
@@ -45,6 +45,7 @@ fn requested_plans(plans: &StudyPlans) -> ApiResult<Vec<PlanRequest>> {
         } => plan_grid(head_ratios, ffn_ratios, module_ratios, rank_ratios)
             .map_err(|e| ApiFailure::invalid("invalid_study", e.to_string()).field("plans"))?,
         StudyPlans::HeadsFfnFrontier => heads_ffn_frontier(),
+        StudyPlans::QuickFrontier => quick_frontier(),
     };
     Ok(plans)
 }
