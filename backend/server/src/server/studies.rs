@@ -93,7 +93,7 @@ fn plan_patch(plan: &PlanRequest, random: Option<u64>) -> HyperparamsPatch {
     responses((status = 201, body = StudyReport),
         (status = 404, description = "No such experiment or estimation.", body = lightpeft_api::rest::ErrorBody),
         (status = 409, description = "The estimation is another experiment's, or not an estimation.", body = lightpeft_api::rest::ErrorBody),
-        (status = 422, description = "Too many jobs, or a plan the planner cannot make.", body = lightpeft_api::rest::ErrorBody)))]
+        (status = 422, description = "More jobs than one study may queue; a plan the planner refuses is the study's `error` instead.", body = lightpeft_api::rest::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     PathId(id): PathId,
@@ -183,7 +183,14 @@ pub async fn create(
         );
     }
     if estimation.status == JobStatus::Succeeded {
-        expand(&state, &study).await?;
+        match expand(&state, &study).await {
+            // The expander got there first, or a plan was refused: the study exists either way,
+            // and its report says which (a refusal is its `error`).
+            Err(e)
+                if e.status == StatusCode::CONFLICT
+                    || e.status == StatusCode::UNPROCESSABLE_ENTITY => {}
+            other => other?,
+        }
     }
     state.runner.wake();
     let report = report(&state, state.store.study(study.id).await?).await?;
