@@ -109,7 +109,7 @@ pub fn StudyLauncher(
                 <label>
                     "Plans "
                     <select id="study-preset" on:change=move |ev| preset.set(event_target_value(&ev))>
-                        <option value="quick_frontier" selected=true>"quick study: heads = FFN ∈ {1/3, 1/2, 2/3} (8 stage-2 runs per seed; about 6 minutes with the quick-demo recipe on MiniLM, 2 cores)"</option>
+                        <option value="quick_frontier" selected=true>"quick study: heads = FFN ∈ {1/3, 1/2, 2/3} (8 stage-2 runs per seed; about 8 minutes with a new estimation, quick-demo recipe, MiniLM, 2 cores)"</option>
                         <option value="heads_ffn_frontier">"heads = FFN ∈ {0, 1/6, 1/3, 1/2, 2/3}"</option>
                         <option value="grid">"a grid of ratios"</option>
                     </select>
