@@ -32,11 +32,7 @@ pub fn pct(f: f64) -> String {
     format!("{:.1} %", f * 100.0)
 }
 
-/// Whether a metric key names a correlation in [-1, 1] (STS-B's Pearson and Spearman, CoLA's
-/// Matthews) rather than a fraction.
-pub fn is_correlation(metric: &str) -> bool {
-    matches!(metric, "pearson" | "spearmanr" | "matthews_correlation")
-}
+pub use lightpeft_api::rest::is_correlation;
 
 /// A score in its own unit: a correlation as `0.873`, anything else as a percentage.
 pub fn score(metric: &str, value: f64) -> String {

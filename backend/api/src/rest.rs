@@ -691,6 +691,12 @@ pub struct Committed {
     pub job: Job,
 }
 
+/// Whether a measure's name (a [`JobResult::metric`]) is a correlation in [-1, 1] (STS-B's
+/// Pearson and Spearman, CoLA's Matthews) rather than a fraction, so shown as `0.873`, not as %.
+pub fn is_correlation(metric: &str) -> bool {
+    matches!(metric, "pearson" | "spearmanr" | "matthews_correlation")
+}
+
 /// Results of a finished fine-tuning or baseline job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
@@ -1211,6 +1217,18 @@ pub enum StudyState {
     Finished,
     /// Cancelled; jobs that had finished keep their results.
     Cancelled,
+}
+
+impl StudyState {
+    /// Where it is, in words.
+    pub fn describe(self) -> &'static str {
+        match self {
+            StudyState::WaitingForEstimation => "waiting for its estimation",
+            StudyState::Running => "running",
+            StudyState::Finished => "finished",
+            StudyState::Cancelled => "cancelled",
+        }
+    }
 }
 
 /// `GET /studies/{id}`: a study, its jobs and every configuration's numbers.

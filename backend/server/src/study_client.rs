@@ -123,7 +123,7 @@ impl StudyClient {
             let ended = report.jobs.iter().filter(|j| j.status.is_final()).count();
             let line = format!(
                 "study {id}: {}, {ended} of {} jobs ended",
-                state_name(report.state),
+                report.state.describe(),
                 report.jobs.len()
             );
             if last.as_ref() != Some(&line) {
@@ -135,15 +135,6 @@ impl StudyClient {
             }
             tokio::time::sleep(POLL_EVERY).await;
         }
-    }
-}
-
-fn state_name(state: StudyState) -> &'static str {
-    match state {
-        StudyState::WaitingForEstimation => "waiting for its estimation",
-        StudyState::Running => "running",
-        StudyState::Finished => "finished",
-        StudyState::Cancelled => "cancelled",
     }
 }
 
@@ -174,7 +165,7 @@ pub fn plans_of(
 /// all-targets baseline.
 pub fn table(report: &StudyReport) -> String {
     let metric = report.metric.as_deref().unwrap_or("score");
-    let correlation = matches!(metric, "pearson" | "spearmanr" | "matthews_correlation");
+    let correlation = lightpeft_api::rest::is_correlation(metric);
     let score = |v: f64| {
         if correlation {
             format!("{v:.3}")
@@ -185,7 +176,7 @@ pub fn table(report: &StudyReport) -> String {
     let mut out = format!(
         "study {} ({}), dev {metric}, mean ± std over seeds; ratios to the all-targets baseline\n\n",
         report.study.id,
-        state_name(report.state)
+        report.state.describe()
     );
     out.push_str("| configuration | seeds | dev score | vs baseline | encoder params (of baseline) | step s (speed-up) | dev pass s (speed-up) | peak MiB | frontier |\n");
     out.push_str("|---|---|---|---|---|---|---|---|---|\n");

@@ -27,15 +27,6 @@ pub fn StudyPage() -> impl IntoView {
     }
 }
 
-fn state_text(state: StudyState) -> &'static str {
-    match state {
-        StudyState::WaitingForEstimation => "waiting for its estimation",
-        StudyState::Running => "running",
-        StudyState::Finished => "finished",
-        StudyState::Cancelled => "cancelled",
-    }
-}
-
 fn state_class(state: StudyState) -> &'static str {
     match state {
         StudyState::WaitingForEstimation => "status-queued",
@@ -204,7 +195,7 @@ fn StudyView(id: i64) -> impl IntoView {
                 <h2>
                     {format!("Study {id}")}
                     <span class=format!("status {}", state_class(r.state)) id="study-state">
-                        {state_text(r.state)}
+                        {r.state.describe()}
                     </span>
                 </h2>
                 <p class="muted">

@@ -513,7 +513,7 @@ impl Work {
                 self.job.id,
                 errors
                     .iter()
-                    .map(|e| format!("{}: {}", e.field, e.message))
+                    .map(ToString::to_string)
                     .collect::<Vec<_>>()
                     .join("; ")
             ))

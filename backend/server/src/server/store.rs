@@ -898,6 +898,10 @@ pub trait Store: Send + Sync {
     /// A study's jobs, oldest first.
     async fn jobs_of_study(&self, id: i64) -> StoreResult<Vec<Job>>;
 
+    /// The plan settings (JSON of a `PlanSettings`) of each of a study's stage-2 jobs, by job id:
+    /// all a report needs of their plans, without the plans' per-layer lists.
+    async fn study_plan_settings(&self, id: i64) -> StoreResult<Vec<(i64, String)>>;
+
     /// Deletes a study with its jobs, their plans and records, in one transaction; refused
     /// ([`StoreError::Conflict`]) while a job of it, or an evaluation of one, is queued or
     /// running. Returns the deleted jobs' ids (their files are the caller's to remove).

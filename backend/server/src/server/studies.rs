@@ -3,6 +3,7 @@
 //! study; the report groups their results per configuration, with the spread over seeds, the
 //! ratios to the all-targets baseline and the Pareto frontier on every cost axis.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -13,8 +14,8 @@ use axum::response::{IntoResponse, Response};
 use lightpeft_api::query::{ExportFormat, ExportQuery};
 use lightpeft_api::rest::{
     CreateStudy, Event, Job, JobKind, JobResult, JobStatus, MAX_STUDY_JOBS, MAX_STUDY_SEEDS,
-    STUDY_AXES, Study, StudyAxis, StudyConfiguration, StudyPlans, StudyReport, StudyRole,
-    StudyState,
+    PlanSettings, STUDY_AXES, Study, StudyAxis, StudyConfiguration, StudyPlans, StudyReport,
+    StudyRole, StudyState,
 };
 use lightpeft_api::{ALL_TARGETS, HyperparamsPatch, PeftKind};
 use lightpeft_engine::plan::PlanRequest;
@@ -489,13 +490,13 @@ fn empty_configuration(
 }
 
 /// Which configuration a study's job belongs to: a baseline by its targets, a stage-2 job
-/// by its plan's ratios and whether the plan was random.
-async fn configuration_of(
-    state: &AppState,
+/// by its plan's ratios (`plan`) and whether the plan was random.
+fn configuration_of(
     job: &Job,
+    plan: Option<&PlanSettings>,
     configurations: &[StudyConfiguration],
-) -> ApiResult<Option<usize>> {
-    let found = match job.kind {
+) -> Option<usize> {
+    match job.kind {
         JobKind::Baseline => {
             let query_value = job
                 .settings
@@ -510,10 +511,7 @@ async fn configuration_of(
             configurations.iter().position(|c| c.role == role)
         }
         JobKind::Finetune => {
-            let Some(plan_id) = job.plan_id else {
-                return Ok(None);
-            };
-            let settings = state.store.plan(plan_id).await?.0.preview.settings;
+            let settings = plan?;
             let random = settings.random_seed.flatten().is_some();
             let role = if random {
                 StudyRole::Random
@@ -533,8 +531,7 @@ async fn configuration_of(
             })
         }
         _ => None,
-    };
-    Ok(found)
+    }
 }
 
 async fn report(state: &AppState, study: Study) -> ApiResult<StudyReport> {
@@ -573,15 +570,27 @@ async fn report(state: &AppState, study: Study) -> ApiResult<StudyReport> {
         .into_iter()
         .map(|j| state.runner.current(j))
         .collect();
+    // One read each for the plans' settings and the results, whatever the study's size.
+    let mut plans = HashMap::new();
+    for (job_id, text) in state.store.study_plan_settings(study.id).await? {
+        let settings: PlanSettings = serde_json::from_str(&text)
+            .map_err(|e| ApiFailure::internal(format!("job {job_id}'s plan settings: {e}")))?;
+        plans.insert(job_id, settings);
+    }
+    let mut finished: HashMap<i64, JobResult> =
+        (state.store.results_of(study.experiment_id).await?)
+            .into_iter()
+            .map(|r| (r.job_id, r))
+            .collect();
     let mut results: Vec<Vec<JobResult>> = vec![Vec::new(); configurations.len()];
     let mut metric = None;
     for job in &jobs {
-        let Some(index) = configuration_of(state, job, &configurations).await? else {
+        let Some(index) = configuration_of(job, plans.get(&job.id), &configurations) else {
             continue;
         };
         configurations[index].job_ids.push(job.id);
         if job.status == JobStatus::Succeeded
-            && let Some(result) = state.store.result(job.id).await?
+            && let Some(result) = finished.remove(&job.id)
         {
             metric.get_or_insert_with(|| result.metric.clone());
             results[index].push(result);

@@ -66,6 +66,52 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            /// A queued job, with its history row; the one INSERT of `jobs`.
+            async fn insert_queued_job(
+                tx: &mut Transaction<'_, $db>,
+                experiment_id: i64,
+                kind: JobKind,
+                plan_id: Option<i64>,
+                source_job_id: Option<i64>,
+                study: Option<(i64, &str)>,
+            ) -> StoreResult<i64> {
+                let id: i64 = sqlx::query_scalar(audited(format!(
+                    "INSERT INTO jobs (id, experiment_id, kind, plan_id, source_job_id, status, created_at, queued_at, study_id, settings)
+                     VALUES ({}, $1, $2, $3, $4, 'queued', {NOW}, {EPOCH}, $5, $6) RETURNING id",
+                    next_id("jobs")
+                )))
+                .bind(experiment_id)
+                .bind(kind.as_str())
+                .bind(plan_id)
+                .bind(source_job_id)
+                .bind(study.map(|(id, _)| id))
+                .bind(study.map(|(_, settings)| settings))
+                .fetch_one(&mut **tx)
+                .await?;
+                log_status(tx, id, JobStatus::Queued).await?;
+                Ok(id)
+            }
+
+            /// A committed plan; the one INSERT of `plans`.
+            async fn insert_plan_row(
+                tx: &mut Transaction<'_, $db>,
+                estimation_job_id: i64,
+                (settings, preview, plan, snapshot_step): (&str, &str, &str, i64),
+            ) -> StoreResult<i64> {
+                Ok(sqlx::query_scalar(audited(format!(
+                    "INSERT INTO plans (id, estimation_job_id, settings, preview, plan, snapshot_step, created_at)
+                     VALUES ({}, $1, $2, $3, $4, $5, {NOW}) RETURNING id",
+                    next_id("plans")
+                )))
+                .bind(estimation_job_id)
+                .bind(settings)
+                .bind(preview)
+                .bind(plan)
+                .bind(snapshot_step)
+                .fetch_one(&mut **tx)
+                .await?)
+            }
+
             impl $store {
                 /// A write's outcome, noted for [`Store::health`].
                 async fn watch<T>(&self, write: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
@@ -212,18 +258,8 @@ macro_rules! impl_store {
                 ) -> StoreResult<Job> {
                     self.watch(async {
                         let mut tx = self.pool.begin().await?;
-                        let id: i64 = sqlx::query_scalar(audited(format!(
-                            "INSERT INTO jobs (id, experiment_id, kind, plan_id, source_job_id, status, created_at, queued_at)
-                             VALUES ({}, $1, $2, $3, $4, 'queued', {NOW}, {EPOCH}) RETURNING id",
-                            next_id("jobs")
-                        )))
-                        .bind(experiment_id)
-                        .bind(kind.as_str())
-                        .bind(plan_id)
-                        .bind(source_job_id)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                        log_status(&mut tx, id, JobStatus::Queued).await?;
+                        let id = insert_queued_job(&mut tx, experiment_id, kind, plan_id, source_job_id, None)
+                            .await?;
                         tx.commit().await?;
                         self.job(id).await
                     })
@@ -785,17 +821,11 @@ macro_rules! impl_store {
                 ) -> StoreResult<i64> {
                     self.watch(async {
                         let mut tx = self.pool.begin().await?;
-                        let id = sqlx::query_scalar(audited(format!(
-                            "INSERT INTO plans (id, estimation_job_id, settings, preview, plan, snapshot_step, created_at)
-                             VALUES ({}, $1, $2, $3, $4, $5, {NOW}) RETURNING id",
-                            next_id("plans")
-                        )))
-                        .bind(estimation_job_id)
-                        .bind(settings)
-                        .bind(preview)
-                        .bind(plan)
-                        .bind(snapshot_step)
-                        .fetch_one(&mut *tx)
+                        let id = insert_plan_row(
+                            &mut tx,
+                            estimation_job_id,
+                            (settings, preview, plan, snapshot_step),
+                        )
                         .await?;
                         tx.commit().await?;
                         Ok(id)
@@ -890,37 +920,22 @@ macro_rules! impl_store {
                             };
                             let mut ids = Vec::with_capacity(jobs.len());
                             for job in jobs {
-                                let plan_id: Option<i64> = match &job.plan {
+                                let plan_id = match &job.plan {
                                     Some((settings, preview, plan, step)) => Some(
-                                        sqlx::query_scalar(audited(format!(
-                                            "INSERT INTO plans (id, estimation_job_id, settings, preview, plan, snapshot_step, created_at)
-                                             VALUES ({}, $1, $2, $3, $4, $5, {NOW}) RETURNING id",
-                                            next_id("plans")
-                                        )))
-                                        .bind(estimation_job_id)
-                                        .bind(settings)
-                                        .bind(preview)
-                                        .bind(plan)
-                                        .bind(step)
-                                        .fetch_one(&mut *tx)
+                                        insert_plan_row(
+                                            &mut tx,
+                                            estimation_job_id,
+                                            (settings, preview, plan, *step),
+                                        )
                                         .await?,
                                     ),
                                     None => None,
                                 };
-                                let job_id: i64 = sqlx::query_scalar(audited(format!(
-                                    "INSERT INTO jobs (id, experiment_id, kind, plan_id, status, created_at, queued_at, study_id, settings)
-                                     VALUES ({}, $1, $2, $3, 'queued', {NOW}, {EPOCH}, $4, $5) RETURNING id",
-                                    next_id("jobs")
-                                )))
-                                .bind(experiment_id)
-                                .bind(job.kind.as_str())
-                                .bind(plan_id)
-                                .bind(id)
-                                .bind(&job.settings)
-                                .fetch_one(&mut *tx)
-                                .await?;
-                                log_status(&mut tx, job_id, JobStatus::Queued).await?;
-                                ids.push(job_id);
+                                let study = Some((id, job.settings.as_str()));
+                                ids.push(
+                                    insert_queued_job(&mut tx, experiment_id, job.kind, plan_id, None, study)
+                                        .await?,
+                                );
                             }
                             tx.commit().await?;
                             Ok(ids)
@@ -954,6 +969,16 @@ macro_rules! impl_store {
                         .into_iter()
                         .map(JobRow::decode)
                         .collect()
+                }
+
+                async fn study_plan_settings(&self, id: i64) -> StoreResult<Vec<(i64, String)>> {
+                    Ok(sqlx::query_as(
+                        "SELECT j.id, p.settings FROM jobs j JOIN plans p ON p.id = j.plan_id
+                          WHERE j.study_id = $1 ORDER BY j.id",
+                    )
+                    .bind(id)
+                    .fetch_all(&self.pool)
+                    .await?)
                 }
 
                 async fn delete_study(&self, id: i64) -> StoreResult<Vec<i64>> {
