@@ -186,6 +186,7 @@ const SURFACE: &[(&str, &str)] = &[
     ("get", "/studies/{id}"),
     ("delete", "/studies/{id}"),
     ("post", "/studies/{id}/cancel"),
+    ("post", "/studies/{id}/resume"),
     ("get", "/studies/{id}/export"),
 ];
 

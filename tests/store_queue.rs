@@ -360,3 +360,37 @@ async fn postgres_announces_job_changes_and_sqlite_announces_none() {
         "renewals are not news"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_study_reopens_unless_its_plans_stopped_it() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, store) in stores(dir.path()).await {
+        let est = queued_jobs(store.as_ref(), 1).await[0];
+        let exp = store.job(est).await.unwrap().experiment_id;
+        let spec =
+            r#"{"plans":{"preset":"quick_frontier"},"seeds":1,"baselines":false,"random":false}"#;
+        let cancelled = store.insert_study(exp, est, spec).await.unwrap();
+        let stopped = store.insert_study(exp, est, spec).await.unwrap();
+        store.cancel_study(cancelled.id, None).await.unwrap();
+        store
+            .cancel_study(stopped.id, Some("plan x: too few heads"))
+            .await
+            .unwrap();
+        let reopened = store.reopen_study(cancelled.id).await.unwrap();
+        assert!(!reopened.cancelled, "{name}");
+        match store.reopen_study(stopped.id).await {
+            Err(StoreError::Conflict(why)) => {
+                assert!(why.contains("too few heads"), "{name}: {why}")
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+        assert!(store.study(stopped.id).await.unwrap().cancelled, "{name}");
+        assert!(
+            matches!(
+                store.reopen_study(987_654).await,
+                Err(StoreError::NotFound { .. })
+            ),
+            "{name}"
+        );
+    }
+}

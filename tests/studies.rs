@@ -292,6 +292,49 @@ async fn a_study_of_two_plans_and_two_seeds_runs_every_job_and_exports_its_numbe
         "nothing of it was queued again"
     );
 
+    // Resuming it queues again what was cancelled (two resumes at once: each job queued once)
+    // and it finishes with the same jobs; then there is nothing left to resume.
+    let resume_path = format!("/studies/{second_id}/resume");
+    let resume = || server.post(&resume_path, json!({}));
+    let ((first, a), (other, b)) = tokio::join!(resume(), resume());
+    assert!(
+        [first, other].contains(&202) && [first, other].iter().all(|s| [202, 409].contains(s)),
+        "{first} {a} / {other} {b}"
+    );
+    let resumed = if first == 202 { a } else { b };
+    assert_eq!(resumed["study"]["cancelled"], false, "{resumed}");
+    let finished = wait_study(&server, second_id, "finished").await;
+    let ids = |report: &Value| -> Vec<i64> {
+        report["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["id"].as_i64().unwrap())
+            .collect()
+    };
+    assert_eq!(ids(&finished), ids(&ended), "the same jobs, none added");
+    assert!(
+        finished["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|j| j["status"] == "succeeded"),
+        "{finished}"
+    );
+    let (status, body) = resume().await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no cancelled, failed or interrupted job"),
+        "{body}"
+    );
+    assert_eq!(
+        server.post("/studies/987654/resume", json!({})).await.0,
+        404
+    );
+
     // Deleting it takes its jobs and their plans; the estimation and the other study stay.
     let plans_before = server.ok(&format!("/jobs/{est}/plans")).await;
     assert_eq!(delete(second_id).await, 204);
@@ -334,6 +377,21 @@ async fn a_study_request_that_cannot_run_is_refused_and_stores_nothing() {
         ),
         (json!({"plans": grid(json!([1.5]))}), 400, "plans"),
         (json!({"plans": grid(json!([]))}), 201, ""),
+        (
+            json!({"plans": {"preset": "list", "plans": []}}),
+            400,
+            "plans",
+        ),
+        (
+            json!({"plans": {"preset": "list", "plans": [{"head_ratio": 0.5}, {"rank_ratio": 2.0}]}}),
+            400,
+            "plans",
+        ),
+        (
+            json!({"plans": {"preset": "list", "plans": [{"head_ratio": 0.5, "ffn_ratio": 0.25}]}}),
+            201,
+            "",
+        ),
     ];
     for (body, want, field) in cases {
         let (status, answer) = server
@@ -378,8 +436,12 @@ async fn a_study_request_that_cannot_run_is_refused_and_stores_nothing() {
         .await;
     assert_eq!(status, 409, "{answer}");
     assert_eq!(answer["error"]["field"], "estimation_job_id");
-    // Only the one study accepted above exists.
-    assert_eq!(server.ok("/studies").await.as_array().unwrap().len(), 1);
+    // Only the two studies accepted above exist; the listed plan is the one asked for.
+    let studies = server.ok("/studies").await;
+    assert_eq!(studies.as_array().unwrap().len(), 2);
+    let listed = server.ok(&format!("/studies/{}", studies[0]["id"])).await;
+    let plan = configuration(&listed, "light-peft h0.50 f0.25 m0.00 r0.00");
+    assert_eq!(plan["ffn_ratio"], 0.25, "{listed}");
 }
 
 /// `lightpeft study` with arguments, against `server`; (stdout, stderr), asserting success.
@@ -439,6 +501,30 @@ async fn the_study_command_starts_waits_and_prints_the_table_and_exports() {
     let (json, _) = study_cli(&server, &["show", &id.to_string(), "--format", "json"]);
     let report: Value = serde_json::from_str(&json).unwrap();
     assert_eq!(report["state"], "finished");
+    // A listed plan, cancelled at once and resumed: it ends finished with its one run.
+    let (_, started) = study_cli(
+        &server,
+        &[
+            "start",
+            "--experiment",
+            &exp_arg,
+            "--plan",
+            "0.25,0,0,0",
+            "--no-baselines",
+            "--no-random",
+        ],
+    );
+    let listed = server.ok("/studies").await[0]["id"].as_i64().unwrap();
+    assert_ne!(listed, id, "{started}");
+    let (_, cancelled) = study_cli(&server, &["cancel", &listed.to_string()]);
+    assert!(cancelled.contains("cancelled"), "{cancelled}");
+    let (table, resumed) = study_cli(&server, &["resume", &listed.to_string(), "--wait"]);
+    assert!(resumed.contains("resumed"), "{resumed}");
+    assert!(table.contains("(finished)"), "{table}");
+    assert!(
+        table.contains("| light-peft h0.25 f0.00 m0.00 r0.00 | 1/1 |"),
+        "{table}"
+    );
     // A refused request is one clear line and a failure.
     let root = server.base.strip_suffix("/api/v1").unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_lightpeft"))

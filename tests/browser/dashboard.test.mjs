@@ -298,9 +298,28 @@ try {
   const pngPath = await png.path();
   assert.equal(readFileSync(pngPath).subarray(1, 4).toString(), "PNG", "a PNG file");
   await shot("study");
+  const studyUrl = page.url();
+  const shownStudy = await (await fetch(`${base}/api/v1/studies/${studyUrl.match(/\/studies\/(\d+)/)[1]}`)).json();
   await page.locator("#study-chart a").first().click();
   await page.waitForURL(/\/experiments\/\d+\?job=\d+$/);
   await page.locator("#experiment-name").waitFor();
+
+  log("a cancelled study resumes from its page");
+  const post = (path, body) =>
+    fetch(`${base}/api/v1${path}`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+  const listed = await (await post(`/experiments/${shownStudy.study.experiment_id}/studies`, {
+    estimation_job_id: shownStudy.study.estimation_job_id,
+    plans: { preset: "list", plans: [{ head_ratio: 0.25 }] },
+    baselines: false,
+    random: false,
+  })).json();
+  assert.equal((await post(`/studies/${listed.study.id}/cancel`, {})).status, 202);
+  await page.goto(`${base}/studies/${listed.study.id}`);
+  await page.locator("#study-state", { hasText: "cancelled" }).waitFor({ timeout: 30000 });
+  await page.locator("#study-resume").click();
+  await page.locator("#study-state", { hasText: "finished" }).waitFor({ timeout: 120000 });
+  assert.equal(await page.locator("#study-resume").count(), 0, "nothing left to resume");
+  assert.equal(await page.locator("#study-table tbody tr").count(), 1, "the one listed plan");
 
   await page.getByRole("link", { name: "Runs" }).first().click();
   await page.locator("#runs-table tbody tr", { hasText: "uploaded data" }).waitFor({ timeout: 15000 });

@@ -1050,6 +1050,26 @@ pub enum StudyPlans {
     HeadsFfnFrontier,
     /// The quick study: heads = FFN ∈ {1/3, 1/2, 2/3}; modules and ranks kept.
     QuickFrontier,
+    /// Exactly these plans, in this order (e.g. the paper's plan beside a frontier).
+    List {
+        /// The plans; at least one.
+        plans: Vec<StudyPlanRatios>,
+    },
+}
+
+/// One plan of a [`StudyPlans::List`]: the four ratios, each in [0, 1]; an absent one is 0.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(default, deny_unknown_fields)]
+pub struct StudyPlanRatios {
+    /// Fraction of attention heads removed.
+    pub head_ratio: f64,
+    /// Fraction of FFN neurons removed.
+    pub ffn_ratio: f64,
+    /// Fraction of PEFT modules removed.
+    pub module_ratio: f64,
+    /// Fraction of the surviving modules' ranks removed.
+    pub rank_ratio: f64,
 }
 
 /// The most seeds a study runs per configuration.

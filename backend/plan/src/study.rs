@@ -48,6 +48,31 @@ pub fn plan_grid(
     Ok(plans)
 }
 
+/// Exactly the given plans, each `[head, ffn, module, rank]`, with the default methods, in
+/// order. Fails for an empty list or a ratio outside [0, 1].
+pub fn plan_list(ratios: &[[f64; 4]]) -> Result<Vec<PlanRequest>> {
+    if ratios.is_empty() {
+        return Err(crate::error::invalid(
+            "plans",
+            "a list needs at least one plan",
+        ));
+    }
+    ratios
+        .iter()
+        .map(|&[head_ratio, ffn_ratio, module_ratio, rank_ratio]| {
+            let plan = PlanRequest {
+                head_ratio,
+                ffn_ratio,
+                module_ratio,
+                rank_ratio,
+                ..PlanRequest::default()
+            };
+            plan.validate()?;
+            Ok(plan)
+        })
+        .collect()
+}
+
 /// The heads-and-FFN frontier: heads = FFN ∈ {0, 1/6, 1/3, 1/2, 2/3}, modules and ranks kept.
 pub fn heads_ffn_frontier() -> Vec<PlanRequest> {
     heads_equal_ffn(&[0.0, 1.0 / 6.0, 1.0 / 3.0, 0.5, 2.0 / 3.0])
@@ -165,6 +190,18 @@ mod tests {
         );
         let quick: Vec<f64> = quick_frontier().iter().map(|p| p.head_ratio).collect();
         assert_eq!(quick, [1.0 / 3.0, 0.5, 2.0 / 3.0]);
+        let listed = plan_list(&[[0.5, 0.5, 0.0, 0.0], [0.25, 0.0, 0.75, 0.5]]).unwrap();
+        assert_eq!(
+            (
+                listed[1].head_ratio,
+                listed[1].module_ratio,
+                listed[1].rank_ratio
+            ),
+            (0.25, 0.75, 0.5)
+        );
+        assert!(plan_list(&[]).is_err());
+        let error = plan_list(&[[0.0, 0.0, 2.0, 0.0]]).unwrap_err().to_string();
+        assert!(error.contains("module_ratio"), "{error}");
         assert!(quick_frontier().iter().all(|p| p.ffn_ratio == p.head_ratio));
     }
 

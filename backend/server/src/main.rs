@@ -447,6 +447,11 @@ enum StudyAction {
         /// The quick study: heads = FFN ∈ {1/3, 1/2, 2/3}.
         #[arg(long, conflicts_with_all = ["head_ratios", "ffn_ratios", "module_ratios", "rank_ratios"])]
         quick: bool,
+        /// One plan of a list, as head,FFN,module,rank ratios (repeat it; instead of a grid),
+        /// e.g. `--plan 0.33,0.33,0.75,0.5 --plan 0.5,0.5,0,0`.
+        #[arg(long = "plan", value_name = "H,F,M,R", value_parser = lightpeft::study_client::parse_plan,
+              conflicts_with_all = ["head_ratios", "ffn_ratios", "module_ratios", "rank_ratios", "quick", "frontier"])]
+        plans: Vec<lightpeft_api::rest::StudyPlanRatios>,
         /// Head ratios of the grid, e.g. 0,0.33,0.5.
         #[arg(long, value_delimiter = ',', value_name = "R,R,…")]
         head_ratios: Vec<f64>,
@@ -491,6 +496,17 @@ enum StudyAction {
         server: ServerArgs,
         /// The study.
         id: i64,
+    },
+    /// Resume a study: its cancelled, failed or interrupted jobs are queued again (from their
+    /// snapshots where they have one); finished jobs keep their results.
+    Resume {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// The study.
+        id: i64,
+        /// Wait until it ends, printing progress, then print its table.
+        #[arg(long)]
+        wait: bool,
     },
 }
 
@@ -1064,6 +1080,7 @@ fn study(action: StudyAction) -> error::Result<()> {
                 estimation,
                 frontier,
                 quick,
+                plans,
                 head_ratios,
                 ffn_ratios,
                 module_ratios,
@@ -1079,6 +1096,7 @@ fn study(action: StudyAction) -> error::Result<()> {
                     plans: plans_of(
                         frontier,
                         quick,
+                        plans,
                         head_ratios,
                         ffn_ratios,
                         module_ratios,
@@ -1124,6 +1142,19 @@ fn study(action: StudyAction) -> error::Result<()> {
                 let client = StudyClient::new(&server.server, token)?;
                 let report = client.cancel(id).await?;
                 eprintln!("study {id} cancelled");
+                print!("{}", table(&report));
+                Ok(())
+            }
+            StudyAction::Resume { server, id, wait } => {
+                let client = StudyClient::new(&server.server, token)?;
+                let report = client.resume(id).await?;
+                let queued = report
+                    .jobs
+                    .iter()
+                    .filter(|j| j.status == lightpeft_api::rest::JobStatus::Queued)
+                    .count();
+                eprintln!("study {id} resumed: {queued} jobs queued");
+                let report = if wait { client.wait(id).await? } else { report };
                 print!("{}", table(&report));
                 Ok(())
             }

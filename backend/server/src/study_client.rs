@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use lightpeft_api::rest::{
-    CreateStudy, ErrorBody, StudyConfiguration, StudyPlans, StudyReport, StudyRole, StudyState,
+    CreateStudy, ErrorBody, StudyConfiguration, StudyPlanRatios, StudyPlans, StudyReport,
+    StudyRole, StudyState,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -101,6 +102,12 @@ impl StudyClient {
             .await
     }
 
+    /// Resumes the study: its cancelled, failed or interrupted jobs are queued again.
+    pub async fn resume(&self, id: i64) -> Result<StudyReport> {
+        self.post(&format!("/studies/{id}/resume"), &serde_json::json!({}))
+            .await
+    }
+
     /// The study's export (`csv` or `json`), as the server wrote it.
     pub async fn export(&self, id: i64, format: &str) -> Result<String> {
         let path = format!("/studies/{id}/export?format={format}");
@@ -138,10 +145,11 @@ impl StudyClient {
     }
 }
 
-/// The plans of `--frontier`, `--quick` or of the ratio lists.
+/// The plans of `--frontier`, `--quick`, the `--plan`s or of the ratio lists.
 pub fn plans_of(
     frontier: bool,
     quick: bool,
+    listed: Vec<StudyPlanRatios>,
     heads: Vec<f64>,
     ffn: Vec<f64>,
     modules: Vec<f64>,
@@ -151,6 +159,8 @@ pub fn plans_of(
         StudyPlans::HeadsFfnFrontier
     } else if quick {
         StudyPlans::QuickFrontier
+    } else if !listed.is_empty() {
+        StudyPlans::List { plans: listed }
     } else {
         StudyPlans::Grid {
             head_ratios: heads,
@@ -159,6 +169,30 @@ pub fn plans_of(
             rank_ratios: ranks,
         }
     }
+}
+
+/// One `--plan`: four comma-separated ratios, head, FFN, module and rank.
+pub fn parse_plan(text: &str) -> std::result::Result<StudyPlanRatios, String> {
+    let ratios = text
+        .split(',')
+        .map(|part| {
+            part.trim()
+                .parse::<f64>()
+                .map_err(|_| format!("`{part}` is not a number"))
+        })
+        .collect::<std::result::Result<Vec<f64>, String>>()?;
+    let [head_ratio, ffn_ratio, module_ratio, rank_ratio] = ratios[..] else {
+        return Err(format!(
+            "a plan is four ratios, head,FFN,module,rank; got {}",
+            ratios.len()
+        ));
+    };
+    Ok(StudyPlanRatios {
+        head_ratio,
+        ffn_ratio,
+        module_ratio,
+        rank_ratio,
+    })
 }
 
 /// The report as a markdown table: every configuration with its unit and its ratio to the
@@ -228,4 +262,25 @@ fn row(c: &StudyConfiguration, score: &dyn Fn(f64) -> String, correlation: bool)
         opt(c.peak_rss_mib.map(|m| format!("{m:.0}"))),
         frontier.join(", ")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plan_is_four_ratios() {
+        let plan = parse_plan("0.33, 0.33,0.75,0.5").unwrap();
+        assert_eq!(
+            [
+                plan.head_ratio,
+                plan.ffn_ratio,
+                plan.module_ratio,
+                plan.rank_ratio
+            ],
+            [0.33, 0.33, 0.75, 0.5]
+        );
+        assert!(parse_plan("0.5,0.5,0").unwrap_err().contains("four ratios"));
+        assert!(parse_plan("0.5,x,0,0").unwrap_err().contains("`x`"));
+    }
 }

@@ -1,10 +1,10 @@
 //! A study's page: the Pareto chart filling in as runs finish (score against the chosen cost),
 //! the table of every configuration with its ratios to the all-targets baseline, exports,
-//! and cancel.
+//! cancel and resume.
 
 use leptos::{prelude::*, task::spawn_local};
 use leptos_router::hooks::use_params_map;
-use lightpeft_api::rest::{STUDY_AXES, StudyAxis, StudyReport, StudyRole, StudyState};
+use lightpeft_api::rest::{JobStatus, STUDY_AXES, StudyAxis, StudyReport, StudyRole, StudyState};
 
 use crate::{
     api::{self, Failure, Latest},
@@ -88,9 +88,10 @@ fn StudyView(id: i64) -> impl IntoView {
         on_cleanup(move || handle.clear());
     }
     let axis = RwSignal::new(StudyAxis::EncoderParams);
-    let cancel = move |_| {
+    // Cancel and resume answer the study's report.
+    let act = move |action: &'static str| {
         spawn_local(async move {
-            match api::post_empty::<StudyReport>(&format!("/studies/{id}/cancel")).await {
+            match api::post_empty::<StudyReport>(&format!("/studies/{id}/{action}")).await {
                 Ok(r) => {
                     failure.set(None);
                     report.set(Some(r));
@@ -125,6 +126,14 @@ fn StudyView(id: i64) -> impl IntoView {
             let metric = r.metric.clone().unwrap_or_else(|| "score".into());
             let experiment = r.study.experiment_id;
             let jobs_done = r.jobs.iter().filter(|j| j.status.is_final()).count();
+            let resumable = r.study.error.is_none()
+                && (matches!(r.state, StudyState::Cancelled)
+                    || r.jobs.iter().any(|j| {
+                        matches!(
+                            j.status,
+                            JobStatus::Cancelled | JobStatus::Failed | JobStatus::Interrupted
+                        )
+                    }));
             let rows = r
                 .configurations
                 .iter()
@@ -242,7 +251,9 @@ fn StudyView(id: i64) -> impl IntoView {
                     >
                         "Chart (PNG)"
                     </button>
-                    {live.then(|| view! { <button id="study-cancel" on:click=cancel>"Cancel study"</button> })}
+                    {live.then(|| view! { <button id="study-cancel" on:click=move |_| act("cancel")>"Cancel study"</button> })}
+                    {resumable.then(|| view! { <button id="study-resume" on:click=move |_| act("resume")
+                        title="Queue its cancelled, failed or interrupted jobs again; finished ones keep their results">"Resume study"</button> })}
                 </div>
                 <div class="pareto-box" id="study-chart" inner_html=move || chart.get().unwrap_or_default()></div>
                 <table class="runs study-table" id="study-table">

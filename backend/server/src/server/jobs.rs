@@ -105,6 +105,12 @@ pub async fn resume(
     PathId(id): PathId,
     _: NoBody,
 ) -> ApiResult<(StatusCode, Json<Job>)> {
+    Ok((StatusCode::ACCEPTED, Json(resume_job(&state, id).await?)))
+}
+
+/// Queues an interrupted, cancelled or failed job again (from its snapshot when it has one);
+/// refused (409) while it is still stopping or when it is in any other state.
+pub(super) async fn resume_job(state: &AppState, id: i64) -> ApiResult<Job> {
     // Whether it continues from its snapshot is decided by the state it leaves (the job read
     // after the change is `queued`, which is never resumable).
     let from_snapshot = state.store.job(id).await?.resumable;
@@ -135,7 +141,7 @@ pub async fn resume(
         .forget_job(id);
     state.runner.wake();
     state.runner.publish(Event::job(job.clone()));
-    Ok((StatusCode::ACCEPTED, Json(job)))
+    Ok(job)
 }
 
 /// Queues an evaluation of the model a finished fine-tuning or baseline job trained, on its

@@ -328,6 +328,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(studies::list))
         .routes(routes!(studies::get, studies::delete))
         .routes(routes!(studies::cancel))
+        .routes(routes!(studies::resume))
         .routes(routes!(studies::export))
 }
 

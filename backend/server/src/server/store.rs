@@ -895,6 +895,11 @@ pub trait Store: Send + Sync {
     /// could not go on; its queued and running jobs are cancelled one by one by the caller.
     async fn cancel_study(&self, id: i64, error: Option<&str>) -> StoreResult<Study>;
 
+    /// Clears a study's cancellation so that its due jobs are queued again; refused
+    /// ([`StoreError::Conflict`]) for a study its plans stopped (`error`), which would stop
+    /// the same way.
+    async fn reopen_study(&self, id: i64) -> StoreResult<Study>;
+
     /// A study's jobs, oldest first.
     async fn jobs_of_study(&self, id: i64) -> StoreResult<Vec<Job>>;
 

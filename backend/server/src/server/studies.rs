@@ -20,7 +20,7 @@ use lightpeft_api::rest::{
 use lightpeft_api::{ALL_TARGETS, HyperparamsPatch, PeftKind};
 use lightpeft_engine::plan::PlanRequest;
 use lightpeft_engine::plan::study::{
-    Better, heads_ffn_frontier, pareto_frontier, plan_grid, quick_frontier, spread,
+    Better, heads_ffn_frontier, pareto_frontier, plan_grid, plan_list, quick_frontier, spread,
 };
 
 use super::AppState;
@@ -47,6 +47,14 @@ fn requested_plans(plans: &StudyPlans) -> ApiResult<Vec<PlanRequest>> {
             .map_err(|e| ApiFailure::invalid("invalid_study", e.to_string()).field("plans"))?,
         StudyPlans::HeadsFfnFrontier => heads_ffn_frontier(),
         StudyPlans::QuickFrontier => quick_frontier(),
+        StudyPlans::List { plans } => {
+            let ratios: Vec<[f64; 4]> = plans
+                .iter()
+                .map(|p| [p.head_ratio, p.ffn_ratio, p.module_ratio, p.rank_ratio])
+                .collect();
+            plan_list(&ratios)
+                .map_err(|e| ApiFailure::invalid("invalid_study", e.to_string()).field("plans"))?
+        }
     };
     Ok(plans)
 }
@@ -326,6 +334,70 @@ pub async fn cancel(
                 other => {
                     other?;
                 }
+            }
+        }
+    }
+    let study = state.store.study(id).await?;
+    Ok((StatusCode::ACCEPTED, Json(report(&state, study).await?)))
+}
+
+/// Resumes a cancelled study, or one with jobs that failed or were interrupted: it is no
+/// longer cancelled, and each of its jobs that did not finish (and its estimation, when the
+/// plans still wait for it) is queued again, from its snapshot when it has one. Finished jobs
+/// keep their results.
+#[utoipa::path(post, path = "/studies/{id}/resume", params(("id" = i64, Path)), request_body = lightpeft_api::rest::NoOptions,
+    responses((status = 202, body = StudyReport),
+        (status = 404, description = "No such study.", body = lightpeft_api::rest::ErrorBody),
+        (status = 409, description = "Nothing of it to resume, a job of it is still stopping, or its plans stopped it.", body = lightpeft_api::rest::ErrorBody)))]
+pub async fn resume(
+    State(state): State<AppState>,
+    PathId(id): PathId,
+    _: NoBody,
+) -> ApiResult<(StatusCode, Json<StudyReport>)> {
+    let study = state.store.study(id).await?;
+    let stopped = |job: &Job| {
+        matches!(
+            job.status,
+            JobStatus::Cancelled | JobStatus::Failed | JobStatus::Interrupted
+        )
+    };
+    let mut jobs: Vec<Job> = state
+        .store
+        .jobs_of_study(id)
+        .await?
+        .into_iter()
+        .filter(stopped)
+        .collect();
+    if !study.expanded && jobs.iter().all(|j| j.id != study.estimation_job_id) {
+        let estimation = state.store.job(study.estimation_job_id).await?;
+        if stopped(&estimation) {
+            jobs.push(estimation);
+        }
+    }
+    // Checked before anything changes, so a refusal leaves the study as it was.
+    if let Some(job) = jobs.iter().find(|j| state.runner.is_running(j.id)) {
+        return Err(ApiFailure::conflict(format!(
+            "job {} of study {id} is still stopping; resume the study once it has",
+            job.id
+        )));
+    }
+    if jobs.is_empty() && !study.cancelled {
+        return Err(ApiFailure::conflict(format!(
+            "study {id} has no cancelled, failed or interrupted job to resume"
+        )));
+    }
+    state.store.reopen_study(id).await.map_err(|e| match e {
+        super::StoreError::Conflict(why) => ApiFailure::conflict(format!(
+            "{why}; it would stop the same way: start a study with other plans"
+        )),
+        other => other.into(),
+    })?;
+    for job in jobs {
+        match super::jobs::resume_job(&state, job.id).await {
+            // A concurrent resume (of the study or of the job) queued it first.
+            Err(e) if e.status == StatusCode::CONFLICT => {}
+            other => {
+                other?;
             }
         }
     }

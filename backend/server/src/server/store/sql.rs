@@ -961,6 +961,25 @@ macro_rules! impl_store {
                     self.study(id).await
                 }
 
+                async fn reopen_study(&self, id: i64) -> StoreResult<Study> {
+                    let reopened = self
+                        .watch(async {
+                            Ok(sqlx::query("UPDATE studies SET cancelled = false WHERE id = $1 AND error IS NULL")
+                                .bind(id)
+                                .execute(&self.pool)
+                                .await?
+                                .rows_affected())
+                        })
+                        .await?;
+                    let study = self.study(id).await?;
+                    match (reopened, &study.error) {
+                        (0, Some(error)) => Err(StoreError::Conflict(format!(
+                            "study {id} stopped because {error}"
+                        ))),
+                        _ => Ok(study),
+                    }
+                }
+
                 async fn jobs_of_study(&self, id: i64) -> StoreResult<Vec<Job>> {
                     sqlx::query_as::<_, JobRow>("SELECT * FROM jobs WHERE study_id = $1 ORDER BY id")
                         .bind(id)
