@@ -7,7 +7,12 @@
 Builds `step_bench` (release), then for every configuration runs ours and
 `bench/torch_reference.py` one after the other, each in a fresh process (so that peak memory is
 per configuration), and prints a markdown table: median seconds per step, the ratio ours /
-PyTorch, each side's speed-up and memory saving of a pruned plan over its own `full` plan.
+PyTorch, each side's speed-up and memory saving of a pruned plan over its own `full` plan, and
+each side's GFLOP/s (FLOPs counted from the shapes, below) with ours as a share of the
+machine's practical peak, the best rate of a 2048 × 2048 f32 product measured in the same
+round on the same threads (the nominal peak is printed too). A second table times the
+trainer's estimation step against its plain LoRA step on the same batches, with and without
+writing the per-step records as the CLI does.
 Without PyTorch (CI) the PyTorch columns read "n/a". `--python` picks the interpreter that has
 torch (default: this one).
 """
@@ -35,6 +40,12 @@ def parse_args():
     p.add_argument("--plans", default="full,third,half")
     p.add_argument("--modes", default="train,infer")
     p.add_argument("--records", help="also write every run's JSON record to this file")
+    p.add_argument(
+        "--estimation",
+        default="lora,estimate,estimate-record",
+        help="trainer rows per shape (empty: none): the plain LoRA step, the estimation step, "
+        "and the estimation step that also writes its records",
+    )
     p.add_argument(
         "--rounds",
         type=int,
@@ -75,6 +86,57 @@ def build(env):
     return target / "release" / "examples" / "step_bench"
 
 
+THIRD = 0.333333333
+# (head and neuron ratio removed, LoRA rank, every how many modules keep LoRA), as in
+# lightpeft_engine::bench::StepPlan and bench/torch_reference.py.
+PLANS = {"full": (0.0, 8, 1), "third": (THIRD, 8, 1), "paper": (THIRD, 4, 4), "half": (0.5, 4, 4)}
+
+
+def kept(n, ratio):
+    """Units kept of n: the planner's quantile rule on distinct scores removes floor((n-1)r)+1."""
+    return n if ratio == 0 or n == 0 else n - (int((n - 1) * ratio) + 1)
+
+
+def step_gflop(model_dir, mode, batch, length, plan):
+    """FLOPs of one step, counted from the shapes (a multiply-add is 2): the encoder's products
+    (Q, K, V, attention output, FFN in and out, QKᵀ and PV) and the LoRA branches. A training step
+    adds the backward pass: frozen weights need only the input gradient (the forward's FLOPs
+    again), the attention products and LoRA need both operands' gradients (twice theirs).
+    Element-wise work (softmax, LayerNorm, GELU, masks) is not counted."""
+    config = json.loads((Path(model_dir) / "config.json").read_text())
+    hidden, layers = config["hidden_size"], config["num_hidden_layers"]
+    heads, inner = config["num_attention_heads"], config["intermediate_size"]
+    ratio, rank, every = PLANS[plan]
+    head_dim = hidden // heads
+    attn = kept(heads, ratio) * head_dim
+    ffn = kept(inner, ratio)
+    tokens = batch * length
+    linear = 2 * tokens * (3 * hidden * attn + attn * hidden + 2 * hidden * ffn)
+    products = 2 * 2 * batch * length * length * attn
+    # LoRA modules per layer (in, out): query, key, value, attention output, FFN in, FFN out.
+    modules = [(hidden, attn)] * 3 + [(attn, hidden), (hidden, ffn), (ffn, hidden)]
+    lora_all = [2 * tokens * rank * (i + o) for i, o in modules] * layers
+    lora = sum(f for k, f in enumerate(lora_all) if k % every == 0)
+    forward = layers * (linear + products) + lora
+    if mode == "infer":
+        return forward / 1e9
+    return (2 * forward + layers * products + 2 * lora) / 1e9
+
+
+def nominal_peak(threads):
+    """Nominal fp32 peak of `threads` cores: clock × 32 FLOPs per cycle (two 8-lane FMA units,
+    AVX2), with the clock /proc/cpuinfo reports; None when it cannot be read."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    mhz = [float(l.split(":")[1]) for l in info.splitlines() if l.startswith("cpu MHz")]
+    flags = next((l for l in info.splitlines() if l.startswith("flags")), "")
+    if not mhz or " fma" not in flags or " avx2" not in flags:
+        return None
+    return threads * max(mhz) / 1e3 * 32
+
+
 def main():
     args = parse_args()
     env = dict(os.environ)
@@ -82,9 +144,23 @@ def main():
     env["OMP_NUM_THREADS"] = str(args.threads)
     binary = build(env)
     results = {}
+    trainer = {}
+    peaks = []
     # Rounds run the whole matrix again, so every configuration is measured at several times of
     # a shared machine's load; ours and PyTorch always run back to back within a round.
     for round_index in range(args.rounds):
+        peak = run_json([str(binary), "--mode", "peak", "--json"], env)
+        peaks.append(peak["gflops"] if peak else None)
+        for shape in filter(None, args.shapes.split(",") if args.estimation else []):
+            batch, length = shape.split("x")
+            for row in args.estimation.split(","):
+                mode, _, record = row.partition("-")
+                cmd = [str(binary), "--batch", batch, "--len", length, "--steps", str(args.steps),
+                       "--mode", mode, "--model", args.model, "--json"]
+                result = run_json(cmd + (["--record"] if record else []), env)
+                trainer.setdefault((shape, row), []).append(result)
+                print(f"round {round_index + 1}: trainer {row} {shape}: "
+                      f"{result[args.stat]:.3f} s" if result else "failed", file=sys.stderr)
         for mode in args.modes.split(","):
             for shape in args.shapes.split(","):
                 batch, length = shape.split("x")
@@ -117,9 +193,16 @@ def main():
     if args.rounds > 1:
         print("Each cell: the median over rounds; ratios and speed-ups are taken within a round "
               "(runs minutes apart at most) and their range over rounds follows in brackets.\n")
-    print("| mode | batch × len | plan | ours s/step | PyTorch s/step | ours / PyTorch "
+    measured = [p for p in peaks if p]
+    nominal = nominal_peak(args.threads)
+    print(f"Practical peak: {median_cell(measured)} GFLOP/s, the best 2048 × 2048 f32 product "
+          f"(candle's gemm, {args.threads} threads, median over rounds); nominal "
+          + (f"{nominal:.0f} GFLOP/s (clock × {args.threads} cores × 32 FLOPs per cycle, AVX2 FMA)"
+             if nominal else "unknown") + ".\n")
+    print("| mode | batch × len | plan | GFLOP | ours s/step | PyTorch s/step | ours / PyTorch "
+          "| GFLOP/s: ours | PyTorch | ours / practical peak "
           "| speed-up vs full: ours | PyTorch | peak RSS MiB: ours | PyTorch |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for (mode, shape, plan), rounds in results.items():
         base = results.get((mode, shape, "full"), [])
 
@@ -134,6 +217,10 @@ def main():
             return [pair[side][args.stat] if pair[side] else None for pair in rows]
 
         ratio = summary(ratios(per_round(0, rounds), per_round(1, rounds)), args.rounds)
+        batch, length = (int(v) for v in shape.split("x"))
+        gflop = step_gflop(args.model, mode, batch, length, plan)
+        rates = [[gflop / t for t in times(side)] for side in (0, 1)]
+        shares = ratios([gflop / t if t else None for t in per_round(0, rounds)], peaks)
         speedups = [
             summary(ratios(per_round(side, base), per_round(side, rounds)), args.rounds, "×")
             for side in (0, 1)
@@ -143,10 +230,29 @@ def main():
             for side in (0, 1)
         ]
         print(
-            f"| {mode} | {shape.replace('x', ' × ')} | {plan} | {median_cell(times(0))} "
-            f"| {median_cell(times(1))} | {ratio} | {speedups[0]} | {speedups[1]} "
-            f"| {fmt_rss(rss[0])} | {fmt_rss(rss[1])} |"
+            f"| {mode} | {shape.replace('x', ' × ')} | {plan} | {gflop:.1f} | {median_cell(times(0))} "
+            f"| {median_cell(times(1))} | {ratio} | {median_cell(rates[0], 1)} "
+            f"| {median_cell(rates[1], 1)} | {percent(shares, args.rounds)} "
+            f"| {speedups[0]} | {speedups[1]} | {fmt_rss(rss[0])} | {fmt_rss(rss[1])} |"
         )
+    if trainer:
+        print("\nThe trainer's own steps (what `lightpeft estimate` and `lightpeft baseline` run per "
+              "batch), LoRA on every target, same batches; ratios within a round:\n")
+        print("| batch × len | step | ours s/step | vs plain LoRA step | GFLOP/s | peak RSS MiB |")
+        print("|---|---|---|---|---|---|")
+        names = {"lora": "plain LoRA step", "estimate": "estimation step",
+                 "estimate-record": "estimation step + JSON records"}
+        for (shape, row), rounds in trainer.items():
+            base = trainer.get((shape, "lora"), [])
+            batch, length = (int(v) for v in shape.split("x"))
+            gflop = step_gflop(args.model, "train", batch, length, "full")
+            secs = [r[args.stat] if r else None for r in rounds]
+            vs = ratios(secs, [r[args.stat] if r else None for r in base])
+            done = [t for t in secs if t]
+            rss = max((r["peak_rss_mib"] for r in rounds if r), default=None)
+            print(f"| {shape.replace('x', ' × ')} | {names.get(row, row)} | {median_cell(done)} "
+                  f"| {summary(vs, args.rounds, '×')} | {median_cell([gflop / t for t in done], 1)} "
+                  f"| {fmt_rss(rss)} |")
 
 
 def median(values):
@@ -155,8 +261,18 @@ def median(values):
     return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
 
 
-def median_cell(values):
-    return f"{median(values):.3f}" if values else "n/a"
+def median_cell(values, digits=3):
+    return f"{median(values):.{digits}f}" if values else "n/a"
+
+
+def percent(values, rounds):
+    """Shares as percentages: the median, with the range over rounds when there were several."""
+    if not values:
+        return "n/a"
+    text = f"{median(values) * 100:.0f} %"
+    if rounds > 1:
+        text += f" ({min(values) * 100:.0f}–{max(values) * 100:.0f})"
+    return text
 
 
 def summary(values, rounds, unit=""):

@@ -3,7 +3,11 @@
 //!
 //! cargo run --release -p lightpeft-engine --example step_bench -- [--batch 16] [--len 64]
 //!     [--steps 10] [--model DIR] [--masks] [--plan full|third|paper|half] [--targets all|qv]
-//!     [--mode train|infer] [--json]
+//!     [--mode train|infer|estimate|lora|peak] [--record] [--json]
+//! `estimate` and `lora` time the trainer's own steps (what `lightpeft estimate` and
+//! `lightpeft baseline` run): an estimation step (masks, L1, importances) and a plain LoRA
+//! step on every target, on the same batches; `--record` also writes each step's record as
+//! JSON text, as the CLI does. `peak` is the best GFLOP/s of a 2048 × 2048 f32 product.
 //! Threads: set RAYON_NUM_THREADS (the README's numbers use 2).
 //!
 //! Plans (`lightpeft_engine::bench::StepPlan`, defined as in `bench/torch_reference.py`, the
@@ -17,7 +21,10 @@
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use lightpeft_engine::Device;
-use lightpeft_engine::bench::{LoraTargets, StepPlan, StepProbe, time_steps};
+use lightpeft_engine::bench::{
+    LoraTargets, StepPlan, StepProbe, StepTiming, TrainerProbe, matmul_peak_gflops, time_steps,
+    time_trainer_steps,
+};
 
 /// The process's peak resident set, from /proc (Linux); 0 elsewhere.
 fn peak_rss_mib() -> f64 {
@@ -41,6 +48,8 @@ fn main() -> lightpeft_engine::Result<()> {
     };
     let mut model = lightpeft_assets::bundled_model_dir(&lightpeft_assets::default_data_dir());
     let mut json = false;
+    let mut mode = "train".to_string();
+    let mut record = false;
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -53,18 +62,34 @@ fn main() -> lightpeft_engine::Result<()> {
             "--plan" => probe.plan = value().parse()?,
             "--targets" => probe.targets = value().parse()?,
             "--mode" => {
-                probe.infer = match value().as_str() {
-                    "train" => false,
+                mode = value();
+                probe.infer = match mode.as_str() {
+                    "train" | "estimate" | "lora" | "peak" => false,
                     "infer" => true,
-                    other => panic!("--mode: train or infer, not {other}"),
+                    other => panic!("--mode: train, infer, estimate, lora or peak, not {other}"),
                 }
             }
+            "--record" => record = true,
             "--json" => json = true,
             other => panic!("unknown flag {other}"),
         }
     }
     let threads = candle_core::utils::get_num_threads();
-    let mode = if probe.infer { "infer" } else { "train" };
+    if mode == "peak" {
+        let gflops = matmul_peak_gflops(2048, 5, &Device::Cpu)?;
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"impl": "lightpeft", "mode": "peak", "threads": threads, "gflops": gflops})
+            );
+        } else {
+            println!(
+                "2048 x 2048 f32 product, best of 5 on {threads} threads: {gflops:.1} GFLOP/s"
+            );
+        }
+        return Ok(());
+    }
+    let mode = mode.as_str();
     if !json {
         println!(
             "model {} | plan {} | targets {} | {mode} | batch {} x {} tokens | threads {threads} | masks {}",
@@ -76,11 +101,22 @@ fn main() -> lightpeft_engine::Result<()> {
             probe.masks
         );
     }
-    let timing = time_steps(&model, &probe, &Device::Cpu, |step, secs, loss| {
-        if !json {
-            println!("step {step}: {secs:.3} s, loss {loss:.4}");
-        }
-    })?;
+    let timing: StepTiming = if matches!(mode, "estimate" | "lora") {
+        let trainer = TrainerProbe {
+            batch: probe.batch,
+            len: probe.len,
+            steps: probe.steps,
+            estimation: mode == "estimate",
+            record,
+        };
+        time_trainer_steps(&model, &trainer, &Device::Cpu)?
+    } else {
+        time_steps(&model, &probe, &Device::Cpu, |step, secs, loss| {
+            if !json {
+                println!("step {step}: {secs:.3} s, loss {loss:.4}");
+            }
+        })?
+    };
     let median = timing.median();
     if json {
         let record = serde_json::json!({
@@ -88,6 +124,7 @@ fn main() -> lightpeft_engine::Result<()> {
             "plan": probe.plan.name(),
             "targets": probe.targets.name(),
             "mode": mode,
+            "record": record,
             "batch": probe.batch,
             "len": probe.len,
             "threads": threads,

@@ -242,16 +242,7 @@ pub fn synthetic_batch(
     if batch == 0 || len < 2 {
         return Err(invalid("batch", "needs at least one example of two tokens"));
     }
-    let vocab = config.vocab_size as u32;
-    let words = (vocab / 10).max(1)..vocab.max(2) - 1;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let ids: Vec<u32> = (0..batch * len)
-        .map(|i| match i % len {
-            0 => 0,
-            j if j == len - 1 => vocab.saturating_sub(1),
-            _ => rng.random_range(words.clone()),
-        })
-        .collect();
+    let ids = synthetic_ids(config, batch, len, seed);
     let input_ids = Tensor::from_vec(ids, (batch, len), device)?;
     let batch_tensors = Batch {
         type_ids: input_ids.zeros_like()?,
@@ -260,6 +251,142 @@ pub fn synthetic_batch(
     };
     let labels: Vec<u32> = (0..batch as u32).map(|i| i % 2).collect();
     Ok((batch_tensors, Tensor::new(labels, device)?))
+}
+
+/// `batch × len` random word ids, each example a CLS-like first and SEP-like last id.
+fn synthetic_ids(config: &ModelConfig, batch: usize, len: usize, seed: u64) -> Vec<u32> {
+    let vocab = config.vocab_size as u32;
+    let words = (vocab / 10).max(1)..vocab.max(2) - 1;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..batch * len)
+        .map(|i| match i % len {
+            0 => 0,
+            j if j == len - 1 => vocab.saturating_sub(1),
+            _ => rng.random_range(words.clone()),
+        })
+        .collect()
+}
+
+/// A trainer step to time: what `lightpeft estimate` or `lightpeft baseline` runs per batch.
+#[derive(Debug, Clone, Copy)]
+pub struct TrainerProbe {
+    /// Examples per batch.
+    pub batch: usize,
+    /// Tokens per example.
+    pub len: usize,
+    /// Timed steps (one more, untimed, warms up first).
+    pub steps: usize,
+    /// An estimation step (masks, their L1 penalty, the module and rank importances and the
+    /// mask read-out) instead of a plain LoRA step on every target.
+    pub estimation: bool,
+    /// Write every step's record as JSON text, as the CLI's record file does.
+    pub record: bool,
+}
+
+/// Writes each step's record as a JSON line, as the CLI does, to nowhere.
+struct JsonRecords(std::io::Sink);
+
+impl crate::train::Observer for JsonRecords {
+    fn on_step(&mut self, record: &crate::train::StepRecord) {
+        use std::io::Write as _;
+        let line = serde_json::to_string(record).expect("records serialise");
+        let _ = writeln!(self.0, "{line}");
+    }
+    fn on_eval(&mut self, _: &crate::train::EvalRecord) {}
+}
+
+/// Times the trainer's own steps (`probe.steps` after one warm-up) with AdamW on random
+/// batches of the checkpoint in `model_dir`: one epoch over distinct batches, so no
+/// evaluation falls between steps. The seconds are the trainer's, which include the
+/// importances and the record hand-off.
+pub fn time_trainer_steps(
+    model_dir: &Path,
+    probe: &TrainerProbe,
+    device: &Device,
+) -> Result<StepTiming> {
+    use crate::data::Metric;
+    use crate::train::{EstimationExtras, Length, Stage, TokenizedSplit, TrainConfig, TrainRun};
+    let model = Model::load(
+        model_dir,
+        &lora_options(LoraTargets::All, probe.estimation),
+        device,
+    )?;
+    let trainable = model.trainable().iter().map(|v| v.var.elem_count()).sum();
+    let steps = probe.steps + 1;
+    let split = |examples: usize, seed: u64| {
+        let ids = synthetic_ids(&model.encoder.config, examples, probe.len, seed);
+        TokenizedSplit {
+            encoded: ids
+                .chunks(probe.len)
+                .map(|ids| crate::Encoded {
+                    ids: ids.to_vec(),
+                    type_ids: vec![0; ids.len()],
+                })
+                .collect(),
+            labels: (0..examples as u32).map(|i| i % 2).collect(),
+            values: Vec::new(),
+            objective: crate::data::Objective::Classification,
+            choices: 1,
+            groups: Vec::new(),
+            credits: Vec::new(),
+        }
+    };
+    let train = split(steps * probe.batch, 0);
+    let dev = split(1, 1);
+    let config = TrainConfig {
+        length: Length::Steps(steps),
+        batch_size: probe.batch,
+        eval_batch_size: 1,
+        lr: 3e-4,
+        weight_decay: 0.0,
+        warmup_ratio: 0.0,
+        max_grad_norm: 1.0,
+        seed: 42,
+        group_by_length: false,
+        estimation: probe.estimation.then_some(EstimationExtras {
+            l1_coef: 1e-4,
+            head_mask_lr_coef: 1.0,
+            neuron_mask_lr_coef: 1.0,
+        }),
+    };
+    let run = TrainRun {
+        model: &model,
+        train: &train,
+        dev: &dev,
+        config: &config,
+        stage: if probe.estimation {
+            Stage::Estimation
+        } else {
+            Stage::Baseline
+        },
+        metric: Metric::Accuracy,
+    };
+    let outcome = if probe.record {
+        run.observer(&mut JsonRecords(std::io::sink())).run()?
+    } else {
+        run.run()?
+    };
+    Ok(StepTiming {
+        trainable,
+        seconds: outcome.step_seconds.iter().skip(1).copied().collect(),
+        losses: Vec::new(),
+    })
+}
+
+/// The best rate of `rounds` products of two `n × n` f32 matrices on `device`, in GFLOP/s
+/// (2n³ each): the practical peak the step rows are compared with.
+pub fn matmul_peak_gflops(n: usize, rounds: usize, device: &Device) -> Result<f64> {
+    let a = Tensor::randn(0f32, 1.0, (n, n), device)?;
+    let b = Tensor::randn(0f32, 1.0, (n, n), device)?;
+    let mut best = f64::INFINITY;
+    for _ in 0..=rounds {
+        let start = Instant::now();
+        let c = a.matmul(&b)?;
+        device.synchronize()?;
+        best = best.min(start.elapsed().as_secs_f64());
+        drop(c);
+    }
+    Ok(2.0 * (n as f64).powi(3) / best / 1e9)
 }
 
 /// Times `probe.steps` steps (after one warm-up) of LoRA with AdamW, or of inference, on the

@@ -465,6 +465,11 @@ impl LayerCtx<'_, '_> {
     fn linear(&mut self, linear: &PeftLinear, kind: ModuleKind, x: &Tensor) -> Result<Tensor> {
         let want = self.ratios.is_some() && linear.peft.is_some();
         let out = linear.forward(x, self.rng(), want)?;
+        self.keep_ratio(kind, out)
+    }
+
+    /// Keeps a layer's ratio, if it has one, and passes its output on.
+    fn keep_ratio(&mut self, kind: ModuleKind, out: crate::peft::LinearOutput) -> Result<Tensor> {
         if let (Some(ratios), Some(r)) = (self.ratios.as_mut(), out.ratio) {
             let id = ModuleId {
                 layer: self.index,
@@ -477,10 +482,11 @@ impl LayerCtx<'_, '_> {
 }
 
 impl LayerCtx<'_, '_> {
-    /// [`LayerCtx::linear`] followed by exact GELU; one fused node unless a ratio is recorded.
+    /// [`LayerCtx::linear`] followed by exact GELU, in one fused node for LoRA.
     fn linear_gelu(&mut self, linear: &PeftLinear, kind: ModuleKind, x: &Tensor) -> Result<Tensor> {
         if self.ratios.is_some() && linear.peft.is_some() {
-            return ops::gelu_erf(&self.linear(linear, kind, x)?);
+            let out = linear.forward_gelu_ratio(x, self.rng())?;
+            return self.keep_ratio(kind, out);
         }
         linear.forward_gelu(x, self.rng())
     }

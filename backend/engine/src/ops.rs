@@ -110,9 +110,59 @@ pub(crate) fn lora_linear(
         ),
         scale: scale as f32,
         dropout: dropout.map(|(p, rng)| Dropout::new(p, rng)),
+        ratio: None,
     };
     Ok(x.contiguous()?
         .apply_op3(&a.contiguous()?, &b.contiguous()?, op)?)
+}
+
+/// [`lora_linear`] that also gives each row's importance ratio `‖Δ‖ / ‖x·Wᵀ + b‖` over the
+/// last dimension (spec §4.1, before the activation; detached), with `Δ` the scaled branch.
+/// On the CPU the ratio comes out of the same fused node, whose norms are by-products of its
+/// forward pass; elsewhere from the composed ops.
+pub(crate) fn lora_linear_ratio(
+    x: &Tensor,
+    (weight, bias): (&Tensor, Option<&Tensor>),
+    (a, b): (&Tensor, &Tensor),
+    scale: f64,
+    dropout: Option<(f32, &mut StdRng)>,
+    activation: Activation,
+) -> Result<(Tensor, Tensor)> {
+    let dropout = dropout.filter(|(p, _)| *p > 0.0);
+    let rows_shape = &x.dims()[..x.rank() - 1];
+    if !fusable(x) || !fusable(a) || !fusable(b) {
+        let xd = match dropout {
+            Some((p, rng)) => self::dropout(x, p, rng)?,
+            None => x.clone(),
+        };
+        let delta = (xd.broadcast_matmul(&a.t()?)?.broadcast_matmul(&b.t()?)? * scale)?;
+        let base = linear(x, weight, bias, Activation::Identity)?;
+        let norm = |t: &Tensor| -> Result<Tensor> {
+            Ok(t.detach().sqr()?.sum(candle_core::D::Minus1)?.sqrt()?)
+        };
+        let ratio = (norm(&delta)? / norm(&base)?)?;
+        return Ok((activation.apply(&(base + delta)?)?, ratio));
+    }
+    let slot = linear::RatioSlot::default();
+    let op = linear::LoraLinear {
+        base: linear::FrozenLinear::new(
+            weight.contiguous()?,
+            bias.map(Tensor::contiguous).transpose()?,
+            activation,
+        ),
+        scale: scale as f32,
+        dropout: dropout.map(|(p, rng)| Dropout::new(p, rng)),
+        ratio: Some(slot.clone()),
+    };
+    let y = x
+        .contiguous()?
+        .apply_op3(&a.contiguous()?, &b.contiguous()?, op)?;
+    let ratios =
+        slot.lock().expect("not poisoned").take().ok_or_else(|| {
+            crate::error::invalid("lora linear", "its forward pass left no ratio")
+        })?;
+    let ratio = Tensor::from_vec(ratios, rows_shape, x.device())?;
+    Ok((y, ratio))
 }
 
 /// LayerNorm over the last dimension: `(x − mean) / √(var + eps) · gamma + beta`.

@@ -134,6 +134,8 @@ impl Lora {
         self.a.dims()[0]
     }
 
+    /// The branch from composed ops: the reference the fused layer is tested against.
+    #[cfg(test)]
     fn delta(&self, x: &Tensor, train: Option<&mut StdRng>) -> Result<Tensor> {
         let training = train.is_some();
         let x = match train {
@@ -352,39 +354,74 @@ impl PeftLinear {
         train: Option<&mut StdRng>,
         want_ratio: bool,
     ) -> Result<LinearOutput> {
-        let training = train.is_some();
-        if let (Some(PeftModule::Lora(lora)), false) = (&self.peft, want_ratio) {
-            // Without the ratio, base and branch need not exist apart: one fused node.
-            let output = ops::lora_linear(
-                x,
-                (&self.base.weight, self.base.bias.as_ref()),
-                (&value(&lora.a, training), &value(&lora.b, training)),
-                lora.scale,
-                train.map(|rng| (lora.dropout, rng)),
-                ops::Activation::Identity,
-            )?;
-            return Ok(LinearOutput {
-                output,
-                ratio: None,
-            });
+        if let Some(PeftModule::Lora(_)) = &self.peft {
+            return self.lora_forward(x, train, want_ratio, ops::Activation::Identity);
         }
         let base = self.base.forward(x)?;
-        let (output, delta) = match &self.peft {
-            None => (base.clone(), None),
-            Some(PeftModule::Lora(lora)) => {
-                let delta = lora.delta(x, train)?;
-                ((&base + &delta)?, Some(delta))
-            }
-            Some(PeftModule::Adapter(adapter)) => {
-                let delta = adapter.delta(&base, train)?;
-                ((&base + &delta)?, Some(delta))
-            }
+        let Some(PeftModule::Adapter(adapter)) = &self.peft else {
+            return Ok(LinearOutput {
+                output: base,
+                ratio: None,
+            });
         };
-        let ratio = match delta {
-            Some(delta) if want_ratio => Some(norm_ratio(&delta.detach(), &base.detach())?),
-            _ => None,
+        let delta = adapter.delta(&base, train)?;
+        let ratio = want_ratio
+            .then(|| norm_ratio(&delta.detach(), &base.detach()))
+            .transpose()?;
+        Ok(LinearOutput {
+            output: (&base + &delta)?,
+            ratio,
+        })
+    }
+}
+
+impl PeftLinear {
+    /// A LoRA layer as one fused node, followed by `activation`; with `want_ratio` the node
+    /// also gives §4.1's ratio (of the pre-activation parts), a by-product of its forward pass.
+    fn lora_forward(
+        &self,
+        x: &Tensor,
+        train: Option<&mut StdRng>,
+        want_ratio: bool,
+        activation: ops::Activation,
+    ) -> Result<LinearOutput> {
+        let Some(PeftModule::Lora(lora)) = &self.peft else {
+            return Err(crate::error::invalid("peft", "not a LoRA layer"));
         };
-        Ok(LinearOutput { output, ratio })
+        let training = train.is_some();
+        let base = (&self.base.weight, self.base.bias.as_ref());
+        let factors = (&value(&lora.a, training), &value(&lora.b, training));
+        let dropout = train.map(|rng| (lora.dropout, rng));
+        if want_ratio {
+            let (output, ratio) =
+                ops::lora_linear_ratio(x, base, factors, lora.scale, dropout, activation)?;
+            return Ok(LinearOutput {
+                output,
+                ratio: Some(ratio),
+            });
+        }
+        let output = ops::lora_linear(x, base, factors, lora.scale, dropout, activation)?;
+        Ok(LinearOutput {
+            output,
+            ratio: None,
+        })
+    }
+
+    /// [`PeftLinear::forward`] with §4.1's ratio, followed by exact GELU (the ratio is of the
+    /// pre-activation parts). One fused node for LoRA.
+    pub(crate) fn forward_gelu_ratio(
+        &self,
+        x: &Tensor,
+        train: Option<&mut StdRng>,
+    ) -> Result<LinearOutput> {
+        if let Some(PeftModule::Lora(_)) = &self.peft {
+            return self.lora_forward(x, train, true, ops::Activation::GeluErf);
+        }
+        let out = self.forward(x, train, true)?;
+        Ok(LinearOutput {
+            output: ops::gelu_erf(&out.output)?,
+            ratio: out.ratio,
+        })
     }
 }
 

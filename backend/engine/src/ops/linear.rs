@@ -29,6 +29,17 @@ pub(crate) struct LoraLinear {
     pub(crate) scale: f32,
     /// Dropout on the branch input, `None` in inference.
     pub(crate) dropout: Option<Dropout>,
+    /// Where the forward pass leaves each row's importance ratio `‖Δ‖ / ‖x·Wᵀ + b‖` (spec
+    /// §4.1, before the activation), when the caller asked for it.
+    pub(crate) ratio: Option<RatioSlot>,
+}
+
+/// The per-row ratios a [`LoraLinear`] forward pass computed, read by the caller after it.
+pub(crate) type RatioSlot = std::sync::Arc<Mutex<Option<Vec<f32>>>>;
+
+/// `‖v‖₂` in f32, as `sqr → sum → sqrt` computes it.
+fn norm(v: &[f32]) -> f32 {
+    v.iter().map(|x| x * x).sum::<f32>().sqrt()
 }
 
 impl FrozenLinear {
@@ -197,7 +208,24 @@ impl CustomOp3 for LoraLinear {
         let mut down = vec![0.0; rows * a.rows_count()];
         matmul(&mut down, x_in, a.t(), 1.0, Write::Set, threads());
         let down = Mat::rows(&down, rows, a.rows_count());
-        matmul(&mut y, down, b.t(), self.scale, Write::Add, threads());
+        match &self.ratio {
+            None => matmul(&mut y, down, b.t(), self.scale, Write::Add, threads()),
+            Some(slot) => {
+                // The branch apart from the base, for the ratio of their norms; then summed.
+                let out = b.rows_count();
+                let mut delta = vec![0.0; rows * out];
+                matmul(&mut delta, down, b.t(), self.scale, Write::Set, threads());
+                let ratios = y
+                    .chunks_exact(out)
+                    .zip(delta.chunks_exact(out))
+                    .map(|(base, delta)| norm(delta) / norm(base))
+                    .collect();
+                for (y, d) in y.iter_mut().zip(&delta) {
+                    *y += d;
+                }
+                *slot.lock().expect("not poisoned") = Some(ratios);
+            }
+        }
         Ok((CpuStorage::F32(self.base.activate(y)), shape))
     }
 
@@ -401,12 +429,43 @@ mod tests {
                 d.scale_in_place(&mut ones);
                 Tensor::from_vec(ones, x.shape(), x.device()).unwrap()
             });
+            let slot = RatioSlot::default();
             let op = LoraLinear {
                 base: FrozenLinear::new(w.clone(), Some(bias.clone()), activation),
                 scale: 2.5,
                 dropout,
+                ratio: Some(slot.clone()),
             };
             let fused = x.apply_op3(a.as_tensor(), b.as_tensor(), op).unwrap();
+            // The ratio: ‖branch‖ / ‖base‖ per row, from the composed parts.
+            let base = composed(x.as_tensor(), &w, &bias, None, None);
+            let branch = (composed(
+                x.as_tensor(),
+                &w,
+                &bias,
+                Some((a.as_tensor(), b.as_tensor(), 2.5)),
+                mask.as_ref(),
+            ) - &base)
+                .unwrap();
+            let row_norm = |t: &Tensor| {
+                t.sqr()
+                    .unwrap()
+                    .sum(candle_core::D::Minus1)
+                    .unwrap()
+                    .sqrt()
+                    .unwrap()
+            };
+            let want = (row_norm(&branch) / row_norm(&base))
+                .unwrap()
+                .flatten_all()
+                .unwrap();
+            let got = slot
+                .lock()
+                .unwrap()
+                .take()
+                .expect("the forward pass left its ratios");
+            let got = Tensor::from_vec(got, want.shape(), want.device()).unwrap();
+            assert_close("lora linear ratio", &got, &want, 1e-4);
             let plain = composed(
                 x.as_tensor(),
                 &w,
