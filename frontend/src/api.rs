@@ -207,11 +207,13 @@ pub async fn delete(rest: &str) -> Result<(), Failure> {
 
 /// Keeps `target` filled from a URL that changes faster than the server answers (a
 /// heatmap following a run, a slider): one request at a time, and when it returns, the
-/// newest URL asked for meanwhile is fetched next. Failed requests keep the last value.
+/// newest URL asked for meanwhile is fetched next. Failed requests keep the last value (and
+/// say why where [`Latest::reporting`] names a place).
 pub struct Latest<T: Send + Sync + 'static> {
     target: RwSignal<Option<T>>,
     busy: RwSignal<bool>,
     next: RwSignal<Option<String>>,
+    failure: Option<RwSignal<Option<Failure>>>,
 }
 
 impl<T: Send + Sync + 'static> Clone for Latest<T> {
@@ -229,7 +231,15 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Latest<T> {
             target,
             busy: RwSignal::new(false),
             next: RwSignal::new(None),
+            failure: None,
         }
+    }
+
+    /// Also writes each request's failure into `failure` (and clears it on success), so a page
+    /// that cannot load says why instead of staying empty.
+    pub fn reporting(mut self, failure: RwSignal<Option<Failure>>) -> Self {
+        self.failure = Some(failure);
+        self
     }
 
     /// Fetches `rest` now, or after the request in flight.
@@ -244,8 +254,18 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Latest<T> {
             if self.busy.try_set(false).is_some() {
                 return; // the view is gone
             }
-            if let Ok(v) = result {
-                self.target.set(Some(v));
+            match result {
+                Ok(v) => {
+                    self.target.set(Some(v));
+                    if let Some(failure) = self.failure {
+                        failure.set(None);
+                    }
+                }
+                Err(e) => {
+                    if let Some(failure) = self.failure {
+                        failure.set(Some(e));
+                    }
+                }
             }
             if let Some(next) = self.next.try_update(Option::take).flatten() {
                 self.fetch(next);

@@ -49,8 +49,8 @@ fn axis_name(axis: StudyAxis) -> &'static str {
 fn StudyView(id: i64) -> impl IntoView {
     let store = use_store();
     let report = RwSignal::new(None::<StudyReport>);
-    let latest = Latest::new(report);
     let failure = RwSignal::new(None::<Failure>);
+    let latest = Latest::new(report).reporting(failure);
     // A job of the study (or its estimation) that moves reloads the report.
     let key = Memo::new(move |_| {
         let estimation = report.with(|r| r.as_ref().map(|r| r.study.estimation_job_id));
