@@ -518,6 +518,19 @@ async fn the_study_command_starts_waits_and_prints_the_table_and_exports() {
     assert_ne!(listed, id, "{started}");
     let (_, cancelled) = study_cli(&server, &["cancel", &listed.to_string()]);
     assert!(cancelled.contains("cancelled"), "{cancelled}");
+    // Its run, if it had started, stops first (a resume before that is refused as stopping).
+    for _ in 0..100 {
+        let report = server.ok(&format!("/studies/{listed}")).await;
+        if report["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|j| j["status"] != "running" && j["status"] != "queued")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let (table, resumed) = study_cli(&server, &["resume", &listed.to_string(), "--wait"]);
     assert!(resumed.contains("resumed"), "{resumed}");
     assert!(table.contains("(finished)"), "{table}");

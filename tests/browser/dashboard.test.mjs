@@ -314,6 +314,12 @@ try {
     random: false,
   })).json();
   assert.equal((await post(`/studies/${listed.study.id}/cancel`, {})).status, 202);
+  // A run it had started stops first (a resume before that is refused as still stopping).
+  for (let i = 0; i < 100; i++) {
+    const now = await (await fetch(`${base}/api/v1/studies/${listed.study.id}`)).json();
+    if (now.jobs.every((j) => !["queued", "running"].includes(j.status))) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
   await page.goto(`${base}/studies/${listed.study.id}`);
   await page.locator("#study-state", { hasText: "cancelled" }).waitFor({ timeout: 30000 });
   await page.locator("#study-resume").click();

@@ -361,13 +361,18 @@ pub async fn resume(
             JobStatus::Cancelled | JobStatus::Failed | JobStatus::Interrupted
         )
     };
-    let mut jobs: Vec<Job> = state
-        .store
-        .jobs_of_study(id)
-        .await?
-        .into_iter()
-        .filter(stopped)
-        .collect();
+    let all = state.store.jobs_of_study(id).await?;
+    // A cancelled study's running jobs are stopping: resumed now, they would end cancelled
+    // after the study was reopened, and the study would read finished with them undone.
+    if study.cancelled
+        && let Some(job) = all.iter().find(|j| j.status == JobStatus::Running)
+    {
+        return Err(ApiFailure::conflict(format!(
+            "job {} of study {id} is still stopping; resume the study once it has",
+            job.id
+        )));
+    }
+    let mut jobs: Vec<Job> = all.into_iter().filter(stopped).collect();
     if !study.expanded && jobs.iter().all(|j| j.id != study.estimation_job_id) {
         let estimation = state.store.job(study.estimation_job_id).await?;
         if stopped(&estimation) {
