@@ -295,6 +295,18 @@ impl JobStatus {
     pub fn is_final(self) -> bool {
         !matches!(self, JobStatus::Queued | JobStatus::Running)
     }
+
+    /// The states a job can be queued again from (resumed): it stopped without succeeding.
+    pub const RESUMABLE: [JobStatus; 3] = [
+        JobStatus::Interrupted,
+        JobStatus::Cancelled,
+        JobStatus::Failed,
+    ];
+
+    /// Whether a resume can queue the job again ([`JobStatus::RESUMABLE`]).
+    pub fn can_resume(self) -> bool {
+        JobStatus::RESUMABLE.contains(&self)
+    }
 }
 
 impl std::str::FromStr for JobStatus {

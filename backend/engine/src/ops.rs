@@ -86,34 +86,13 @@ impl Activation {
 /// One graph node instead of eight; see `ops/linear.rs`.
 pub(crate) fn lora_linear(
     x: &Tensor,
-    (weight, bias): (&Tensor, Option<&Tensor>),
-    (a, b): (&Tensor, &Tensor),
+    base: (&Tensor, Option<&Tensor>),
+    factors: (&Tensor, &Tensor),
     scale: f64,
     dropout: Option<(f32, &mut StdRng)>,
     activation: Activation,
 ) -> Result<Tensor> {
-    let dropout = dropout.filter(|(p, _)| *p > 0.0);
-    if !fusable(x) || !fusable(a) || !fusable(b) {
-        let xd = match dropout {
-            Some((p, rng)) => self::dropout(x, p, rng)?,
-            None => x.clone(),
-        };
-        let delta = xd.broadcast_matmul(&a.t()?)?.broadcast_matmul(&b.t()?)?;
-        let y = (linear(x, weight, bias, Activation::Identity)? + (delta * scale)?)?;
-        return activation.apply(&y);
-    }
-    let op = linear::LoraLinear {
-        base: linear::FrozenLinear::new(
-            weight.contiguous()?,
-            bias.map(Tensor::contiguous).transpose()?,
-            activation,
-        ),
-        scale: scale as f32,
-        dropout: dropout.map(|(p, rng)| Dropout::new(p, rng)),
-        ratio: None,
-    };
-    Ok(x.contiguous()?
-        .apply_op3(&a.contiguous()?, &b.contiguous()?, op)?)
+    Ok(lora_layer(x, base, factors, scale, dropout, activation, false)?.0)
 }
 
 /// [`lora_linear`] that also gives each row's importance ratio `‖Δ‖ / ‖x·Wᵀ + b‖` over the
@@ -122,14 +101,28 @@ pub(crate) fn lora_linear(
 /// forward pass; elsewhere from the composed ops.
 pub(crate) fn lora_linear_ratio(
     x: &Tensor,
+    base: (&Tensor, Option<&Tensor>),
+    factors: (&Tensor, &Tensor),
+    scale: f64,
+    dropout: Option<(f32, &mut StdRng)>,
+    activation: Activation,
+) -> Result<(Tensor, Tensor)> {
+    let (y, ratio) = lora_layer(x, base, factors, scale, dropout, activation, true)?;
+    let ratio = ratio.ok_or_else(|| crate::error::invalid("lora linear", "no ratio was made"))?;
+    Ok((y, ratio))
+}
+
+/// The LoRA layer of [`lora_linear`], with the ratio of [`lora_linear_ratio`] when `want_ratio`.
+fn lora_layer(
+    x: &Tensor,
     (weight, bias): (&Tensor, Option<&Tensor>),
     (a, b): (&Tensor, &Tensor),
     scale: f64,
     dropout: Option<(f32, &mut StdRng)>,
     activation: Activation,
-) -> Result<(Tensor, Tensor)> {
+    want_ratio: bool,
+) -> Result<(Tensor, Option<Tensor>)> {
     let dropout = dropout.filter(|(p, _)| *p > 0.0);
-    let rows_shape = &x.dims()[..x.rank() - 1];
     if !fusable(x) || !fusable(a) || !fusable(b) {
         let xd = match dropout {
             Some((p, rng)) => self::dropout(x, p, rng)?,
@@ -137,13 +130,17 @@ pub(crate) fn lora_linear_ratio(
         };
         let delta = (xd.broadcast_matmul(&a.t()?)?.broadcast_matmul(&b.t()?)? * scale)?;
         let base = linear(x, weight, bias, Activation::Identity)?;
-        let norm = |t: &Tensor| -> Result<Tensor> {
-            Ok(t.detach().sqr()?.sum(candle_core::D::Minus1)?.sqrt()?)
+        let ratio = if want_ratio {
+            let norm = |t: &Tensor| -> Result<Tensor> {
+                Ok(t.detach().sqr()?.sum(candle_core::D::Minus1)?.sqrt()?)
+            };
+            Some((norm(&delta)? / norm(&base)?)?)
+        } else {
+            None
         };
-        let ratio = (norm(&delta)? / norm(&base)?)?;
         return Ok((activation.apply(&(base + delta)?)?, ratio));
     }
-    let slot = linear::RatioSlot::default();
+    let slot = want_ratio.then(linear::RatioSlot::default);
     let op = linear::LoraLinear {
         base: linear::FrozenLinear::new(
             weight.contiguous()?,
@@ -152,16 +149,24 @@ pub(crate) fn lora_linear_ratio(
         ),
         scale: scale as f32,
         dropout: dropout.map(|(p, rng)| Dropout::new(p, rng)),
-        ratio: Some(slot.clone()),
+        ratio: slot.clone(),
     };
     let y = x
         .contiguous()?
         .apply_op3(&a.contiguous()?, &b.contiguous()?, op)?;
-    let ratios =
-        slot.lock().expect("not poisoned").take().ok_or_else(|| {
-            crate::error::invalid("lora linear", "its forward pass left no ratio")
-        })?;
-    let ratio = Tensor::from_vec(ratios, rows_shape, x.device())?;
+    let ratio = match slot {
+        None => None,
+        Some(slot) => {
+            let ratios = slot.lock().expect("not poisoned").take().ok_or_else(|| {
+                crate::error::invalid("lora linear", "its forward pass left no ratio")
+            })?;
+            Some(Tensor::from_vec(
+                ratios,
+                &x.dims()[..x.rank() - 1],
+                x.device(),
+            )?)
+        }
+    };
     Ok((y, ratio))
 }
 

@@ -32,15 +32,12 @@ pub fn plan_grid(
         for &ffn_ratio in &ffn {
             for &module_ratio in &modules {
                 for &rank_ratio in &ranks {
-                    let plan = PlanRequest {
+                    plans.push(checked_plan([
                         head_ratio,
                         ffn_ratio,
                         module_ratio,
                         rank_ratio,
-                        ..PlanRequest::default()
-                    };
-                    plan.validate()?;
-                    plans.push(plan);
+                    ])?);
                 }
             }
         }
@@ -57,20 +54,23 @@ pub fn plan_list(ratios: &[[f64; 4]]) -> Result<Vec<PlanRequest>> {
             "a list needs at least one plan",
         ));
     }
-    ratios
-        .iter()
-        .map(|&[head_ratio, ffn_ratio, module_ratio, rank_ratio]| {
-            let plan = PlanRequest {
-                head_ratio,
-                ffn_ratio,
-                module_ratio,
-                rank_ratio,
-                ..PlanRequest::default()
-            };
-            plan.validate()?;
-            Ok(plan)
-        })
-        .collect()
+    ratios.iter().copied().map(checked_plan).collect()
+}
+
+/// A plan of `[head, ffn, module, rank]` ratios with the default methods, once its ratios are
+/// checked.
+fn checked_plan(
+    [head_ratio, ffn_ratio, module_ratio, rank_ratio]: [f64; 4],
+) -> Result<PlanRequest> {
+    let plan = PlanRequest {
+        head_ratio,
+        ffn_ratio,
+        module_ratio,
+        rank_ratio,
+        ..PlanRequest::default()
+    };
+    plan.validate()?;
+    Ok(plan)
 }
 
 /// The heads-and-FFN frontier: heads = FFN ∈ {0, 1/6, 1/3, 1/2, 2/3}, modules and ranks kept.

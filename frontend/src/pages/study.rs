@@ -4,7 +4,7 @@
 
 use leptos::{prelude::*, task::spawn_local};
 use leptos_router::hooks::use_params_map;
-use lightpeft_api::rest::{JobStatus, STUDY_AXES, StudyAxis, StudyReport, StudyRole, StudyState};
+use lightpeft_api::rest::{STUDY_AXES, StudyAxis, StudyReport, StudyRole, StudyState};
 
 use crate::{
     api::{self, Failure, Latest},
@@ -128,12 +128,7 @@ fn StudyView(id: i64) -> impl IntoView {
             let jobs_done = r.jobs.iter().filter(|j| j.status.is_final()).count();
             let resumable = r.study.error.is_none()
                 && (matches!(r.state, StudyState::Cancelled)
-                    || r.jobs.iter().any(|j| {
-                        matches!(
-                            j.status,
-                            JobStatus::Cancelled | JobStatus::Failed | JobStatus::Interrupted
-                        )
-                    }));
+                    || r.jobs.iter().any(|j| j.status.can_resume()));
             let rows = r
                 .configurations
                 .iter()

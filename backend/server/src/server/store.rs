@@ -223,7 +223,7 @@ impl StoreError {
 pub fn leaves_for(to: JobStatus) -> &'static [JobStatus] {
     use JobStatus::*;
     match to {
-        Queued => &[Interrupted, Cancelled, Failed],
+        Queued => &JobStatus::RESUMABLE,
         Running => &[Queued],
         Succeeded | Interrupted | Failed => &[Running],
         Cancelled => &[Queued],

@@ -355,32 +355,29 @@ pub async fn resume(
     _: NoBody,
 ) -> ApiResult<(StatusCode, Json<StudyReport>)> {
     let study = state.store.study(id).await?;
-    let stopped = |job: &Job| {
-        matches!(
-            job.status,
-            JobStatus::Cancelled | JobStatus::Failed | JobStatus::Interrupted
-        )
-    };
     let all = state.store.jobs_of_study(id).await?;
-    // A cancelled study's running jobs are stopping: resumed now, they would end cancelled
-    // after the study was reopened, and the study would read finished with them undone.
-    if study.cancelled
-        && let Some(job) = all.iter().find(|j| j.status == JobStatus::Running)
-    {
-        return Err(ApiFailure::conflict(format!(
-            "job {} of study {id} is still stopping; resume the study once it has",
-            job.id
-        )));
-    }
-    let mut jobs: Vec<Job> = all.into_iter().filter(stopped).collect();
+    let mut jobs: Vec<Job> = all
+        .iter()
+        .filter(|j| j.status.can_resume())
+        .cloned()
+        .collect();
     if !study.expanded && jobs.iter().all(|j| j.id != study.estimation_job_id) {
         let estimation = state.store.job(study.estimation_job_id).await?;
-        if stopped(&estimation) {
+        if estimation.status.can_resume() {
             jobs.push(estimation);
         }
     }
-    // Checked before anything changes, so a refusal leaves the study as it was.
-    if let Some(job) = jobs.iter().find(|j| state.runner.is_running(j.id)) {
+    // Checked before anything changes, so a refusal leaves the study as it was. A cancelled
+    // study's running jobs are stopping too: resumed now, they would end cancelled after the
+    // study was reopened, and the study would read finished with them undone.
+    let stopping = jobs
+        .iter()
+        .find(|j| state.runner.is_running(j.id))
+        .or_else(|| {
+            all.iter()
+                .find(|j| study.cancelled && j.status == JobStatus::Running)
+        });
+    if let Some(job) = stopping {
         return Err(ApiFailure::conflict(format!(
             "job {} of study {id} is still stopping; resume the study once it has",
             job.id
