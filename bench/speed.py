@@ -195,7 +195,7 @@ def main():
               "(runs minutes apart at most) and their range over rounds follows in brackets.\n")
     measured = [p for p in peaks if p]
     nominal = nominal_peak(args.threads)
-    print(f"Practical peak: {median_cell(measured)} GFLOP/s, the best 2048 × 2048 f32 product "
+    print(f"Practical peak: {median_cell(measured, 1)} GFLOP/s, the best 2048 × 2048 f32 product "
           f"(candle's gemm, {args.threads} threads, median over rounds); nominal "
           + (f"{nominal:.0f} GFLOP/s (clock × {args.threads} cores × 32 FLOPs per cycle, AVX2 FMA)"
              if nominal else "unknown") + ".\n")
