@@ -3,11 +3,13 @@
 //!
 //! cargo run --release -p lightpeft-engine --example step_bench -- [--batch 16] [--len 64]
 //!     [--steps 10] [--model DIR] [--masks] [--plan full|third|paper|half] [--targets all|qv]
-//!     [--mode train|infer|estimate|lora|peak] [--record] [--json]
+//!     [--mode train|infer|estimate|lora|peak] [--record] [--hold-freed-ms MS] [--json]
 //! `estimate` and `lora` time the trainer's own steps (what `lightpeft estimate` and
 //! `lightpeft baseline` run): an estimation step (masks, L1, importances) and a plain LoRA
 //! step on every target, on the same batches; `--record` also writes each step's record as
 //! JSON text, as the CLI does. `peak` is the best GFLOP/s of a 2048 × 2048 f32 product.
+//! `--hold-freed-ms` is how long the allocator keeps freed memory (default: what the lightpeft
+//! binary sets, `memory::TRAINING_HOLD`; 1000 is mimalloc's own default).
 //! Threads: set RAYON_NUM_THREADS (the README's numbers use 2).
 //!
 //! Plans (`lightpeft_engine::bench::StepPlan`, defined as in `bench/torch_reference.py`, the
@@ -50,6 +52,7 @@ fn main() -> lightpeft_engine::Result<()> {
     let mut json = false;
     let mut mode = "train".to_string();
     let mut record = false;
+    let mut hold = lightpeft_engine::memory::TRAINING_HOLD;
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -70,10 +73,16 @@ fn main() -> lightpeft_engine::Result<()> {
                 }
             }
             "--record" => record = true,
+            "--hold-freed-ms" => {
+                hold = std::time::Duration::from_millis(
+                    value().parse().expect("--hold-freed-ms: milliseconds"),
+                )
+            }
             "--json" => json = true,
             other => panic!("unknown flag {other}"),
         }
     }
+    lightpeft_engine::memory::hold_freed_memory(hold);
     let threads = candle_core::utils::get_num_threads();
     if mode == "peak" {
         let gflops = matmul_peak_gflops(2048, 5, &Device::Cpu)?;
@@ -125,6 +134,7 @@ fn main() -> lightpeft_engine::Result<()> {
             "targets": probe.targets.name(),
             "mode": mode,
             "record": record,
+            "hold_freed_ms": hold.as_millis() as u64,
             "batch": probe.batch,
             "len": probe.len,
             "threads": threads,

@@ -530,13 +530,10 @@ impl Attention {
         let dropout = ctx.rng().map(|rng| (p, rng));
         let context = ops::attention((&q, &k, &v), mask, shape, dropout)?;
         // Scaling each head's context equals scaling its (post-dropout) probabilities.
-        Ok(match &self.head_mask {
-            Some(mask) => context
-                .reshape((b * l, h, dh))?
-                .broadcast_mul(&peft::value(mask, ctx.training.is_some()).reshape((1, h, 1))?)?
-                .reshape((b * l, h * dh))?,
-            None => context,
-        })
+        match &self.head_mask {
+            Some(mask) => ops::scale_groups(&context, &peft::value(mask, ctx.training.is_some())),
+            None => Ok(context),
+        }
     }
 }
 
@@ -553,7 +550,7 @@ impl FeedForward {
         } else {
             let mut act = ctx.linear_gelu(&self.intermediate, ModuleKind::Intermediate, x)?;
             if let Some(mask) = &self.neuron_mask {
-                act = act.broadcast_mul(&peft::value(mask, ctx.training.is_some()))?;
+                act = ops::scale_groups(&act, &peft::value(mask, ctx.training.is_some()))?;
             }
             ctx.linear(&self.output, ModuleKind::Output, &act)?
         };

@@ -11,6 +11,7 @@ pub mod data;
 pub mod encoder;
 pub mod error;
 pub mod export;
+pub mod memory;
 pub mod model;
 mod ops;
 pub mod peft;

@@ -29,6 +29,7 @@ mod attention;
 mod gemm;
 mod kernels;
 mod linear;
+mod mask;
 mod residual;
 
 /// `act(x · Wᵀ + bias)` for a frozen `W` (`[out, in]`) and bias, whose backward computes only
@@ -284,6 +285,34 @@ pub(crate) fn attention(
     } else {
         q.apply_op3_no_bwd(&k, &v, &op)?
     })
+}
+
+/// `x ⊙ scale` on `[rows, cols]`, with each of `scale`'s `groups` values multiplying
+/// `cols / groups` neighbouring columns: Light-PEFT's head masks on the attention context (one
+/// head's columns each) and its neuron masks on the FFN activations (one column each).
+///
+/// One graph node on the CPU whose backward gives both gradients in one pass (`ops/mask.rs`);
+/// elsewhere candle's broadcast product.
+pub(crate) fn scale_groups(x: &Tensor, scale: &Tensor) -> Result<Tensor> {
+    let cols = x.dim(D::Minus1)?;
+    let groups = scale.elem_count();
+    if !fusable(x) || !fusable(scale) {
+        if groups == 0 || !cols.is_multiple_of(groups) {
+            return Err(crate::error::invalid(
+                "group scale",
+                format!(
+                    "{groups} mask values do not split rows of {cols} columns into equal groups"
+                ),
+            ));
+        }
+        let rows = x.elem_count() / cols.max(1);
+        return Ok(x
+            .reshape((rows, groups, cols / groups))?
+            .broadcast_mul(&scale.reshape((1, groups, 1))?)?
+            .reshape(x.shape())?);
+    }
+    Ok(x.contiguous()?
+        .apply_op2(&scale.contiguous()?, mask::GroupScale)?)
 }
 
 /// The exact GELU of BERT, `x · Φ(x) = x/2 · (1 + erf(x/√2))`.

@@ -622,6 +622,7 @@ fn init_logging() {
 }
 
 fn main() -> ExitCode {
+    lightpeft_engine::memory::hold_freed_memory(lightpeft_engine::memory::TRAINING_HOLD);
     init_logging();
     let cli = Cli::parse();
     let data_dir = cli

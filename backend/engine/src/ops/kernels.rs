@@ -132,6 +132,66 @@ kernel! {
 }
 
 kernel! {
+    /// `out = x ⊙ scale` where `scale[j]` multiplies the `width` columns of group `j` in every
+    /// `scale.len() · width`-long row (a head's context columns, or one FFN neuron).
+    fn group_scale_rows<FMA>(out: &mut [f32], x: &[f32], scale: &[f32], width: usize) {
+        let row = scale.len() * width;
+        assert!(row > 0 && out.len() == x.len() && x.len().is_multiple_of(row), "group scale: ragged rows");
+        for (out, x) in out.chunks_exact_mut(row).zip(x.chunks_exact(row)) {
+            if width == 1 {
+                for ((o, &x), &s) in out.iter_mut().zip(x).zip(scale) {
+                    *o = x * s;
+                }
+                continue;
+            }
+            for ((out, x), &s) in out.chunks_exact_mut(width).zip(x.chunks_exact(width)).zip(scale) {
+                for (o, &x) in out.iter_mut().zip(x) {
+                    *o = x * s;
+                }
+            }
+        }
+    }
+}
+
+kernel! {
+    /// The gradients of [`group_scale_rows`]: `dx = grad ⊙ scale`, and `d_scale[j] += Σ grad·x`
+    /// over group `j`'s columns of every row.
+    fn group_scale_grad_rows<FMA>(
+        dx: &mut [f32],
+        d_scale: &mut [f32],
+        x: &[f32],
+        grad: &[f32],
+        scale: &[f32],
+        width: usize,
+    ) {
+        let row = scale.len() * width;
+        assert!(
+            row > 0 && d_scale.len() == scale.len() && dx.len() == x.len() && grad.len() == x.len()
+                && x.len().is_multiple_of(row),
+            "group scale grad: ragged rows"
+        );
+        for ((dx, x), grad) in dx.chunks_exact_mut(row).zip(x.chunks_exact(row)).zip(grad.chunks_exact(row)) {
+            if width == 1 {
+                for ((((dx, &x), &g), &s), ds) in
+                    dx.iter_mut().zip(x).zip(grad).zip(scale).zip(d_scale.iter_mut())
+                {
+                    *dx = g * s;
+                    *ds = madd::<FMA>(g, x, *ds);
+                }
+                continue;
+            }
+            let groups = dx.chunks_exact_mut(width).zip(x.chunks_exact(width)).zip(grad.chunks_exact(width));
+            for (((dx, x), grad), (&s, ds)) in groups.zip(scale.iter().zip(d_scale.iter_mut())) {
+                for (dx, &g) in dx.iter_mut().zip(grad) {
+                    *dx = g * s;
+                }
+                *ds += dot::<FMA>(grad, x);
+            }
+        }
+    }
+}
+
+kernel! {
     /// LayerNorm of each `gamma.len()`-long row of `x` into `y`: `(x − mean)/√(var + eps)·gamma
     /// + beta`.
     fn layer_norm_rows<FMA>(y: &mut [f32], x: &[f32], gamma: &[f32], beta: &[f32], eps: f32) {
@@ -746,6 +806,60 @@ mod tests {
                 }
                 x
             });
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_and_portable_group_scales_agree() {
+        let mut rng = StdRng::seed_from_u64(47);
+        for (groups, width) in [(1, 1), (5, 1), (300, 1), (3, 7), (12, 32), (2, 127)] {
+            let len = 3 * groups * width;
+            let x = uniform(len, -3.0, 3.0, &mut rng);
+            let grad = uniform(len, -1.0, 1.0, &mut rng);
+            let scale = uniform(groups, 0.0, 2.0, &mut rng);
+            both_paths(&format!("group scale, {groups} × {width}"), 0.0, |fast| {
+                let mut out = vec![0.0; len];
+                if fast {
+                    // SAFETY: `both_paths` asks for the AVX2 instance only where the CPU has it.
+                    unsafe { group_scale_rows::avx2_fma(&mut out, &x, &scale, width) }
+                } else {
+                    group_scale_rows::portable(&mut out, &x, &scale, width)
+                }
+                out
+            });
+            both_paths(
+                &format!("group scale grad, {groups} × {width}"),
+                1e-5,
+                |fast| {
+                    let (mut dx, mut ds) = (vec![0.0; len], vec![0.0; groups]);
+                    if fast {
+                        // SAFETY: as above.
+                        unsafe {
+                            group_scale_grad_rows::avx2_fma(
+                                &mut dx, &mut ds, &x, &grad, &scale, width,
+                            )
+                        }
+                    } else {
+                        group_scale_grad_rows::portable(&mut dx, &mut ds, &x, &grad, &scale, width)
+                    }
+                    // Against the definition, summed in f64.
+                    for (j, &d) in ds.iter().enumerate() {
+                        let want: f64 = (0..3)
+                            .flat_map(|r| {
+                                (0..width).map(move |k| r * groups * width + j * width + k)
+                            })
+                            .map(|i| grad[i] as f64 * x[i] as f64)
+                            .sum();
+                        assert!(
+                            (d as f64 - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                            "{d} vs {want}"
+                        );
+                    }
+                    dx.extend(ds);
+                    dx
+                },
+            );
         }
     }
 
