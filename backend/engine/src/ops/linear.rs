@@ -200,6 +200,22 @@ impl CustomOp3 for LoraLinear {
         let (a, b) = self.factors(a, a_layout, b, b_layout, x.cols_count())?;
         let rows = x.rows_count();
         let (mut y, write) = self.base.output(rows)?;
+        if self.dropout.is_none() && self.ratio.is_none() && folding_pays(rows, a, b) {
+            // Without dropout the branch reads x itself: x·Wᵀ + s·(x·Aᵀ)·Bᵀ = x·(W + s·B·A)ᵀ,
+            // one product over a weight that costs out·in·r to build instead of two skinny
+            // products and a pass over the output.
+            let w = self.folded_weight(a, b)?;
+            let (out, inp) = (b.rows_count(), a.cols_count());
+            matmul(
+                &mut y,
+                x,
+                Mat::rows(&w, out, inp).t(),
+                1.0,
+                write,
+                threads(),
+            );
+            return Ok((CpuStorage::F32(self.base.activate(y)), shape));
+        }
         self.base.accumulate(&mut y, x, write)?;
         let dropped = self.dropped(x)?;
         let x_in = dropped
@@ -280,10 +296,25 @@ impl LoraLinear {
         Ok((Mat::rows(a, r, inp), Mat::rows(b, out, r)))
     }
 
+    /// `W + s·B·A`, `[out, in]`.
+    fn folded_weight(&self, a: Mat, b: Mat) -> candle_core::Result<Vec<f32>> {
+        let (storage, layout) = self.base.weight.storage_and_layout();
+        let mut w = host_f32("lora linear", "weight", &storage, layout)?.to_vec();
+        matmul(&mut w, b, a, self.scale, Write::Add, threads());
+        Ok(w)
+    }
+
     /// The branch's dropped-out input, or `None` without dropout.
     fn dropped(&self, x: Mat) -> candle_core::Result<Option<Vec<f32>>> {
         Ok(self.dropout.as_ref().map(|d| d.apply(x.contiguous_data())))
     }
+}
+
+/// Whether folding the branch into the weight (out·in·r multiply-adds) costs less than running
+/// it beside the base product (rows·r·(in + out)): for every batch of more than a few rows.
+fn folding_pays(rows: usize, a: Mat, b: Mat) -> bool {
+    let (inp, out) = (a.cols_count(), b.rows_count());
+    rows * (inp + out) >= inp * out
 }
 
 /// LoRA's backward kernel over `(x, grad)`: `[dx | dA | dB]` in one buffer, where with
@@ -496,6 +527,72 @@ mod tests {
                 assert_close(&format!("lora linear {what} gradient"), got, want, 1e-4);
             }
         }
+    }
+
+    #[test]
+    fn lora_linear_without_dropout_folds_the_branch_and_matches_the_composed_ops() {
+        let mut rng = StdRng::seed_from_u64(24);
+        // Folding pays for the first two shapes (many rows), not for the single row.
+        for (dims, out, r, activation) in [
+            (vec![4, 50, 96], 80, 8, Activation::Identity),
+            (vec![300, 40], 120, 4, Activation::GeluErf),
+            (vec![1, 40], 30, 8, Activation::Identity),
+        ] {
+            let inp = *dims.last().unwrap();
+            let rows = x_rows(&dims);
+            assert_eq!(
+                rows * (inp + out) >= inp * out,
+                dims[0] != 1,
+                "the cases cover both sides of folding_pays"
+            );
+            let x = Var::from_tensor(&random(&dims, 0.0, 1.0, &mut rng)).unwrap();
+            let w = random(&[out, inp], 0.0, 0.3, &mut rng);
+            let bias = random(&[out], 0.0, 0.3, &mut rng);
+            let a = Var::from_tensor(&random(&[r, inp], 0.0, 0.3, &mut rng)).unwrap();
+            let b = Var::from_tensor(&random(&[out, r], 0.0, 0.3, &mut rng)).unwrap();
+            let op = LoraLinear {
+                base: FrozenLinear::new(w.clone(), Some(bias.clone()), activation),
+                scale: 2.0,
+                dropout: None,
+                ratio: None,
+            };
+            let fused = x.apply_op3(a.as_tensor(), b.as_tensor(), op).unwrap();
+            let plain = candle_activation(
+                activation,
+                &composed(
+                    x.as_tensor(),
+                    &w,
+                    &bias,
+                    Some((a.as_tensor(), b.as_tensor(), 2.0)),
+                    None,
+                ),
+            );
+            assert_close(
+                &format!("folded lora linear {dims:?}"),
+                &fused,
+                &plain,
+                1e-5,
+            );
+            let r_up = random(fused.dims(), 0.0, 1.0, &mut rng);
+            let grads = |y: &Tensor| (y * &r_up).unwrap().sum_all().unwrap().backward().unwrap();
+            let (g_fused, g_plain) = (grads(&fused), grads(&plain));
+            for (what, var) in [("x", &x), ("A", &a), ("B", &b)] {
+                let (got, want) = (
+                    g_fused.get(var.as_tensor()).unwrap(),
+                    g_plain.get(var.as_tensor()).unwrap(),
+                );
+                assert_close(
+                    &format!("folded lora {what} gradient {dims:?}"),
+                    got,
+                    want,
+                    1e-4,
+                );
+            }
+        }
+    }
+
+    fn x_rows(dims: &[usize]) -> usize {
+        dims[..dims.len() - 1].iter().product()
     }
 
     #[test]
