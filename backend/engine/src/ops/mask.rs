@@ -59,12 +59,13 @@ impl CustomOp2 for GroupScale {
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let grads = x.apply_op3_no_bwd(scale, &grad.contiguous()?, &GroupScaleGrad)?;
-        // The kernel packs [d_x | d_scale] into one buffer.
+        // The kernel packs [d_x | d_scale] into one buffer. The mask's gradient gets a buffer
+        // of its own: a view would keep the activation-sized one alive for as long as the
+        // gradient (or a sum that holds it) lives.
         let n = x.elem_count();
         let dx = grads.narrow(0, 0, n)?.reshape(x.shape())?;
-        let d_scale = grads
-            .narrow(0, n, scale.elem_count())?
-            .reshape(scale.shape())?;
+        let d_scale = grads.narrow(0, n, scale.elem_count())?.to_vec1::<f32>()?;
+        let d_scale = Tensor::from_vec(d_scale, scale.shape(), scale.device())?;
         Ok((Some(dx), Some(d_scale)))
     }
 }

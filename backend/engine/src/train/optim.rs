@@ -121,6 +121,10 @@ impl AdamW {
                 let Some(g) = grads.get(slot.var.as_tensor()) else {
                     continue;
                 };
+                // candle can hand a gradient back still attached to a graph (a mask's L1 term
+                // differentiates |m| through a comparison); the moments outlive the step, and
+                // built from an attached gradient they would keep every step's graph alive.
+                let g = &g.detach();
                 let mut theta = slot.var.as_tensor().clone();
                 if *weight_decay != 0.0 {
                     theta = (theta * (1.0 - lr * *weight_decay))?;
@@ -215,6 +219,38 @@ mod tests {
         assert_eq!(w.warmup_steps, 6);
         assert_eq!((w.lr(0), w.lr(3), w.lr(6)), (0.0, 0.5, 1.0));
         assert!((w.lr(53) - 0.5).abs() < 1e-12);
+    }
+
+    /// The gradient of Σ|m| comes back from candle attached to a graph (through the
+    /// comparison in |m|'s derivative); the moments built from it must not be, or each step's
+    /// graph would stay alive through them for the rest of the run.
+    #[test]
+    fn moments_hold_no_graph_even_from_an_attached_gradient() {
+        let dev = Device::Cpu;
+        let m = Var::new(&[1.0f32, -0.5, 2.0], &dev).unwrap();
+        let mut opt = AdamW::new(vec![ParamGroup {
+            vars: vec![m.clone()],
+            lr_scale: 1.0,
+            weight_decay: 0.0,
+        }])
+        .unwrap();
+        for _ in 0..3 {
+            let grads = m
+                .as_tensor()
+                .abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            assert!(
+                grads.get(m.as_tensor()).unwrap().track_op(),
+                "candle's |m| gradient is attached (else this test checks nothing)"
+            );
+            opt.step(&grads, 0.1).unwrap();
+            let slot = &opt.groups[0].2[0];
+            assert!(!slot.m.track_op() && !slot.v.track_op());
+        }
     }
 
     /// Two steps of AdamW on f(x) = Σx², checked against the update written out by hand.
