@@ -17,6 +17,20 @@ fn small() -> Value {
            "batch_size": 16, "epochs": 1, "max_len": 32})
 }
 
+/// A server on its own data directory with a tiny experiment, and a study of it started with
+/// `request`: the directory (kept alive with the server), the server, the experiment's id and
+/// the study's first report.
+async fn server_with_study(request: Value) -> (tempfile::TempDir, Server, i64, Value) {
+    let dir = data_dir(false);
+    let server = Server::start(dir.path(), &[], None);
+    let exp = server.tiny_experiment(small()).await;
+    let (status, report) = server
+        .post(&format!("/experiments/{exp}/studies"), request)
+        .await;
+    assert_eq!(status, 201, "{report}");
+    (dir, server, exp, report)
+}
+
 async fn wait_study(server: &Server, id: i64, until: &str) -> Value {
     let started = Instant::now();
     loop {
@@ -63,17 +77,10 @@ fn configuration<'a>(report: &'a Value, label: &str) -> &'a Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_study_of_two_plans_and_two_seeds_runs_every_job_and_exports_its_numbers() {
-    let dir = data_dir(false);
-    let server = Server::start(dir.path(), &[], None);
-    let exp = server.tiny_experiment(small()).await;
-
-    let (status, report) = server
-        .post(
-            &format!("/experiments/{exp}/studies"),
-            json!({"plans": {"preset": "grid", "head_ratios": [0.25, 0.5]}, "seeds": 2}),
-        )
-        .await;
-    assert_eq!(status, 201, "{report}");
+    let (_dir, server, exp, report) = server_with_study(
+        json!({"plans": {"preset": "grid", "head_ratios": [0.25, 0.5]}, "seeds": 2}),
+    )
+    .await;
     let id = report["study"]["id"].as_i64().unwrap();
     // No estimation yet: one was queued, and only the baselines wait beside it.
     assert_eq!(report["state"], "waiting_for_estimation", "{report}");
@@ -557,5 +564,67 @@ async fn the_study_command_starts_waits_and_prints_the_table_and_exports() {
     assert!(
         stderr.contains("404") && stderr.contains("experiment 999"),
         "{stderr}"
+    );
+}
+
+/// A study's cancel and resume sent together leave it consistent either way round: cancelled
+/// with nothing of it queued, or reopened with nothing of it cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_racing_a_resume_leaves_the_study_cancelled_or_reopened_never_between() {
+    let (_dir, server, _, report) =
+        server_with_study(json!({"plans": {"preset": "grid", "head_ratios": [0.25]}, "seeds": 3}))
+            .await;
+    let id = report["study"]["id"].as_i64().unwrap();
+    let (cancel_path, resume_path) = (
+        format!("/studies/{id}/cancel"),
+        format!("/studies/{id}/resume"),
+    );
+    let statuses = |report: &Value| -> Vec<String> {
+        report["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["status"].as_str().unwrap().to_string())
+            .collect()
+    };
+    for round in 0..4 {
+        let ((cancelled, c), (resumed, r)) = tokio::join!(
+            server.post(&cancel_path, json!({})),
+            server.post(&resume_path, json!({}))
+        );
+        assert_eq!(cancelled, 202, "round {round}: {c}");
+        assert!([202, 409].contains(&resumed), "round {round}: {r}");
+        let report = server.ok(&format!("/studies/{id}")).await;
+        let now = statuses(&report);
+        if report["study"]["cancelled"] == true {
+            assert!(
+                !now.iter().any(|s| s == "queued"),
+                "round {round}: cancelled, yet {now:?}"
+            );
+            // Let its stopping run end, then reopen it for the next round.
+            let started = Instant::now();
+            loop {
+                let (status, body) = server.post(&resume_path, json!({})).await;
+                if status == 202 {
+                    break;
+                }
+                assert!(
+                    status == 409 && started.elapsed() < LONG,
+                    "round {round}: {body}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        } else {
+            assert!(
+                !now.iter().any(|s| s == "cancelled"),
+                "round {round}: reopened, yet {now:?}"
+            );
+        }
+    }
+    // Whatever the rounds did, the study ends with every job run.
+    let finished = wait_study(&server, id, "finished").await;
+    assert!(
+        statuses(&finished).iter().all(|s| s == "succeeded"),
+        "{finished}"
     );
 }

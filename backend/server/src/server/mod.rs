@@ -138,6 +138,10 @@ pub struct AppState {
     job_memory_budget: u64,
     /// Largest dataset upload, bytes.
     max_upload_bytes: u64,
+    /// Held by a study's cancel and resume from start to end: each changes the study's flag and
+    /// then its jobs one by one, and two interleaved could leave a study reopened with jobs the
+    /// cancel had just cancelled, or cancelled with jobs queued again.
+    study_changes: Arc<tokio::sync::Mutex<()>>,
 }
 
 #[derive(OpenApi)]
@@ -637,6 +641,7 @@ pub async fn start(config: &ServeConfig) -> Result<Started, String> {
         hosts: guard::HostPolicy::new(config.addr, &config.allowed_hosts),
         job_memory_budget: config.job_memory_budget(),
         max_upload_bytes: config.max_upload_bytes,
+        study_changes: Arc::default(),
     };
     studies::spawn_expander(state.clone());
     Ok(Started { state, close })

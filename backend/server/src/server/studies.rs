@@ -325,6 +325,7 @@ pub async fn cancel(
     PathId(id): PathId,
     _: NoBody,
 ) -> ApiResult<(StatusCode, Json<StudyReport>)> {
+    let _one_at_a_time = state.study_changes.lock().await;
     state.store.cancel_study(id, None).await?;
     for job in state.store.jobs_of_study(id).await? {
         if matches!(job.status, JobStatus::Queued | JobStatus::Running) {
@@ -354,6 +355,7 @@ pub async fn resume(
     PathId(id): PathId,
     _: NoBody,
 ) -> ApiResult<(StatusCode, Json<StudyReport>)> {
+    let _one_at_a_time = state.study_changes.lock().await;
     let study = state.store.study(id).await?;
     let all = state.store.jobs_of_study(id).await?;
     let mut jobs: Vec<Job> = all
