@@ -15,15 +15,25 @@ use super::{f32_slice, kernels, par_blocks, row_len};
 /// `x ⊙ scale`, with `scale[j]` multiplying columns `j·width .. (j+1)·width` of every row.
 pub(crate) struct GroupScale;
 
-/// The width of each group of `x`'s columns that one of `scale`'s values multiplies.
-fn group_width(op: &str, x: &Layout, scale: &Layout) -> candle_core::Result<usize> {
-    let cols = row_len(op, x)?;
-    match scale.dims() {
-        &[groups] if groups > 0 && cols.is_multiple_of(groups) => Ok(cols / groups),
+/// The input `x` and the scale as f32 slices, and the width of each group of `x`'s columns
+/// that one of the scale's values multiplies.
+fn inputs<'a>(
+    op: &str,
+    (x, x_layout): (&'a CpuStorage, &Layout),
+    (scale, scale_layout): (&'a CpuStorage, &Layout),
+) -> candle_core::Result<(usize, &'a [f32], &'a [f32])> {
+    let cols = row_len(op, x_layout)?;
+    let width = match scale_layout.dims() {
+        &[groups] if groups > 0 && cols.is_multiple_of(groups) => cols / groups,
         dims => candle_core::bail!(
             "{op}: a scale of {dims:?} does not split rows of {cols} columns into equal groups"
         ),
-    }
+    };
+    Ok((
+        width,
+        f32_slice(op, "input", x, x_layout)?,
+        f32_slice(op, "scale", scale, scale_layout)?,
+    ))
 }
 
 impl CustomOp2 for GroupScale {
@@ -38,10 +48,7 @@ impl CustomOp2 for GroupScale {
         scale: &CpuStorage,
         scale_layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let name = self.name();
-        let width = group_width(name, x_layout, scale_layout)?;
-        let x = f32_slice(name, "input", x, x_layout)?;
-        let scale = f32_slice(name, "scale", scale, scale_layout)?;
+        let (width, x, scale) = inputs(self.name(), (x, x_layout), (scale, scale_layout))?;
         let row = scale.len() * width;
         let mut out = vec![0.0; x.len()];
         par_blocks(&mut out, row, |first_row, block| {
@@ -89,9 +96,7 @@ impl CustomOp3 for GroupScaleGrad {
         grad_layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let name = self.name();
-        let width = group_width(name, x_layout, scale_layout)?;
-        let x = f32_slice(name, "input", x, x_layout)?;
-        let scale = f32_slice(name, "scale", scale, scale_layout)?;
+        let (width, x, scale) = inputs(name, (x, x_layout), (scale, scale_layout))?;
         let grad = f32_slice(name, "gradient", grad, grad_layout)?;
         super::same_len(name, x, grad)?;
         let (n, groups) = (x.len(), scale.len());
