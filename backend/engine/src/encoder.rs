@@ -318,15 +318,25 @@ impl Encoder {
 
     /// Frozen parameters of the encoder: embeddings, linear layers and LayerNorms.
     pub fn parameter_count(&self) -> usize {
-        self.frozen_tensors()
+        // The stored weights, whichever way round: only their sizes are counted.
+        self.collect_frozen(|base| Ok(base.stored().tensor.clone()))
+            .expect("cloning the stored tensors cannot fail")
             .iter()
             .map(|(_, t)| t.elem_count())
             .sum()
     }
 
     /// Every frozen tensor under its Hugging Face name (no prefix), in the current (possibly
-    /// pruned) shapes.
-    pub fn frozen_tensors(&self) -> Vec<(String, Tensor)> {
+    /// pruned) shapes and Hugging Face's layouts.
+    pub fn frozen_tensors(&self) -> Result<Vec<(String, Tensor)>> {
+        self.collect_frozen(FrozenLinear::weight)
+    }
+
+    /// The frozen tensors under their names, each linear layer's weight as `weight` gives it.
+    fn collect_frozen(
+        &self,
+        weight: impl Fn(&FrozenLinear) -> Result<Tensor>,
+    ) -> Result<Vec<(String, Tensor)>> {
         let e = &self.embeddings;
         let mut out = vec![
             (
@@ -349,7 +359,7 @@ impl Encoder {
         push_norm(&mut out, "embeddings.LayerNorm".into(), &e.norm);
         for id in self.module_ids() {
             let base = &self.module(id).base;
-            out.push((format!("{}.weight", id.name()), base.weight.clone()));
+            out.push((format!("{}.weight", id.name()), weight(base)?));
             if let Some(b) = &base.bias {
                 out.push((format!("{}.bias", id.name()), b.clone()));
             }
@@ -363,7 +373,7 @@ impl Encoder {
             );
             push_norm(&mut out, format!("{p}.output.LayerNorm"), &layer.ffn.norm);
         }
-        out
+        Ok(out)
     }
 
     /// The device the weights live on.
@@ -411,10 +421,10 @@ fn load_linear(
     out_dim: usize,
     in_dim: usize,
 ) -> Result<PeftLinear> {
-    Ok(PeftLinear::plain(FrozenLinear {
-        weight: ckpt.get(&format!("{prefix}.weight"), &[out_dim, in_dim])?,
-        bias: Some(ckpt.get(&format!("{prefix}.bias"), &[out_dim])?),
-    }))
+    Ok(PeftLinear::plain(FrozenLinear::new(
+        ckpt.get(&format!("{prefix}.weight"), &[out_dim, in_dim])?,
+        Some(ckpt.get(&format!("{prefix}.bias"), &[out_dim])?),
+    )?))
 }
 
 fn load_layer(

@@ -47,7 +47,8 @@ pub struct ExportedModule {
 /// PEFT tensors), `lightpeft.json` and a copy of `tokenizer`, into `dir`.
 pub fn export_model(model: &Model, tokenizer: &Path, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|source| io(dir, source))?;
-    let mut tensors: HashMap<String, Tensor> = model.encoder.frozen_tensors().into_iter().collect();
+    let mut tensors: HashMap<String, Tensor> =
+        model.encoder.frozen_tensors()?.into_iter().collect();
     let mut modules = Vec::new();
     for id in model.encoder.module_ids() {
         let name = id.name();
@@ -74,7 +75,7 @@ pub fn export_model(model: &Model, tokenizer: &Path, dir: &Path) -> Result<()> {
             dropout,
         });
     }
-    let num_labels = head_tensors(model, "", &mut tensors);
+    let num_labels = head_tensors(model, "", &mut tensors)?;
     let manifest = ExportManifest {
         format: FORMAT,
         num_labels,
@@ -201,7 +202,7 @@ pub fn export_hf_peft(model: &Model, base_model: &str, dir: &Path) -> Result<()>
         tensors.insert(format!("{name}.lora_B.weight"), l.b.as_tensor().clone());
         targets.push(id.name());
     }
-    head_tensors(model, "base_model.model.", &mut tensors);
+    head_tensors(model, "base_model.model.", &mut tensors)?;
     std::fs::create_dir_all(dir).map_err(|source| io(dir, source))?;
     let adapter_config = serde_json::json!({
         "peft_type": "LORA",
@@ -234,13 +235,17 @@ fn tensor_names(method: &str) -> (&'static str, &'static str) {
 }
 
 /// Adds the head's tensors under `prefix` and returns the number of labels.
-fn head_tensors(model: &Model, prefix: &str, tensors: &mut HashMap<String, Tensor>) -> usize {
+fn head_tensors(
+    model: &Model,
+    prefix: &str,
+    tensors: &mut HashMap<String, Tensor>,
+) -> Result<usize> {
     let mut put = |name: &str, t: &Tensor| {
         tensors.insert(format!("{prefix}{name}"), t.clone());
     };
     if let ClassifierHead::Bert { pooler, .. } = &model.head {
         let [weight, bias] = POOLER_NAMES;
-        put(weight, &pooler.weight);
+        put(weight, &pooler.weight()?);
         if let Some(b) = &pooler.bias {
             put(bias, b);
         }
@@ -249,7 +254,7 @@ fn head_tensors(model: &Model, prefix: &str, tensors: &mut HashMap<String, Tenso
     for (name, _, var) in &trainable {
         put(name, var.as_tensor());
     }
-    model.num_labels()
+    Ok(model.num_labels())
 }
 
 fn load_head(config: &ModelConfig, ckpt: &Checkpoint, labels: usize) -> Result<ClassifierHead> {
@@ -262,10 +267,10 @@ fn load_head(config: &ModelConfig, ckpt: &Checkpoint, labels: usize) -> Result<C
             let [pooler_weight, pooler_bias] = POOLER_NAMES;
             let [weight, bias] = BERT_HEAD_NAMES;
             ClassifierHead::Bert {
-                pooler: FrozenLinear {
-                    weight: ckpt.get(pooler_weight, &[d, d])?,
-                    bias: Some(ckpt.get(pooler_bias, &[d])?),
-                },
+                pooler: FrozenLinear::new(
+                    ckpt.get(pooler_weight, &[d, d])?,
+                    Some(ckpt.get(pooler_bias, &[d])?),
+                )?,
                 weight: var(weight, &[labels, d])?,
                 bias: var(bias, &[labels])?,
             }

@@ -369,16 +369,16 @@ fn build_head(
         Architecture::Bert => {
             let [pooler_weight, pooler_bias] = POOLER_NAMES;
             let (pooler, initialised) = if ckpt.contains(pooler_weight) {
-                let pooler = FrozenLinear {
-                    weight: ckpt.get(pooler_weight, &[d, d])?,
-                    bias: Some(ckpt.get(pooler_bias, &[d])?),
-                };
+                let pooler = FrozenLinear::new(
+                    ckpt.get(pooler_weight, &[d, d])?,
+                    Some(ckpt.get(pooler_bias, &[d])?),
+                )?;
                 (pooler, false)
             } else {
-                let pooler = FrozenLinear {
-                    weight: ops::normal(d, d, std, rng, &dev)?,
-                    bias: Some(Tensor::zeros(d, DType::F32, &dev)?),
-                };
+                let pooler = FrozenLinear::new(
+                    ops::normal(d, d, std, rng, &dev)?,
+                    Some(Tensor::zeros(d, DType::F32, &dev)?),
+                )?;
                 (pooler, true)
             };
             let head = ClassifierHead::Bert {

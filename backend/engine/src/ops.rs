@@ -32,8 +32,27 @@ mod linear;
 mod mask;
 mod residual;
 
-/// `act(x · Wᵀ + bias)` for a frozen `W` (`[out, in]`) and bias, whose backward computes only
-/// the input's gradient.
+/// A frozen weight as a layer stores it: `[out, in]` (Hugging Face's layout) or, with
+/// `transposed`, `[in, out]` (see `peft::FrozenLinear::new` for when).
+#[derive(Clone, Copy)]
+pub(crate) struct FrozenWeight<'a> {
+    pub(crate) tensor: &'a Tensor,
+    pub(crate) transposed: bool,
+}
+
+impl FrozenWeight<'_> {
+    /// `Wᵀ`, `[in, out]`, as a view: what `x · Wᵀ` multiplies by.
+    fn t(&self) -> Result<Tensor> {
+        Ok(if self.transposed {
+            self.tensor.clone()
+        } else {
+            self.tensor.t()?
+        })
+    }
+}
+
+/// `act(x · Wᵀ + bias)` for a frozen `W` and bias, whose backward computes only the input's
+/// gradient.
 ///
 /// candle's own matmul backward always computes the gradient of both operands; for a frozen
 /// weight that is a wasted `xᵀ · grad` product per linear layer. The bias is written first and
@@ -41,11 +60,11 @@ mod residual;
 /// the same node (its backward too), saving another node's buffers and gradient accumulator.
 pub(crate) fn linear(
     x: &Tensor,
-    weight: &Tensor,
+    weight: FrozenWeight<'_>,
     bias: Option<&Tensor>,
     activation: Activation,
 ) -> Result<Tensor> {
-    if !fusable(x) || weight.track_op() || bias.is_some_and(|b| b.track_op()) {
+    if !fusable(x) || weight.tensor.track_op() || bias.is_some_and(|b| b.track_op()) {
         let y = x.broadcast_matmul(&weight.t()?)?;
         let y = match bias {
             Some(b) => y.broadcast_add(b)?,
@@ -54,7 +73,8 @@ pub(crate) fn linear(
         return activation.apply(&y);
     }
     let op = linear::FrozenLinear::new(
-        weight.contiguous()?,
+        weight.tensor.contiguous()?,
+        weight.transposed,
         bias.map(Tensor::contiguous).transpose()?,
         activation,
     );
@@ -87,7 +107,7 @@ impl Activation {
 /// One graph node instead of eight; see `ops/linear.rs`.
 pub(crate) fn lora_linear(
     x: &Tensor,
-    base: (&Tensor, Option<&Tensor>),
+    base: (FrozenWeight<'_>, Option<&Tensor>),
     factors: (&Tensor, &Tensor),
     scale: f64,
     dropout: Option<(f32, &mut StdRng)>,
@@ -102,7 +122,7 @@ pub(crate) fn lora_linear(
 /// forward pass; elsewhere from the composed ops.
 pub(crate) fn lora_linear_ratio(
     x: &Tensor,
-    base: (&Tensor, Option<&Tensor>),
+    base: (FrozenWeight<'_>, Option<&Tensor>),
     factors: (&Tensor, &Tensor),
     scale: f64,
     dropout: Option<(f32, &mut StdRng)>,
@@ -116,7 +136,7 @@ pub(crate) fn lora_linear_ratio(
 /// The LoRA layer of [`lora_linear`], with the ratio of [`lora_linear_ratio`] when `want_ratio`.
 fn lora_layer(
     x: &Tensor,
-    (weight, bias): (&Tensor, Option<&Tensor>),
+    (weight, bias): (FrozenWeight<'_>, Option<&Tensor>),
     (a, b): (&Tensor, &Tensor),
     scale: f64,
     dropout: Option<(f32, &mut StdRng)>,
@@ -144,7 +164,8 @@ fn lora_layer(
     let slot = want_ratio.then(linear::RatioSlot::default);
     let op = linear::LoraLinear {
         base: linear::FrozenLinear::new(
-            weight.contiguous()?,
+            weight.tensor.contiguous()?,
+            weight.transposed,
             bias.map(Tensor::contiguous).transpose()?,
             activation,
         ),

@@ -34,28 +34,73 @@ pub struct AdapterConfig {
 /// A frozen `y = x·Wᵀ + b`; the weights are plain tensors, never optimiser variables.
 #[derive(Clone)]
 pub struct FrozenLinear {
-    /// `[out, in]`.
-    pub weight: Tensor,
+    /// `W` as `[out, in]`, or as `[in, out]` when `transposed` (see [`FrozenLinear::new`]).
+    weight: Tensor,
+    transposed: bool,
     /// `[out]`.
     pub bias: Option<Tensor>,
 }
 
 impl FrozenLinear {
+    /// The layer over `weight` (`[out, in]`, Hugging Face's layout) and `bias` (`[out]`).
+    ///
+    /// A layer at least as wide in as out keeps `Wᵀ` instead: the forward product `x·Wᵀ`
+    /// then reads its weight row by row, and the CPU kernel's packing is a copy rather than a
+    /// transpose — a 1536 → 384 FFN output product runs about a third faster on one core
+    /// (BENCHMARKS.md, "Speed, round 3"). Its backward product `grad·W` then packs the transpose,
+    /// but over its short side, where the two layouts cost within a few percent.
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
+        let (out, inp) = weight.dims2()?;
+        let transposed = inp >= out;
+        let weight = if transposed {
+            weight.t()?.contiguous()?
+        } else {
+            weight
+        };
+        Ok(FrozenLinear {
+            weight,
+            transposed,
+            bias,
+        })
+    }
+
+    /// `W`, `[out, in]` (a copy when the layer keeps its transpose).
+    pub fn weight(&self) -> Result<Tensor> {
+        Ok(if self.transposed {
+            self.weight.t()?.contiguous()?
+        } else {
+            self.weight.clone()
+        })
+    }
+
+    /// The weight as stored, for the ops.
+    pub(crate) fn stored(&self) -> ops::FrozenWeight<'_> {
+        ops::FrozenWeight {
+            tensor: &self.weight,
+            transposed: self.transposed,
+        }
+    }
+
+    /// The device the weight lives on.
+    pub fn device(&self) -> &Device {
+        self.weight.device()
+    }
+
     /// Input width.
     pub fn in_dim(&self) -> usize {
-        self.weight.dims()[1]
+        self.weight.dims()[if self.transposed { 0 } else { 1 }]
     }
 
     /// Output width.
     pub fn out_dim(&self) -> usize {
-        self.weight.dims()[0]
+        self.weight.dims()[if self.transposed { 1 } else { 0 }]
     }
 
     /// Applies the layer to `x` of shape `[.., in]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         ops::linear(
             x,
-            &self.weight,
+            self.stored(),
             self.bias.as_ref(),
             ops::Activation::Identity,
         )
@@ -64,7 +109,8 @@ impl FrozenLinear {
     /// Keeps only the given output rows (and their bias entries).
     pub fn keep_outputs(&self, rows: &Tensor) -> Result<Self> {
         Ok(FrozenLinear {
-            weight: self.weight.index_select(rows, 0)?,
+            weight: self.select(rows, 0)?,
+            transposed: self.transposed,
             bias: self
                 .bias
                 .as_ref()
@@ -76,9 +122,17 @@ impl FrozenLinear {
     /// Keeps only the given input columns; the bias is kept whole.
     pub fn keep_inputs(&self, cols: &Tensor) -> Result<Self> {
         Ok(FrozenLinear {
-            weight: self.weight.index_select(cols, 1)?.contiguous()?,
+            weight: self.select(cols, 1)?,
+            transposed: self.transposed,
             bias: self.bias.clone(),
         })
+    }
+
+    /// The weight with only `index` kept along `W`'s dimension `dim` (0: out, 1: in), stored
+    /// as before.
+    fn select(&self, index: &Tensor, dim: usize) -> Result<Tensor> {
+        let dim = if self.transposed { 1 - dim } else { dim };
+        Ok(self.weight.index_select(index, dim)?.contiguous()?)
     }
 }
 
@@ -262,7 +316,7 @@ impl PeftLinear {
 
     /// Keeps only the given output rows: of the base layer, LoRA's B, or the adapter's weights.
     pub fn keep_outputs(&self, rows: &[usize]) -> Result<Self> {
-        let idx = index_tensor(rows, self.base.weight.device())?;
+        let idx = index_tensor(rows, self.base.device())?;
         let peft = match &self.peft {
             None => None,
             Some(PeftModule::Lora(l)) => Some(PeftModule::Lora(Lora {
@@ -286,7 +340,7 @@ impl PeftLinear {
 
     /// Keeps only the given input columns: of the base layer and of LoRA's A.
     pub fn keep_inputs(&self, cols: &[usize]) -> Result<Self> {
-        let idx = index_tensor(cols, self.base.weight.device())?;
+        let idx = index_tensor(cols, self.base.device())?;
         let peft = match &self.peft {
             None => None,
             Some(PeftModule::Lora(l)) => Some(PeftModule::Lora(Lora {
@@ -315,7 +369,7 @@ impl PeftLinear {
         rows: usize,
         train: Option<&mut StdRng>,
     ) -> Result<Tensor> {
-        let device = self.base.weight.device();
+        let device = self.base.device();
         let out = self.base.out_dim();
         let base = match &self.base.bias {
             Some(b) => b.unsqueeze(0)?.broadcast_as((rows, out))?.contiguous()?,
@@ -332,7 +386,7 @@ impl PeftLinear {
     pub(crate) fn forward_gelu(&self, x: &Tensor, train: Option<&mut StdRng>) -> Result<Tensor> {
         let gelu = ops::Activation::GeluErf;
         let training = train.is_some();
-        let base = (&self.base.weight, self.base.bias.as_ref());
+        let base = (self.base.stored(), self.base.bias.as_ref());
         match &self.peft {
             None => ops::linear(x, base.0, base.1, gelu),
             Some(PeftModule::Lora(lora)) => ops::lora_linear(
@@ -389,7 +443,7 @@ impl PeftLinear {
             return Err(crate::error::invalid("peft", "not a LoRA layer"));
         };
         let training = train.is_some();
-        let base = (&self.base.weight, self.base.bias.as_ref());
+        let base = (self.base.stored(), self.base.bias.as_ref());
         let factors = (&value(&lora.a, training), &value(&lora.b, training));
         let dropout = train.map(|rng| (lora.dropout, rng));
         if want_ratio {
@@ -454,15 +508,16 @@ mod tests {
 
     fn layer(rng: &mut rand::rngs::StdRng, r: usize) -> PeftLinear {
         let dev = Device::Cpu;
-        let base = FrozenLinear {
-            weight: ops::normal(6, 5, 1.0, rng, &dev).unwrap(),
-            bias: Some(
+        let base = FrozenLinear::new(
+            ops::normal(6, 5, 1.0, rng, &dev).unwrap(),
+            Some(
                 ops::normal(1, 6, 1.0, rng, &dev)
                     .unwrap()
                     .squeeze(0)
                     .unwrap(),
             ),
-        };
+        )
+        .unwrap();
         let cfg = LoraConfig {
             r,
             alpha: 16.0,
@@ -487,7 +542,7 @@ mod tests {
         let got = l.forward(&x, None, false).unwrap().output;
         let lora = l.lora().unwrap();
         assert_eq!(lora.scale, 4.0);
-        let w = &l.base.weight;
+        let w = &l.base.weight().unwrap();
         let b = l.base.bias.as_ref().unwrap();
         let ba = lora.b.as_tensor().matmul(lora.a.as_tensor()).unwrap();
         let want = (x.matmul(&w.t().unwrap()).unwrap().broadcast_add(b).unwrap()

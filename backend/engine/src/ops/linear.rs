@@ -14,9 +14,11 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Te
 use super::gemm::{Mat, Write, matmul};
 use super::{Activation, Dropout, GeluErfGrad, f32_slice, gelu_all, host_f32, threads};
 
-/// `act(x·Wᵀ + b)` for a frozen `W` `[out, in]` and bias `[out]`.
+/// `act(x·Wᵀ + b)` for a frozen `W` and bias `[out]`.
 pub(crate) struct FrozenLinear {
+    /// `W` as `[out, in]`, or as `[in, out]` when `transposed`.
     pub(crate) weight: Tensor,
+    pub(crate) transposed: bool,
     pub(crate) bias: Option<Tensor>,
     pub(crate) activation: Activation,
     /// The pre-activation, kept for the backward pass when there is an activation.
@@ -43,10 +45,16 @@ fn norm(v: &[f32]) -> f32 {
 }
 
 impl FrozenLinear {
-    /// A layer over `weight` and `bias` followed by `activation`.
-    pub(crate) fn new(weight: Tensor, bias: Option<Tensor>, activation: Activation) -> Self {
+    /// A layer over `weight` (stored as `transposed` says) and `bias` followed by `activation`.
+    pub(crate) fn new(
+        weight: Tensor,
+        transposed: bool,
+        bias: Option<Tensor>,
+        activation: Activation,
+    ) -> Self {
         FrozenLinear {
             weight,
+            transposed,
             bias,
             activation,
             pre: Mutex::new(None),
@@ -82,9 +90,27 @@ impl FrozenLinear {
         }
     }
 
+    /// `(out, in)`, whichever way the weight is stored.
+    fn dims(&self) -> candle_core::Result<(usize, usize)> {
+        let (rows, cols) = self.weight.dims2()?;
+        Ok(if self.transposed {
+            (cols, rows)
+        } else {
+            (rows, cols)
+        })
+    }
+
+    /// `f(W)` with `W` viewed as `[out, in]`, whichever way it is stored.
+    fn with_weight<R>(&self, op: &str, f: impl FnOnce(Mat) -> R) -> candle_core::Result<R> {
+        let (storage, layout) = self.weight.storage_and_layout();
+        let w = host_f32(op, "weight", &storage, layout)?;
+        let (out, inp) = self.dims()?;
+        Ok(f(weight_view(w, out, inp, self.transposed)))
+    }
+
     /// `[rows, out]` filled with the bias (or zeros), ready for the product to accumulate onto.
     fn output(&self, rows: usize) -> candle_core::Result<(Vec<f32>, Write)> {
-        let out = self.weight.dims2()?.0;
+        let out = self.dims()?.0;
         let Some(bias) = &self.bias else {
             return Ok((vec![0.0; rows * out], Write::Set));
         };
@@ -99,11 +125,9 @@ impl FrozenLinear {
 
     /// `y ⟵ y + x·Wᵀ` where `write` says whether `y` holds anything yet.
     fn accumulate(&self, y: &mut [f32], x: Mat, write: Write) -> candle_core::Result<()> {
-        let (storage, layout) = self.weight.storage_and_layout();
-        let w = host_f32("linear", "weight", &storage, layout)?;
-        let (out, inp) = self.weight.dims2()?;
-        matmul(y, x, Mat::rows(w, out, inp).t(), 1.0, write, threads());
-        Ok(())
+        self.with_weight("linear", |w| {
+            matmul(y, x, w.t(), 1.0, write, threads());
+        })
     }
 
     /// The input `[.., in]` as a row-major `rows × in` matrix, and the output's shape.
@@ -113,7 +137,7 @@ impl FrozenLinear {
         x: &'a CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(Mat<'a>, Shape)> {
-        let (out, inp) = self.weight.dims2()?;
+        let (out, inp) = self.dims()?;
         let dims = layout.dims();
         if dims.last() != Some(&inp) {
             candle_core::bail!("{op}: input {dims:?} does not fit weight [{out}, {inp}]");
@@ -157,24 +181,24 @@ impl CustomOp1 for FrozenLinearGrad<'_> {
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let name = self.name();
-        let (out, inp) = self.0.weight.dims2()?;
+        let (out, inp) = self.0.dims()?;
         let dims = layout.dims();
         if dims.last() != Some(&out) {
             candle_core::bail!("{name}: gradient {dims:?} does not fit weight [{out}, {inp}]");
         }
         let grad = f32_slice(name, "gradient", grad, layout)?;
         let rows = grad.len() / out;
-        let (storage, w_layout) = self.0.weight.storage_and_layout();
-        let w = host_f32(name, "weight", &storage, w_layout)?;
         let mut dx = vec![0.0; rows * inp];
-        matmul(
-            &mut dx,
-            Mat::rows(grad, rows, out),
-            Mat::rows(w, out, inp),
-            1.0,
-            Write::Set,
-            threads(),
-        );
+        self.0.with_weight(name, |w| {
+            matmul(
+                &mut dx,
+                Mat::rows(grad, rows, out),
+                w,
+                1.0,
+                Write::Set,
+                threads(),
+            );
+        })?;
         let mut in_dims = dims.to_vec();
         *in_dims.last_mut().expect("rank ≥ 1") = inp;
         Ok((CpuStorage::F32(dx), Shape::from(in_dims)))
@@ -212,7 +236,7 @@ impl CustomOp3 for LoraLinear {
             matmul(
                 &mut y,
                 x,
-                Mat::rows(&w, out, inp).t(),
+                weight_view(&w, out, inp, self.base.transposed).t(),
                 1.0,
                 write,
                 threads(),
@@ -284,7 +308,7 @@ impl LoraLinear {
         inp: usize,
     ) -> candle_core::Result<(Mat<'a>, Mat<'a>)> {
         let name = self.name();
-        let out = self.base.weight.dims2()?.0;
+        let out = self.base.dims()?.0;
         let (r, a_in) = a_layout.shape().dims2()?;
         let (b_out, b_r) = b_layout.shape().dims2()?;
         if a_in != inp || b_out != out || b_r != r {
@@ -299,17 +323,32 @@ impl LoraLinear {
         Ok((Mat::rows(a, r, inp), Mat::rows(b, out, r)))
     }
 
-    /// `W + s·B·A`, `[out, in]`.
+    /// `W + s·B·A`, stored as the base weight is (`[in, out]` when transposed).
     fn folded_weight(&self, a: Mat, b: Mat) -> candle_core::Result<Vec<f32>> {
         let (storage, layout) = self.base.weight.storage_and_layout();
         let mut w = host_f32("lora linear", "weight", &storage, layout)?.to_vec();
-        matmul(&mut w, b, a, self.scale, Write::Add, threads());
+        let (lhs, rhs) = if self.base.transposed {
+            (a.t(), b.t())
+        } else {
+            (b, a)
+        };
+        matmul(&mut w, lhs, rhs, self.scale, Write::Add, threads());
         Ok(w)
     }
 
     /// The branch's dropped-out input, or `None` without dropout.
     fn dropped(&self, x: Mat) -> candle_core::Result<Option<Vec<f32>>> {
         Ok(self.dropout.as_ref().map(|d| d.apply(x.contiguous_data())))
+    }
+}
+
+/// The `[out, in]` matrix in `data`, stored row-major as `[out, in]` or, when `transposed`,
+/// as `[in, out]`.
+fn weight_view(data: &[f32], out: usize, inp: usize, transposed: bool) -> Mat<'_> {
+    if transposed {
+        Mat::rows(data, inp, out).t()
+    } else {
+        Mat::rows(data, out, inp)
     }
 }
 
@@ -389,9 +428,9 @@ impl CustomOp2 for LoraLinearGrad<'_> {
         if let Some(d) = &layer.dropout {
             d.scale_in_place(dx);
         }
-        let (w_storage, w_layout) = layer.base.weight.storage_and_layout();
-        let w = host_f32(name, "weight", &w_storage, w_layout)?;
-        matmul(dx, g, Mat::rows(w, out, inp), 1.0, Write::Add, t);
+        layer
+            .base
+            .with_weight(name, |w| matmul(dx, g, w, 1.0, Write::Add, t))?;
         let len = packed.len();
         Ok((CpuStorage::F32(packed), Shape::from(len)))
     }
@@ -442,12 +481,14 @@ mod tests {
     #[test]
     fn lora_linear_matches_the_composed_ops_and_their_gradients() {
         let mut rng = StdRng::seed_from_u64(21);
-        // The last shape spans several parallel blocks and a 3-d input.
-        for (dims, out, r, p, activation) in [
-            (vec![3, 5], 4, 2, 0.0, Activation::Identity),
-            (vec![7, 9], 6, 3, 0.3, Activation::GeluErf),
-            (vec![4, 50, 96], 80, 8, 0.1, Activation::Identity),
-            (vec![4, 50, 96], 80, 8, 0.1, Activation::GeluErf),
+        // The last shapes span several parallel blocks and a 3-d input; each weight layout
+        // (`transposed`) meets both activations.
+        for (dims, out, r, p, activation, transposed) in [
+            (vec![3, 5], 4, 2, 0.0, Activation::Identity, false),
+            (vec![7, 9], 6, 3, 0.3, Activation::GeluErf, true),
+            (vec![4, 50, 96], 80, 8, 0.1, Activation::Identity, true),
+            (vec![4, 50, 96], 80, 8, 0.1, Activation::GeluErf, false),
+            (vec![4, 50, 96], 120, 8, 0.1, Activation::GeluErf, true),
         ] {
             let inp = *dims.last().unwrap();
             let x = Var::from_tensor(&random(&dims, 0.0, 1.0, &mut rng)).unwrap();
@@ -464,7 +505,12 @@ mod tests {
             });
             let slot = RatioSlot::default();
             let op = LoraLinear {
-                base: FrozenLinear::new(w.clone(), Some(bias.clone()), activation),
+                base: FrozenLinear::new(
+                    stored(&w, transposed),
+                    transposed,
+                    Some(bias.clone()),
+                    activation,
+                ),
                 scale: 2.5,
                 dropout,
                 ratio: Some(slot.clone()),
@@ -535,10 +581,11 @@ mod tests {
     fn lora_linear_without_dropout_folds_the_branch_and_matches_the_composed_ops() {
         let mut rng = StdRng::seed_from_u64(24);
         // Folding pays for the first two shapes (many rows), not for the single row.
-        for (dims, out, r, activation) in [
-            (vec![4, 50, 96], 80, 8, Activation::Identity),
-            (vec![300, 40], 120, 4, Activation::GeluErf),
-            (vec![1, 40], 30, 8, Activation::Identity),
+        for (dims, out, r, activation, transposed) in [
+            (vec![4, 50, 96], 80, 8, Activation::Identity, true),
+            (vec![300, 40], 120, 4, Activation::GeluErf, false),
+            (vec![300, 40], 120, 4, Activation::Identity, true),
+            (vec![1, 40], 30, 8, Activation::Identity, false),
         ] {
             let inp = *dims.last().unwrap();
             let rows = x_rows(&dims);
@@ -553,7 +600,12 @@ mod tests {
             let a = Var::from_tensor(&random(&[r, inp], 0.0, 0.3, &mut rng)).unwrap();
             let b = Var::from_tensor(&random(&[out, r], 0.0, 0.3, &mut rng)).unwrap();
             let op = LoraLinear {
-                base: FrozenLinear::new(w.clone(), Some(bias.clone()), activation),
+                base: FrozenLinear::new(
+                    stored(&w, transposed),
+                    transposed,
+                    Some(bias.clone()),
+                    activation,
+                ),
                 scale: 2.0,
                 dropout: None,
                 ratio: None,
@@ -593,6 +645,15 @@ mod tests {
         }
     }
 
+    /// `w` (`[out, in]`) as a layer stores it: itself, or its transpose made contiguous.
+    fn stored(w: &Tensor, transposed: bool) -> Tensor {
+        if transposed {
+            w.t().unwrap().contiguous().unwrap()
+        } else {
+            w.clone()
+        }
+    }
+
     fn x_rows(dims: &[usize]) -> usize {
         dims[..dims.len() - 1].iter().product()
     }
@@ -600,11 +661,19 @@ mod tests {
     #[test]
     fn frozen_linear_matches_the_composed_ops_and_the_input_gradient() {
         let mut rng = StdRng::seed_from_u64(22);
-        for activation in [Activation::Identity, Activation::GeluErf] {
+        let layers = [Activation::Identity, Activation::GeluErf]
+            .into_iter()
+            .flat_map(|activation| [(activation, false), (activation, true)]);
+        for (activation, transposed) in layers {
             let x = Var::from_tensor(&random(&[2, 30, 40], 0.0, 1.0, &mut rng)).unwrap();
             let w = random(&[24, 40], 0.0, 0.3, &mut rng);
             let bias = random(&[24], 0.0, 0.3, &mut rng);
-            let op = FrozenLinear::new(w.clone(), Some(bias.clone()), activation);
+            let op = FrozenLinear::new(
+                stored(&w, transposed),
+                transposed,
+                Some(bias.clone()),
+                activation,
+            );
             let fused = x.apply_op1(op).unwrap();
             let plain =
                 candle_activation(activation, &composed(x.as_tensor(), &w, &bias, None, None));
