@@ -134,11 +134,7 @@ pub(crate) fn matmul_rows(
     // Rows are split into blocks that candle's worker threads take in turn, each a
     // single-threaded gemm: the same threads as the element-wise ops, rather than a second
     // (rayon) pool whose threads would compete with candle's spinning ones for the cores.
-    let blocks = if threads > 1 {
-        (threads * 2).min(m / MIN_BLOCK_ROWS).max(1)
-    } else {
-        1
-    };
+    let blocks = row_blocks(m, threads);
     if blocks == 1 {
         gemm_block(dst, dst_row_stride, lhs, rhs, scale, write);
         return;
@@ -162,6 +158,111 @@ pub(crate) fn matmul_rows(
             gemm_block(&mut part, dst_row_stride, lhs_rows, rhs, scale, write);
         }
     });
+}
+
+/// What a [`matmul_onto`] product lands on.
+#[derive(Clone, Copy)]
+pub(crate) enum Start<'a> {
+    /// Zeros.
+    Zeros,
+    /// The same row (a bias) under every row of the product.
+    Row(&'a [f32]),
+    /// A whole matrix of the product's shape, row-major.
+    Matrix(&'a [f32]),
+}
+
+/// A new row-major `lhs.rows × rhs.cols` matrix `start + scale · lhs · rhs`.
+///
+/// Each block of rows is written with its start by the thread that then runs its product,
+/// instead of the calling thread filling the whole buffer first (while the others wait) and
+/// the product reading it back from farther out in the cache; and the buffer is never zeroed
+/// before the start is written over it.
+pub(crate) fn matmul_onto(
+    start: Start,
+    lhs: Mat,
+    rhs: Mat,
+    scale: f32,
+    threads: usize,
+) -> Vec<f32> {
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    assert_eq!(rhs.rows, k, "matmul: {m}×{k} times {}×{n}", rhs.rows);
+    match start {
+        Start::Zeros => {}
+        Start::Row(row) => assert_eq!(row.len(), n, "matmul: a start row of {}", row.len()),
+        Start::Matrix(all) => assert_eq!(all.len(), m * n, "matmul: a start of {}", all.len()),
+    }
+    let mut out = Vec::with_capacity(m * n);
+    if m == 0 || n == 0 {
+        return out;
+    }
+    let blocks = row_blocks(m, threads);
+    let rows_per_block = m.div_ceil(blocks);
+    let parts: Vec<std::sync::Mutex<&mut [std::mem::MaybeUninit<f32>]>> = out.spare_capacity_mut()
+        [..m * n]
+        .chunks_mut(rows_per_block * n)
+        .map(std::sync::Mutex::new)
+        .collect();
+    let run = |index: usize| {
+        let mut part = parts[index].lock().expect("a block is computed once");
+        let first = index * rows_per_block;
+        let rows = part.len() / n;
+        let dst = init_block(&mut part, start, first, n);
+        let lhs_rows = Mat {
+            data: &lhs.data[first * lhs.row_stride..],
+            rows,
+            ..lhs
+        };
+        if k > 0 {
+            gemm_block(dst, n, lhs_rows, rhs, scale, Write::Add);
+        }
+    };
+    if parts.len() == 1 {
+        run(0);
+    } else {
+        candle_core::utils::barrier_pool()
+            .execute_chunked(parts.len(), |range| range.for_each(run));
+    }
+    drop(parts);
+    // SAFETY: the blocks cover the first m·n elements, and `init_block` wrote every one.
+    unsafe { out.set_len(m * n) };
+    out
+}
+
+/// Writes rows `first..` of `start` (`n` wide) into `part` and gives it back initialised.
+fn init_block<'p>(
+    part: &'p mut [std::mem::MaybeUninit<f32>],
+    start: Start,
+    first: usize,
+    n: usize,
+) -> &'p mut [f32] {
+    match start {
+        Start::Zeros => part.fill(std::mem::MaybeUninit::new(0.0)),
+        Start::Row(row) => {
+            for dst in part.chunks_exact_mut(n) {
+                for (d, &v) in dst.iter_mut().zip(row) {
+                    d.write(v);
+                }
+            }
+        }
+        Start::Matrix(all) => {
+            let src = &all[first * n..first * n + part.len()];
+            for (d, &v) in part.iter_mut().zip(src) {
+                d.write(v);
+            }
+        }
+    }
+    // SAFETY: every element of `part` was written just above, and `MaybeUninit<f32>` has
+    // `f32`'s layout.
+    unsafe { &mut *(part as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) }
+}
+
+/// How many blocks of rows a product of `m` rows is split into over `threads` threads.
+fn row_blocks(m: usize, threads: usize) -> usize {
+    if threads > 1 {
+        (threads * 2).min(m / MIN_BLOCK_ROWS).max(1)
+    } else {
+        1
+    }
 }
 
 /// Fewest rows worth a block of their own.
@@ -261,6 +362,36 @@ mod tests {
         let mut dst = vec![0.0; 200 * 9];
         matmul(&mut dst, lhs, rhs, 1.0, Write::Set, 3);
         assert!(dst.iter().zip(&want).all(|(d, w)| (d - w).abs() < 1e-5));
+    }
+
+    #[test]
+    fn products_onto_a_start_add_it_on_any_number_of_threads() {
+        let a: Vec<f32> = (0..150 * 6).map(|i| (i as f32 * 0.021).sin()).collect();
+        let b: Vec<f32> = (0..6 * 7).map(|i| (i as f32 * 0.3).cos()).collect();
+        let (lhs, rhs) = (Mat::rows(&a, 150, 6), Mat::rows(&b, 7, 6).t());
+        let product = naive(lhs, rhs);
+        let row: Vec<f32> = (0..7).map(|j| j as f32 - 3.0).collect();
+        let all: Vec<f32> = (0..150 * 7).map(|i| (i % 11) as f32).collect();
+        for threads in [1, 2, 3] {
+            for (start, at) in [
+                (Start::Zeros, &(|_: usize| 0.0f32) as &dyn Fn(usize) -> f32),
+                (Start::Row(&row), &|i| row[i % 7]),
+                (Start::Matrix(&all), &|i| all[i]),
+            ] {
+                let got = matmul_onto(start, lhs, rhs, 0.5, threads);
+                assert_eq!(got.len(), 150 * 7);
+                for (i, (g, p)) in got.iter().zip(&product).enumerate() {
+                    assert!(
+                        (g - (at(i) + 0.5 * p)).abs() < 1e-5,
+                        "{threads} threads, {i}"
+                    );
+                }
+            }
+        }
+        // No inner dimension: the start itself.
+        let empty = Mat::rows(&[], 2, 0);
+        let got = matmul_onto(Start::Row(&[1.0, 2.0]), empty, Mat::rows(&[], 0, 2), 1.0, 2);
+        assert_eq!(got, [1.0, 2.0, 1.0, 2.0]);
     }
 
     #[test]

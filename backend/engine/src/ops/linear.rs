@@ -11,7 +11,7 @@ use std::sync::Mutex;
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 
-use super::gemm::{Mat, Write, matmul};
+use super::gemm::{Mat, Start, Write, matmul, matmul_onto};
 use super::{Activation, Dropout, GeluErfGrad, f32_slice, gelu_all, host_f32, threads};
 
 /// `act(x·Wᵀ + b)` for a frozen `W` and bias `[out]`.
@@ -108,26 +108,20 @@ impl FrozenLinear {
         Ok(f(weight_view(w, out, inp, self.transposed)))
     }
 
-    /// `[rows, out]` filled with the bias (or zeros), ready for the product to accumulate onto.
-    fn output(&self, rows: usize) -> candle_core::Result<(Vec<f32>, Write)> {
-        let out = self.dims()?.0;
+    /// `f(start)` with the bias under every row as the start of a product (zeros without one).
+    fn onto_bias<R>(&self, op: &str, f: impl FnOnce(Start) -> R) -> candle_core::Result<R> {
         let Some(bias) = &self.bias else {
-            return Ok((vec![0.0; rows * out], Write::Set));
+            return Ok(f(Start::Zeros));
         };
         let (storage, layout) = bias.storage_and_layout();
-        let bias = host_f32("linear", "bias", &storage, layout)?;
-        let mut y = Vec::with_capacity(rows * out);
-        for _ in 0..rows {
-            y.extend_from_slice(bias);
-        }
-        Ok((y, Write::Add))
+        Ok(f(Start::Row(host_f32(op, "bias", &storage, layout)?)))
     }
 
-    /// `y ⟵ y + x·Wᵀ` where `write` says whether `y` holds anything yet.
-    fn accumulate(&self, y: &mut [f32], x: Mat, write: Write) -> candle_core::Result<()> {
-        self.with_weight("linear", |w| {
-            matmul(y, x, w.t(), 1.0, write, threads());
-        })
+    /// `x·Wᵀ + b`, `[rows, out]`.
+    fn product(&self, op: &str, x: Mat) -> candle_core::Result<Vec<f32>> {
+        self.with_weight(op, |w| {
+            self.onto_bias(op, |start| matmul_onto(start, x, w.t(), 1.0, threads()))
+        })?
     }
 
     /// The input `[.., in]` as a row-major `rows × in` matrix, and the output's shape.
@@ -156,8 +150,7 @@ impl CustomOp1 for FrozenLinear {
 
     fn cpu_fwd(&self, x: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let (x, shape) = self.input(self.name(), x, layout)?;
-        let (mut y, write) = self.output(x.rows_count())?;
-        self.accumulate(&mut y, x, write)?;
+        let y = self.product(self.name(), x)?;
         Ok((CpuStorage::F32(self.activate(y)), shape))
     }
 
@@ -223,7 +216,6 @@ impl CustomOp3 for LoraLinear {
         let (x, shape) = self.base.input(name, x, x_layout)?;
         let (a, b) = self.factors(a, a_layout, b, b_layout, x.cols_count())?;
         let rows = x.rows_count();
-        let (mut y, write) = self.base.output(rows)?;
         if self.dropout.is_none()
             && self.ratio.is_none()
             && folding_pays(rows, a.cols_count(), b.rows_count())
@@ -232,18 +224,13 @@ impl CustomOp3 for LoraLinear {
             // one product over a weight that costs out·in·r to build instead of two skinny
             // products and a pass over the output.
             let w = self.folded_weight(a, b)?;
-            let (out, inp) = (b.rows_count(), a.cols_count());
-            matmul(
-                &mut y,
-                x,
-                weight_view(&w, out, inp, self.base.transposed).t(),
-                1.0,
-                write,
-                threads(),
-            );
+            let w = weight_view(&w, b.rows_count(), a.cols_count(), self.base.transposed);
+            let y = self
+                .base
+                .onto_bias(name, |start| matmul_onto(start, x, w.t(), 1.0, threads()))?;
             return Ok((CpuStorage::F32(self.base.activate(y)), shape));
         }
-        self.base.accumulate(&mut y, x, write)?;
+        let mut y = self.base.product(name, x)?;
         let dropped = self.dropped(x)?;
         let x_in = dropped
             .as_deref()
@@ -326,14 +313,19 @@ impl LoraLinear {
     /// `W + s·B·A`, stored as the base weight is (`[in, out]` when transposed).
     fn folded_weight(&self, a: Mat, b: Mat) -> candle_core::Result<Vec<f32>> {
         let (storage, layout) = self.base.weight.storage_and_layout();
-        let mut w = host_f32("lora linear", "weight", &storage, layout)?.to_vec();
+        let w = host_f32("lora linear", "weight", &storage, layout)?;
         let (lhs, rhs) = if self.base.transposed {
             (a.t(), b.t())
         } else {
             (b, a)
         };
-        matmul(&mut w, lhs, rhs, self.scale, Write::Add, threads());
-        Ok(w)
+        Ok(matmul_onto(
+            Start::Matrix(w),
+            lhs,
+            rhs,
+            self.scale,
+            threads(),
+        ))
     }
 
     /// The branch's dropped-out input, or `None` without dropout.
