@@ -106,33 +106,23 @@ impl FrozenLinear {
         )
     }
 
-    /// Keeps only the given output rows (and their bias entries).
+    /// Keeps only the given output rows (and their bias entries). The smaller layer is stored
+    /// as [`FrozenLinear::new`] would store it, so a pruned model computes exactly as the same
+    /// model exported and loaded again.
     pub fn keep_outputs(&self, rows: &Tensor) -> Result<Self> {
-        Ok(FrozenLinear {
-            weight: self.select(rows, 0)?,
-            transposed: self.transposed,
-            bias: self
-                .bias
-                .as_ref()
-                .map(|b| b.index_select(rows, 0))
-                .transpose()?,
-        })
+        let bias = self
+            .bias
+            .as_ref()
+            .map(|b| b.index_select(rows, 0))
+            .transpose()?;
+        FrozenLinear::new(self.weight()?.index_select(rows, 0)?, bias)
     }
 
-    /// Keeps only the given input columns; the bias is kept whole.
+    /// Keeps only the given input columns; the bias is kept whole. Stored as for
+    /// [`FrozenLinear::keep_outputs`].
     pub fn keep_inputs(&self, cols: &Tensor) -> Result<Self> {
-        Ok(FrozenLinear {
-            weight: self.select(cols, 1)?,
-            transposed: self.transposed,
-            bias: self.bias.clone(),
-        })
-    }
-
-    /// The weight with only `index` kept along `W`'s dimension `dim` (0: out, 1: in), stored
-    /// as before.
-    fn select(&self, index: &Tensor, dim: usize) -> Result<Tensor> {
-        let dim = if self.transposed { 1 - dim } else { dim };
-        Ok(self.weight.index_select(index, dim)?.contiguous()?)
+        let weight = self.weight()?.index_select(cols, 1)?.contiguous()?;
+        FrozenLinear::new(weight, self.bias.clone())
     }
 }
 
@@ -532,6 +522,29 @@ mod tests {
             base,
             peft: Some(PeftModule::Lora(lora)),
         }
+    }
+
+    #[test]
+    fn a_pruned_layer_is_stored_as_a_new_layer_of_its_shape() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let dev = Device::Cpu;
+        let w = ops::normal(6, 5, 1.0, &mut rng, &dev).unwrap();
+        let layer = FrozenLinear::new(w.clone(), None).unwrap();
+        assert!(!layer.transposed, "5 in, 6 out: kept as [out, in]");
+        let rows = index_tensor(&[0, 2, 4], &dev).unwrap();
+        let kept = layer.keep_outputs(&rows).unwrap();
+        assert!(kept.transposed, "5 in, 3 out: kept as [in, out]");
+        let want = w.index_select(&rows, 0).unwrap();
+        assert_eq!(max_diff(&kept.weight().unwrap(), &want), 0.0);
+        assert_eq!((kept.in_dim(), kept.out_dim()), (5, 3));
+        let cols = index_tensor(&[1, 3], &dev).unwrap();
+        let narrow = kept.keep_inputs(&cols).unwrap();
+        assert!(!narrow.transposed, "2 in, 3 out: back to [out, in]");
+        let want = want.index_select(&cols, 1).unwrap();
+        assert_eq!(max_diff(&narrow.weight().unwrap(), &want), 0.0);
+        let x = ops::normal(4, 2, 1.0, &mut rng, &dev).unwrap();
+        let plain = x.matmul(&want.t().unwrap()).unwrap();
+        assert!(max_diff(&narrow.forward(&x).unwrap(), &plain) < 1e-5);
     }
 
     #[test]
