@@ -21,6 +21,7 @@ use libmimalloc_sys as _;
 unsafe extern "C" {
     fn mi_option_set(option: c_int, value: c_long);
     fn mi_option_get(option: c_int) -> c_long;
+    fn mi_collect(force: bool);
 }
 
 /// How long a training process keeps freed memory before returning it: far longer than any
@@ -40,6 +41,17 @@ pub fn freed_memory_hold() -> Duration {
     // SAFETY: reading an option has no preconditions.
     let ms = unsafe { mi_option_get(PURGE_DELAY) };
     Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+/// Returns the memory freed so far to the kernel now, whatever the hold.
+///
+/// For the end of a one-off phase whose freed blocks later allocations of other sizes cannot
+/// reuse: loading a model frees its checkpoint's copy of every weight that a layer keeps
+/// transposed, and under the hold those pages stayed resident beside the activations (about
+/// 26 MiB of MiniLM's peak at 32 × 128 inference).
+pub fn release_freed_memory() {
+    // SAFETY: `mi_collect` only walks mimalloc's own free lists; it has no preconditions.
+    unsafe { mi_collect(true) }
 }
 
 #[cfg(test)]

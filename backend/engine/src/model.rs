@@ -186,7 +186,10 @@ impl Model {
         let files = ModelFiles::in_dir(dir)?;
         let config = ModelConfig::from_file(&files.config)?;
         let ckpt = Checkpoint::load(&files.weights, &config, device)?;
-        Self::from_checkpoint(&config, &ckpt, options)
+        let model = Self::from_checkpoint(&config, &ckpt, options);
+        drop(ckpt);
+        crate::memory::release_freed_memory();
+        model
     }
 
     /// Builds the model from a loaded checkpoint.
