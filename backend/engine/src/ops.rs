@@ -771,15 +771,30 @@ fn par_blocks(out: &mut [f32], unit: usize, fill: impl Fn(usize, &mut [f32]) + S
         fill(0, out);
         return;
     }
+    each_block(out.chunks_mut(block_len), |index, block| {
+        fill(index * rows_per_block, block)
+    });
+}
+
+/// Runs `f(index, block)` for every block, spread over candle's CPU worker pool (on the calling
+/// thread alone when there is one block).
+fn each_block<'b, T: Send + 'b>(
+    blocks: impl Iterator<Item = &'b mut [T]>,
+    f: impl Fn(usize, &mut [T]) + Sync,
+) {
     // The pool hands out indices, not slices: each block sits behind its own (uncontended)
     // lock so that threads can take disjoint blocks without unsafe code.
-    let blocks: Vec<Mutex<&mut [f32]>> = out.chunks_mut(block_len).map(Mutex::new).collect();
-    candle_core::utils::barrier_pool().execute_chunked(blocks.len(), |range| {
-        for index in range {
-            let mut block = blocks[index].lock().expect("a block is filled once");
-            fill(index * rows_per_block, &mut block);
-        }
-    });
+    let blocks: Vec<Mutex<&mut [T]>> = blocks.map(Mutex::new).collect();
+    let run = |index: usize| {
+        let mut block = blocks[index].lock().expect("a block is taken once");
+        f(index, &mut block);
+    };
+    if blocks.len() == 1 {
+        run(0);
+    } else {
+        candle_core::utils::barrier_pool()
+            .execute_chunked(blocks.len(), |range| range.for_each(run));
+    }
 }
 
 /// Worker threads for the matrix kernels: candle's setting (`RAYON_NUM_THREADS`, else all cores).

@@ -61,6 +61,15 @@ impl<'a> Mat<'a> {
         &self.data[..self.rows * self.cols]
     }
 
+    /// Rows `first..first + rows` of the view.
+    fn row_block(self, first: usize, rows: usize) -> Self {
+        Mat {
+            data: &self.data[first * self.row_stride..],
+            rows,
+            ..self
+        }
+    }
+
     /// The transpose, as a view of the same data.
     pub(crate) fn t(self) -> Self {
         Mat {
@@ -140,23 +149,11 @@ pub(crate) fn matmul_rows(
         return;
     }
     let rows_per_block = m.div_ceil(blocks);
-    let parts: Vec<std::sync::Mutex<&mut [f32]>> = dst
-        .chunks_mut(rows_per_block * dst_row_stride)
-        .take(blocks)
-        .map(std::sync::Mutex::new)
-        .collect();
-    candle_core::utils::barrier_pool().execute_chunked(parts.len(), |range| {
-        for index in range {
-            let mut part = parts[index].lock().expect("a block is computed once");
-            let first = index * rows_per_block;
-            let rows = rows_per_block.min(m - first);
-            let lhs_rows = Mat {
-                data: &lhs.data[first * lhs.row_stride..],
-                rows,
-                ..lhs
-            };
-            gemm_block(&mut part, dst_row_stride, lhs_rows, rhs, scale, write);
-        }
+    let parts = dst.chunks_mut(rows_per_block * dst_row_stride).take(blocks);
+    super::each_block(parts, |index, part| {
+        let first = index * rows_per_block;
+        let lhs_rows = lhs.row_block(first, rows_per_block.min(m - first));
+        gemm_block(part, dst_row_stride, lhs_rows, rhs, scale, write);
     });
 }
 
@@ -197,32 +194,15 @@ pub(crate) fn matmul_onto(
     }
     let blocks = row_blocks(m, threads);
     let rows_per_block = m.div_ceil(blocks);
-    let parts: Vec<std::sync::Mutex<&mut [std::mem::MaybeUninit<f32>]>> = out.spare_capacity_mut()
-        [..m * n]
-        .chunks_mut(rows_per_block * n)
-        .map(std::sync::Mutex::new)
-        .collect();
-    let run = |index: usize| {
-        let mut part = parts[index].lock().expect("a block is computed once");
+    let parts = out.spare_capacity_mut()[..m * n].chunks_mut(rows_per_block * n);
+    super::each_block(parts, |index, part| {
         let first = index * rows_per_block;
-        let rows = part.len() / n;
-        let dst = init_block(&mut part, start, first, n);
-        let lhs_rows = Mat {
-            data: &lhs.data[first * lhs.row_stride..],
-            rows,
-            ..lhs
-        };
+        let lhs_rows = lhs.row_block(first, part.len() / n);
+        let dst = init_block(part, start, first, n);
         if k > 0 {
             gemm_block(dst, n, lhs_rows, rhs, scale, Write::Add);
         }
-    };
-    if parts.len() == 1 {
-        run(0);
-    } else {
-        candle_core::utils::barrier_pool()
-            .execute_chunked(parts.len(), |range| range.for_each(run));
-    }
-    drop(parts);
+    });
     // SAFETY: the blocks cover the first m·n elements, and `init_block` wrote every one.
     unsafe { out.set_len(m * n) };
     out
