@@ -143,6 +143,7 @@ pub fn load_exported(dir: &Path, device: &Device) -> Result<Model> {
         });
     }
     let head = load_head(&config, &ckpt, manifest.num_labels)?;
+    ckpt.close();
     Ok(Model {
         encoder,
         head,

@@ -187,8 +187,7 @@ impl Model {
         let config = ModelConfig::from_file(&files.config)?;
         let ckpt = Checkpoint::load(&files.weights, &config, device)?;
         let model = Self::from_checkpoint(&config, &ckpt, options);
-        drop(ckpt);
-        crate::memory::release_freed_memory();
+        ckpt.close();
         model
     }
 

@@ -87,6 +87,14 @@ impl Checkpoint {
         self.tensors.get(&legacy).map(|t| (t, legacy))
     }
 
+    /// Drops the checkpoint and returns the memory it held to the kernel: its copies of the
+    /// weights that layers keep transposed would otherwise stay resident under the
+    /// allocator's hold (see `memory::release_freed_memory`).
+    pub fn close(self) {
+        drop(self);
+        crate::memory::release_freed_memory();
+    }
+
     /// Whether the checkpoint holds `name` (prefix added).
     pub fn contains(&self, name: &str) -> bool {
         self.lookup(name).is_some()
