@@ -77,7 +77,8 @@ pub(crate) fn linear(
         weight.transposed,
         bias.map(Tensor::contiguous).transpose()?,
         activation,
-    );
+    )
+    .with_backward(x.track_op());
     Ok(x.contiguous()?.apply_op1(op)?)
 }
 
@@ -168,7 +169,8 @@ fn lora_layer(
             weight.transposed,
             bias.map(Tensor::contiguous).transpose()?,
             activation,
-        ),
+        )
+        .with_backward(x.track_op() || a.track_op() || b.track_op()),
         scale: scale as f32,
         dropout: dropout.map(|(p, rng)| Dropout::new(p, rng)),
         ratio: slot.clone(),

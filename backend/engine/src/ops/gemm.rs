@@ -181,6 +181,20 @@ pub(crate) fn matmul_onto(
     scale: f32,
     threads: usize,
 ) -> Vec<f32> {
+    matmul_onto_then(start, lhs, rhs, scale, threads, |_, _| {})
+}
+
+/// [`matmul_onto`], then `finish(first_row, block)` on each finished block of whole rows, by
+/// the thread that computed it while the block is still in its cache (an activation in place,
+/// where nothing needs the product itself afterwards).
+pub(crate) fn matmul_onto_then(
+    start: Start,
+    lhs: Mat,
+    rhs: Mat,
+    scale: f32,
+    threads: usize,
+    finish: impl Fn(usize, &mut [f32]) + Sync,
+) -> Vec<f32> {
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
     assert_eq!(rhs.rows, k, "matmul: {m}×{k} times {}×{n}", rhs.rows);
     match start {
@@ -202,6 +216,7 @@ pub(crate) fn matmul_onto(
         if k > 0 {
             gemm_block(dst, n, lhs_rows, rhs, scale, Write::Add);
         }
+        finish(first, dst);
     });
     // SAFETY: the blocks cover the first m·n elements, and `init_block` wrote every one.
     unsafe { out.set_len(m * n) };
@@ -372,6 +387,37 @@ mod tests {
         let empty = Mat::rows(&[], 2, 0);
         let got = matmul_onto(Start::Row(&[1.0, 2.0]), empty, Mat::rows(&[], 0, 2), 1.0, 2);
         assert_eq!(got, [1.0, 2.0, 1.0, 2.0]);
+    }
+
+    #[test]
+    fn a_finish_sees_every_finished_row_once_with_its_index() {
+        let a: Vec<f32> = (0..150 * 6).map(|i| (i as f32 * 0.017).cos()).collect();
+        let b: Vec<f32> = (0..6 * 5).map(|i| (i as f32 * 0.2).sin()).collect();
+        let (lhs, rhs) = (Mat::rows(&a, 150, 6), Mat::rows(&b, 5, 6).t());
+        let product = naive(lhs, rhs);
+        for threads in [1, 2, 3] {
+            let seen = std::sync::Mutex::new(vec![0; 150]);
+            // Each element becomes its row index plus twice the product: a finish that ran on a
+            // wrong row, twice, or before the product would show.
+            let got = matmul_onto_then(Start::Zeros, lhs, rhs, 1.0, threads, |first, block| {
+                for (i, row) in block.chunks_exact_mut(5).enumerate() {
+                    seen.lock().unwrap()[first + i] += 1;
+                    for v in row {
+                        *v = 2.0 * *v + (first + i) as f32;
+                    }
+                }
+            });
+            assert!(
+                seen.into_inner().unwrap().iter().all(|&n| n == 1),
+                "{threads} threads"
+            );
+            for (i, (g, p)) in got.iter().zip(&product).enumerate() {
+                assert!(
+                    (g - (2.0 * p + (i / 5) as f32)).abs() < 1e-4,
+                    "{threads} threads, {i}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -260,6 +260,15 @@ kernel! {
 }
 
 kernel! {
+    /// `y = GELU(y)` element by element: [`gelu_forward`] where nothing needs the input after.
+    fn gelu_in_place<FMA>(y: &mut [f32]) {
+        for y in y.iter_mut() {
+            *y = gelu::<FMA>(*y);
+        }
+    }
+}
+
+kernel! {
     /// GELU's input gradient `dx = grad · GELU'(x)`, given the forward's output `y`.
     fn gelu_backward<FMA>(dx: &mut [f32], x: &[f32], y: &[f32], grad: &[f32]) {
         assert!(
@@ -930,6 +939,20 @@ mod tests {
                     1e-6 * want[i].abs() + 0.5 * x[i].abs() * 3e-7
                 })
             });
+            let mut in_place = x.clone();
+            gelu_in_place::portable(&mut in_place);
+            assert_eq!(in_place, y, "gelu in place, length {len}");
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                let (mut fast, mut fast_in_place) = (vec![0.0; len], x.clone());
+                // SAFETY: the CPU has AVX2 and FMA (checked just above).
+                unsafe {
+                    gelu_forward::avx2_fma(&mut fast, &x);
+                    gelu_in_place::avx2_fma(&mut fast_in_place);
+                }
+                assert_eq!(fast_in_place, fast, "gelu in place (avx2), length {len}");
+            }
             let what = format!("gelu gradient, length {len}");
             let run = |fast: bool| {
                 let mut dx = vec![0.0; len];

@@ -11,8 +11,8 @@ use std::sync::Mutex;
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 
-use super::gemm::{Mat, Start, Write, matmul, matmul_onto};
-use super::{Activation, Dropout, GeluErfGrad, f32_slice, gelu_all, host_f32, threads};
+use super::gemm::{Mat, Start, Write, matmul, matmul_onto, matmul_onto_then};
+use super::{Activation, Dropout, GeluErfGrad, f32_slice, gelu_all, host_f32, kernels, threads};
 
 /// `act(x·Wᵀ + b)` for a frozen `W` and bias `[out]`.
 pub(crate) struct FrozenLinear {
@@ -21,6 +21,9 @@ pub(crate) struct FrozenLinear {
     pub(crate) transposed: bool,
     pub(crate) bias: Option<Tensor>,
     pub(crate) activation: Activation,
+    /// Whether a backward pass may follow (an input tracks gradients), which reads the
+    /// pre-activation; without one the activation is applied in place.
+    keep_pre: bool,
     /// The pre-activation, kept for the backward pass when there is an activation.
     pub(crate) pre: Mutex<Option<Vec<f32>>>,
 }
@@ -57,8 +60,33 @@ impl FrozenLinear {
             transposed,
             bias,
             activation,
+            keep_pre: true,
             pre: Mutex::new(None),
         }
+    }
+
+    /// The layer for a forward pass that no backward pass follows when `backward` is false.
+    pub(crate) fn with_backward(mut self, backward: bool) -> Self {
+        self.keep_pre = backward;
+        self
+    }
+
+    /// `act(x·wᵀ + b)`, `[rows, out]`, for `w` (an `[out, in]` view) this layer's weight or
+    /// one a LoRA branch is folded into. Where no backward pass will read the pre-activation,
+    /// the activation runs in place on each block of rows, by the thread whose product wrote
+    /// it, while the block is in its cache: no second buffer, no second pass over memory.
+    fn forward_with(&self, op: &str, x: Mat, w: Mat) -> candle_core::Result<Vec<f32>> {
+        let in_place = self.activation == Activation::GeluErf && !self.keep_pre;
+        let y = self.onto_bias(op, |start| {
+            if in_place {
+                matmul_onto_then(start, x, w.t(), 1.0, threads(), |_, block| {
+                    kernels::gelu_in_place(block)
+                })
+            } else {
+                matmul_onto(start, x, w.t(), 1.0, threads())
+            }
+        })?;
+        Ok(if in_place { y } else { self.activate(y) })
     }
 
     /// Applies the activation to the finished pre-activation `y`, keeping `y` for the backward
@@ -149,9 +177,10 @@ impl CustomOp1 for FrozenLinear {
     }
 
     fn cpu_fwd(&self, x: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (x, shape) = self.input(self.name(), x, layout)?;
-        let y = self.product(self.name(), x)?;
-        Ok((CpuStorage::F32(self.activate(y)), shape))
+        let name = self.name();
+        let (x, shape) = self.input(name, x, layout)?;
+        let y = self.with_weight(name, |w| self.forward_with(name, x, w))??;
+        Ok((CpuStorage::F32(y), shape))
     }
 
     fn bwd(&self, _x: &Tensor, y: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
@@ -225,10 +254,7 @@ impl CustomOp3 for LoraLinear {
             // products and a pass over the output.
             let w = self.folded_weight(a, b)?;
             let w = weight_view(&w, b.rows_count(), a.cols_count(), self.base.transposed);
-            let y = self
-                .base
-                .onto_bias(name, |start| matmul_onto(start, x, w.t(), 1.0, threads()))?;
-            return Ok((CpuStorage::F32(self.base.activate(y)), shape));
+            return Ok((CpuStorage::F32(self.base.forward_with(name, x, w)?), shape));
         }
         let mut y = self.base.product(name, x)?;
         let dropped = self.dropped(x)?;
@@ -619,6 +645,30 @@ mod tests {
                 &plain,
                 1e-5,
             );
+            // With no backward pass to follow, the activation runs in place: the same output.
+            let untracked = LoraLinear {
+                base: FrozenLinear::new(
+                    stored(&w, transposed),
+                    transposed,
+                    Some(bias.clone()),
+                    activation,
+                )
+                .with_backward(false),
+                scale: 2.0,
+                dropout: None,
+                ratio: None,
+            };
+            let (xd, ad, bd) = (
+                x.as_tensor().detach(),
+                a.as_tensor().detach(),
+                b.as_tensor().detach(),
+            );
+            assert_close(
+                &format!("folded lora linear without backward {dims:?}"),
+                &xd.apply_op3(&ad, &bd, untracked).unwrap(),
+                &plain,
+                1e-5,
+            );
             let r_up = random(fused.dims(), 0.0, 1.0, &mut rng);
             let grads = |y: &Tensor| (y * &r_up).unwrap().sum_all().unwrap().backward().unwrap();
             let (g_fused, g_plain) = (grads(&fused), grads(&plain));
@@ -670,6 +720,20 @@ mod tests {
             let plain =
                 candle_activation(activation, &composed(x.as_tensor(), &w, &bias, None, None));
             assert_close("frozen linear", &fused, &plain, 1e-5);
+            let untracked = FrozenLinear::new(
+                stored(&w, transposed),
+                transposed,
+                Some(bias.clone()),
+                activation,
+            )
+            .with_backward(false);
+            let without_backward = x.as_tensor().detach().apply_op1(untracked).unwrap();
+            assert_close(
+                "frozen linear without backward",
+                &without_backward,
+                &plain,
+                1e-5,
+            );
             let r_up = random(fused.dims(), 0.0, 1.0, &mut rng);
             let g_fused = (&fused * &r_up)
                 .unwrap()
