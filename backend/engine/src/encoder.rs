@@ -60,6 +60,16 @@ impl LayerNorm {
     ) -> Result<Tensor> {
         ops::residual_layer_norm(y, x, (&self.weight, &self.bias), self.eps, dropout)
     }
+
+    /// This norm after a sublayer whose input was `residual`, without dropout.
+    fn after<'t>(&'t self, residual: &'t Tensor) -> ops::AddNorm<'t> {
+        ops::AddNorm {
+            residual,
+            gamma: &self.weight,
+            beta: &self.bias,
+            eps: self.eps,
+        }
+    }
 }
 
 /// Word, position and token-type embeddings.
@@ -478,6 +488,30 @@ impl LayerCtx<'_, '_> {
         self.keep_ratio(kind, out)
     }
 
+    /// A sublayer's last linear layer and its end, `LayerNorm(dropout(linear(x)) + residual)`:
+    /// one node where no backward pass follows and neither dropout nor a ratio needs the
+    /// layer's output apart.
+    fn linear_residual_norm(
+        &mut self,
+        (linear, kind): (&PeftLinear, ModuleKind),
+        x: &Tensor,
+        residual: &Tensor,
+        norm: &LayerNorm,
+    ) -> Result<Tensor> {
+        let want_ratio = self.ratios.is_some() && linear.peft.is_some();
+        if self.training.is_none() && !want_ratio {
+            return linear.forward_add_norm(x, norm.after(residual));
+        }
+        let y = self.linear(linear, kind, x)?;
+        self.residual_norm(norm, &y, residual)
+    }
+
+    /// `LayerNorm(dropout(y) + residual)`, the end of a sublayer, as its own node.
+    fn residual_norm(&mut self, norm: &LayerNorm, y: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        let p = self.config.hidden_dropout_prob;
+        norm.forward_residual(y, residual, self.rng().map(|rng| (p, rng)))
+    }
+
     /// Keeps a layer's ratio, if it has one, and passes its output on.
     fn keep_ratio(&mut self, kind: ModuleKind, out: crate::peft::LinearOutput) -> Result<Tensor> {
         if let (Some(ratios), Some(r)) = (self.ratios.as_mut(), out.ratio) {
@@ -512,15 +546,13 @@ impl Layer {
 impl Attention {
     fn forward(&self, x: &Tensor, ctx: &mut LayerCtx<'_, '_>) -> Result<Tensor> {
         let n = x.dim(0)?;
-        let projected = if self.heads == 0 {
-            self.output.forward_without_inputs(n, ctx.rng())?
-        } else {
-            let context = self.context(x, ctx)?;
-            ctx.linear(&self.output, ModuleKind::AttentionOutput, &context)?
-        };
-        let p = ctx.config.hidden_dropout_prob;
-        self.norm
-            .forward_residual(&projected, x, ctx.rng().map(|rng| (p, rng)))
+        if self.heads == 0 {
+            let projected = self.output.forward_without_inputs(n, ctx.rng())?;
+            return ctx.residual_norm(&self.norm, &projected, x);
+        }
+        let context = self.context(x, ctx)?;
+        let output = (&self.output, ModuleKind::AttentionOutput);
+        ctx.linear_residual_norm(output, &context, x, &self.norm)
     }
 
     /// Per-head attention, masked per head, merged back to `[n, heads·head_dim]`.
@@ -555,18 +587,16 @@ impl FeedForward {
 
     fn forward(&self, x: &Tensor, ctx: &mut LayerCtx<'_, '_>) -> Result<Tensor> {
         let n = x.dim(0)?;
-        let out = if self.width() == 0 {
-            self.output.forward_without_inputs(n, ctx.rng())?
-        } else {
-            let mut act = ctx.linear_gelu(&self.intermediate, ModuleKind::Intermediate, x)?;
-            if let Some(mask) = &self.neuron_mask {
-                act = ops::scale_groups(&act, &peft::value(mask, ctx.training.is_some()))?;
-            }
-            ctx.linear(&self.output, ModuleKind::Output, &act)?
-        };
-        let p = ctx.config.hidden_dropout_prob;
-        self.norm
-            .forward_residual(&out, x, ctx.rng().map(|rng| (p, rng)))
+        if self.width() == 0 {
+            let out = self.output.forward_without_inputs(n, ctx.rng())?;
+            return ctx.residual_norm(&self.norm, &out, x);
+        }
+        let mut act = ctx.linear_gelu(&self.intermediate, ModuleKind::Intermediate, x)?;
+        if let Some(mask) = &self.neuron_mask {
+            act = ops::scale_groups(&act, &peft::value(mask, ctx.training.is_some()))?;
+        }
+        let output = (&self.output, ModuleKind::Output);
+        ctx.linear_residual_norm(output, &act, x, &self.norm)
     }
 }
 

@@ -82,6 +82,107 @@ pub(crate) fn linear(
     Ok(x.contiguous()?.apply_op1(op)?)
 }
 
+/// `LayerNorm(y + residual)` with frozen `gamma` and `beta`: the end of a BERT sublayer
+/// without dropout, which [`linear_add_norm`] and [`lora_linear_add_norm`] apply inside the
+/// node of the linear layer that makes `y`.
+#[derive(Clone, Copy)]
+pub(crate) struct AddNorm<'t> {
+    pub(crate) residual: &'t Tensor,
+    pub(crate) gamma: &'t Tensor,
+    pub(crate) beta: &'t Tensor,
+    pub(crate) eps: f32,
+}
+
+impl AddNorm<'_> {
+    /// The norm as its own node, after `y`.
+    pub(crate) fn apply(&self, y: &Tensor) -> Result<Tensor> {
+        residual_layer_norm(y, self.residual, (self.gamma, self.beta), self.eps, None)
+    }
+
+    /// The norm as a fused linear node holds it, or `None` where the node cannot take it
+    /// (another device, another dtype, or weights that track gradients).
+    fn fused(&self) -> Result<Option<linear::AddNorm>> {
+        if !fusable(self.residual)
+            || !fusable(self.gamma)
+            || !fusable(self.beta)
+            || self.residual.track_op()
+            || self.gamma.track_op()
+            || self.beta.track_op()
+        {
+            return Ok(None);
+        }
+        Ok(Some(linear::AddNorm {
+            residual: self.residual.contiguous()?,
+            gamma: self.gamma.contiguous()?,
+            beta: self.beta.contiguous()?,
+            eps: self.eps,
+        }))
+    }
+}
+
+/// [`linear`] then [`AddNorm`], as one node that adds the residual and normalises each block of
+/// rows in place right after its product, where no backward pass follows (nothing tracks
+/// gradients): the sublayer's end in inference and evaluation.
+pub(crate) fn linear_add_norm(
+    x: &Tensor,
+    weight: FrozenWeight<'_>,
+    bias: Option<&Tensor>,
+    norm: AddNorm<'_>,
+) -> Result<Tensor> {
+    let tracked = x.track_op() || weight.tensor.track_op() || bias.is_some_and(|b| b.track_op());
+    let fused = if fusable(x) && !tracked {
+        norm.fused()?
+    } else {
+        None
+    };
+    let Some(fused) = fused else {
+        return norm.apply(&linear(x, weight, bias, Activation::Identity)?);
+    };
+    let op = linear::FrozenLinear::new(
+        weight.tensor.contiguous()?,
+        weight.transposed,
+        bias.map(Tensor::contiguous).transpose()?,
+        Activation::Identity,
+    )
+    .with_add_norm(fused);
+    Ok(x.contiguous()?.apply_op1(op)?)
+}
+
+/// [`lora_linear`] without dropout, then [`AddNorm`], as one node where no backward pass follows
+/// (see [`linear_add_norm`]).
+pub(crate) fn lora_linear_add_norm(
+    x: &Tensor,
+    (weight, bias): (FrozenWeight<'_>, Option<&Tensor>),
+    (a, b): (&Tensor, &Tensor),
+    scale: f64,
+    norm: AddNorm<'_>,
+) -> Result<Tensor> {
+    let tracked = x.track_op() || a.track_op() || b.track_op();
+    let fused = if fusable(x) && fusable(a) && fusable(b) && !tracked {
+        norm.fused()?
+    } else {
+        None
+    };
+    let Some(fused) = fused else {
+        let y = lora_linear(x, (weight, bias), (a, b), scale, None, Activation::Identity)?;
+        return norm.apply(&y);
+    };
+    let op = linear::LoraLinear {
+        base: linear::FrozenLinear::new(
+            weight.tensor.contiguous()?,
+            weight.transposed,
+            bias.map(Tensor::contiguous).transpose()?,
+            Activation::Identity,
+        )
+        .with_add_norm(fused),
+        scale: scale as f32,
+        dropout: None,
+        ratio: None,
+    };
+    Ok(x.contiguous()?
+        .apply_op3(&a.contiguous()?, &b.contiguous()?, op)?)
+}
+
 /// What follows a fused linear layer, inside the same graph node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Activation {
@@ -886,6 +987,86 @@ mod tests {
         let mut again = rand::rngs::StdRng::seed_from_u64(7);
         let y2: Vec<f32> = dropout(&x, 0.25, &mut again).unwrap().to_vec1().unwrap();
         assert_eq!(y, y2, "same seed, same mask");
+    }
+
+    #[test]
+    fn a_sublayer_end_inside_the_linear_node_is_the_separate_norm_exactly() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(31);
+        // Folding pays for 120 rows, not for one; the weight stored either way.
+        for (rows, transposed) in [(120, false), (120, true), (1, false), (1, true)] {
+            let (inp, out) = (48, 40);
+            let x = random(&[rows, inp], 0.0, 1.0, &mut rng);
+            let residual = random(&[rows, out], 0.0, 1.0, &mut rng);
+            let w = random(&[out, inp], 0.0, 0.2, &mut rng);
+            let stored = if transposed {
+                w.t().unwrap().contiguous().unwrap()
+            } else {
+                w.clone()
+            };
+            let weight = FrozenWeight {
+                tensor: &stored,
+                transposed,
+            };
+            let bias = random(&[out], 0.0, 0.2, &mut rng);
+            let (a, b) = (
+                random(&[4, inp], 0.0, 0.2, &mut rng),
+                random(&[out, 4], 0.0, 0.2, &mut rng),
+            );
+            let (gamma, beta) = (
+                random(&[out], 1.0, 0.1, &mut rng),
+                random(&[out], 0.0, 0.1, &mut rng),
+            );
+            let norm = AddNorm {
+                residual: &residual,
+                gamma: &gamma,
+                beta: &beta,
+                eps: 1e-12,
+            };
+            let exact = |got: &Tensor, want: &Tensor, what: &str| {
+                let (g, w): (Vec<f32>, Vec<f32>) = (
+                    got.flatten_all().unwrap().to_vec1().unwrap(),
+                    want.flatten_all().unwrap().to_vec1().unwrap(),
+                );
+                assert_eq!(g, w, "{what}, {rows} rows, transposed {transposed}");
+            };
+            let plain = norm
+                .apply(&linear(&x, weight, Some(&bias), Activation::Identity).unwrap())
+                .unwrap();
+            exact(
+                &linear_add_norm(&x, weight, Some(&bias), norm).unwrap(),
+                &plain,
+                "plain layer",
+            );
+            let lora = lora_linear(
+                &x,
+                (weight, Some(&bias)),
+                (&a, &b),
+                2.0,
+                None,
+                Activation::Identity,
+            )
+            .unwrap();
+            let lora = norm.apply(&lora).unwrap();
+            let fused =
+                lora_linear_add_norm(&x, (weight, Some(&bias)), (&a, &b), 2.0, norm).unwrap();
+            exact(&fused, &lora, "lora layer");
+            // An input that tracks gradients takes the separate nodes, and its gradient flows.
+            let tracked = Var::from_tensor(&x).unwrap();
+            let y = lora_linear_add_norm(
+                tracked.as_tensor(),
+                (weight, Some(&bias)),
+                (&a, &b),
+                2.0,
+                norm,
+            )
+            .unwrap();
+            exact(&y, &lora, "tracked lora layer");
+            let grads = y.sum_all().unwrap().backward().unwrap();
+            assert!(
+                grads.get(tracked.as_tensor()).is_some(),
+                "no gradient through the tracked path"
+            );
+        }
     }
 
     /// N(mean, std²) draws in `dims`.

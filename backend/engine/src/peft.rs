@@ -391,6 +391,24 @@ impl PeftLinear {
         }
     }
 
+    /// Applies the layer and then `norm` (`LayerNorm(· + residual)`), in a forward pass that no
+    /// backward pass follows: one fused node for a plain or a LoRA layer, whose blocks of rows
+    /// are normalised in place as their products finish.
+    pub(crate) fn forward_add_norm(&self, x: &Tensor, norm: ops::AddNorm<'_>) -> Result<Tensor> {
+        let base = (self.base.stored(), self.base.bias.as_ref());
+        match &self.peft {
+            None => ops::linear_add_norm(x, base.0, base.1, norm),
+            Some(PeftModule::Lora(lora)) => ops::lora_linear_add_norm(
+                x,
+                base,
+                (&value(&lora.a, false), &value(&lora.b, false)),
+                lora.scale,
+                norm,
+            ),
+            Some(PeftModule::Adapter(_)) => norm.apply(&self.forward(x, None, false)?.output),
+        }
+    }
+
     /// Applies the layer. `train` carries the dropout RNG in training mode.
     pub fn forward(
         &self,

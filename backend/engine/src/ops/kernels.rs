@@ -207,6 +207,24 @@ kernel! {
 }
 
 kernel! {
+    /// LayerNorm in place of each `gamma.len()`-long row of `y + residual`: the same sums and
+    /// the same steps as adding them and then [`layer_norm_rows`].
+    fn add_layer_norm_in_place<FMA>(y: &mut [f32], residual: &[f32], gamma: &[f32], beta: &[f32], eps: f32) {
+        let d = gamma.len();
+        assert!(d > 0 && beta.len() == d && y.len() == residual.len(), "layer norm: lengths differ");
+        for (y, r) in y.chunks_exact_mut(d).zip(residual.chunks_exact(d)) {
+            for (y, &r) in y.iter_mut().zip(r) {
+                *y += r;
+            }
+            let (mean, rstd) = moments::<FMA>(y, eps);
+            for ((y, &g), &b) in y.iter_mut().zip(gamma).zip(beta) {
+                *y = madd::<FMA>((*y - mean) * rstd, g, b);
+            }
+        }
+    }
+}
+
+kernel! {
     /// LayerNorm's input gradient for each `gamma.len()`-long row of `x` and of the output
     /// gradient `grad`, recomputing the row's statistics.
     fn layer_norm_grad_rows<FMA>(dx: &mut [f32], x: &[f32], grad: &[f32], gamma: &[f32], eps: f32) {
@@ -891,6 +909,27 @@ mod tests {
                 }
                 y
             });
+            // In place on a sum: exactly the sum's LayerNorm, on each path.
+            let residual = uniform(3 * len, -1.0, 1.0, &mut rng);
+            let sum: Vec<f32> = x.iter().zip(&residual).map(|(a, b)| a + b).collect();
+            let (mut want, mut got) = (vec![0.0; x.len()], x.clone());
+            layer_norm_rows::portable(&mut want, &sum, &gamma, &beta, 1e-5);
+            add_layer_norm_in_place::portable(&mut got, &residual, &gamma, &beta, 1e-5);
+            assert_eq!(got, want, "add and layer norm in place, length {len}");
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                let (mut want, mut got) = (vec![0.0; x.len()], x.clone());
+                // SAFETY: the CPU has AVX2 and FMA (checked just above).
+                unsafe {
+                    layer_norm_rows::avx2_fma(&mut want, &sum, &gamma, &beta, 1e-5);
+                    add_layer_norm_in_place::avx2_fma(&mut got, &residual, &gamma, &beta, 1e-5);
+                }
+                assert_eq!(
+                    got, want,
+                    "add and layer norm in place (avx2), length {len}"
+                );
+            }
             both_paths(
                 &format!("layer norm gradient, length {len}"),
                 1e-5,

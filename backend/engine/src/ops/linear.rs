@@ -12,7 +12,9 @@ use std::sync::Mutex;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 
 use super::gemm::{Mat, Start, Write, matmul, matmul_onto, matmul_onto_then};
-use super::{Activation, Dropout, GeluErfGrad, f32_slice, gelu_all, host_f32, kernels, threads};
+use super::{
+    Activation, Dropout, GeluErfGrad, f32_slice, gelu_all, host_f32, kernels, par_blocks, threads,
+};
 
 /// `act(x·Wᵀ + b)` for a frozen `W` and bias `[out]`.
 pub(crate) struct FrozenLinear {
@@ -24,8 +26,19 @@ pub(crate) struct FrozenLinear {
     /// Whether a backward pass may follow (an input tracks gradients), which reads the
     /// pre-activation; without one the activation is applied in place.
     keep_pre: bool,
+    /// `LayerNorm(y + residual)` after the product, in place (only without a backward pass).
+    add_norm: Option<AddNorm>,
     /// The pre-activation, kept for the backward pass when there is an activation.
     pub(crate) pre: Mutex<Option<Vec<f32>>>,
+}
+
+/// The end of a BERT sublayer without dropout, `LayerNorm(y + residual)` with frozen `gamma`
+/// and `beta`, as a linear node that makes `y` applies it.
+pub(crate) struct AddNorm {
+    pub(crate) residual: Tensor,
+    pub(crate) gamma: Tensor,
+    pub(crate) beta: Tensor,
+    pub(crate) eps: f32,
 }
 
 /// The LoRA branch's trainable-free settings; A and B travel as the op's arguments.
@@ -61,8 +74,56 @@ impl FrozenLinear {
             bias,
             activation,
             keep_pre: true,
+            add_norm: None,
             pre: Mutex::new(None),
         }
+    }
+
+    /// The layer followed by `norm`, for a forward pass that no backward pass follows.
+    pub(crate) fn with_add_norm(mut self, norm: AddNorm) -> Self {
+        debug_assert!(
+            self.activation == Activation::Identity,
+            "an activation before the norm"
+        );
+        self.keep_pre = false;
+        self.add_norm = Some(norm);
+        self
+    }
+
+    /// `f(finish)`, with `finish(first_row, block)` what follows the product in place on a
+    /// block of whole rows of the `rows × out` output when no backward pass needs the product:
+    /// the activation, or the residual's add and the LayerNorm.
+    fn with_finish<R>(
+        &self,
+        op: &str,
+        rows: usize,
+        f: impl FnOnce(&(dyn Fn(usize, &mut [f32]) + Sync)) -> R,
+    ) -> candle_core::Result<R> {
+        let Some(norm) = &self.add_norm else {
+            return Ok(match self.activation {
+                Activation::Identity => f(&|_, _| {}),
+                Activation::GeluErf => f(&|_, block| kernels::gelu_in_place(block)),
+            });
+        };
+        let out = self.dims()?.0;
+        let (r_storage, r_layout) = norm.residual.storage_and_layout();
+        let (g_storage, g_layout) = norm.gamma.storage_and_layout();
+        let (b_storage, b_layout) = norm.beta.storage_and_layout();
+        let residual = host_f32(op, "residual", &r_storage, r_layout)?;
+        let gamma = host_f32(op, "gamma", &g_storage, g_layout)?;
+        let beta = host_f32(op, "beta", &b_storage, b_layout)?;
+        if residual.len() != rows * out || gamma.len() != out || beta.len() != out {
+            candle_core::bail!(
+                "{op}: a residual of {} and LayerNorm weights of {} and {} do not fit a {rows}×{out} output",
+                residual.len(),
+                gamma.len(),
+                beta.len()
+            );
+        }
+        Ok(f(&|first, block| {
+            let residual = &residual[first * out..][..block.len()];
+            kernels::add_layer_norm_in_place(block, residual, gamma, beta, norm.eps)
+        }))
     }
 
     /// The layer for a forward pass that no backward pass follows when `backward` is false.
@@ -76,30 +137,38 @@ impl FrozenLinear {
     /// the activation runs in place on each block of rows, by the thread whose product wrote
     /// it, while the block is in its cache: no second buffer, no second pass over memory.
     fn forward_with(&self, op: &str, x: Mat, w: Mat) -> candle_core::Result<Vec<f32>> {
-        let in_place = self.activation == Activation::GeluErf && !self.keep_pre;
-        let y = self.onto_bias(op, |start| {
-            if in_place {
-                matmul_onto_then(start, x, w.t(), 1.0, threads(), |_, block| {
-                    kernels::gelu_in_place(block)
-                })
-            } else {
-                matmul_onto(start, x, w.t(), 1.0, threads())
-            }
-        })?;
-        Ok(if in_place { y } else { self.activate(y) })
+        if self.keep_pre {
+            let y = self.onto_bias(op, |start| matmul_onto(start, x, w.t(), 1.0, threads()))?;
+            return self.activate(op, y);
+        }
+        self.with_finish(op, x.rows_count(), |finish| {
+            self.onto_bias(op, |start| {
+                matmul_onto_then(start, x, w.t(), 1.0, threads(), finish)
+            })
+        })?
     }
 
-    /// Applies the activation to the finished pre-activation `y`, keeping `y` for the backward
-    /// pass when the activation has one.
-    fn activate(&self, y: Vec<f32>) -> Vec<f32> {
-        match self.activation {
+    /// Applies what follows the product to the finished `y`: in place without a backward
+    /// pass; else the activation into a new buffer, keeping `y` for the backward pass.
+    fn activate(&self, op: &str, mut y: Vec<f32>) -> candle_core::Result<Vec<f32>> {
+        if !self.keep_pre {
+            let out = self.dims()?.0;
+            if y.is_empty() {
+                return Ok(y);
+            }
+            self.with_finish(op, y.len() / out.max(1), |finish| {
+                par_blocks(&mut y, out, finish)
+            })?;
+            return Ok(y);
+        }
+        Ok(match self.activation {
             Activation::Identity => y,
             Activation::GeluErf => {
                 let act = gelu_all(&y);
                 *self.pre.lock().expect("not poisoned") = Some(y);
                 act
             }
-        }
+        })
     }
 
     /// The gradient with respect to the pre-activation, from the one with respect to the
@@ -282,7 +351,7 @@ impl CustomOp3 for LoraLinear {
                 *slot.lock().expect("not poisoned") = Some(ratios);
             }
         }
-        Ok((CpuStorage::F32(self.base.activate(y)), shape))
+        Ok((CpuStorage::F32(self.base.activate(name, y)?), shape))
     }
 
     fn bwd(
