@@ -62,7 +62,7 @@ impl<'a> Mat<'a> {
     }
 
     /// Rows `first..first + rows` of the view.
-    fn row_block(self, first: usize, rows: usize) -> Self {
+    pub(crate) fn row_block(self, first: usize, rows: usize) -> Self {
         Mat {
             data: &self.data[first * self.row_stride..],
             rows,
