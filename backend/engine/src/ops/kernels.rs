@@ -287,6 +287,17 @@ kernel! {
 }
 
 kernel! {
+    /// `norms[i] = ‖row i‖₂` for the `norms.len()` equal rows of `rows`, summed in lanes.
+    fn row_norms<FMA>(norms: &mut [f32], rows: &[f32]) {
+        let d = rows.len() / norms.len().max(1);
+        assert!(d * norms.len() == rows.len(), "row norms: rows of unequal length");
+        for (n, row) in norms.iter_mut().zip(rows.chunks_exact(d.max(1))) {
+            *n = dot::<FMA>(row, row).sqrt();
+        }
+    }
+}
+
+kernel! {
     /// GELU's input gradient `dx = grad · GELU'(x)`, given the forward's output `y`.
     fn gelu_backward<FMA>(dx: &mut [f32], x: &[f32], y: &[f32], grad: &[f32]) {
         assert!(
@@ -945,6 +956,32 @@ mod tests {
                     dx
                 },
             );
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_and_portable_row_norms_agree_with_the_plain_sum() {
+        let mut rng = StdRng::seed_from_u64(46);
+        for len in LENGTHS {
+            let x = uniform(3 * len, -2.0, 2.0, &mut rng);
+            let want: Vec<f32> = x
+                .chunks_exact(len)
+                .map(|r| r.iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt() as f32)
+                .collect();
+            both_paths(&format!("row norms, length {len}"), 1e-6, |fast| {
+                let mut norms = vec![0.0; 3];
+                if fast {
+                    // SAFETY: `both_paths` asks for the AVX2 instance only where the CPU has it.
+                    unsafe { row_norms::avx2_fma(&mut norms, &x) }
+                } else {
+                    row_norms::portable(&mut norms, &x)
+                }
+                for (n, w) in norms.iter().zip(&want) {
+                    assert!((n - w).abs() <= 1e-5 * w, "length {len}: {n} against {w}");
+                }
+                norms
+            });
         }
     }
 

@@ -55,11 +55,6 @@ pub(crate) struct LoraLinear {
 /// The per-row ratios a [`LoraLinear`] forward pass computed, read by the caller after it.
 pub(crate) type RatioSlot = std::sync::Arc<Mutex<Option<Vec<f32>>>>;
 
-/// `‖v‖₂` in f32, as `sqr → sum → sqrt` computes it.
-fn norm(v: &[f32]) -> f32 {
-    v.iter().map(|x| x * x).sum::<f32>().sqrt()
-}
-
 impl FrozenLinear {
     /// A layer over `weight` (stored as `transposed` says) and `bias` followed by `activation`.
     pub(crate) fn new(
@@ -443,17 +438,15 @@ fn add_branch_with_ratios(y: &mut [f32], down: Mat, b: Mat, scale: f32) -> Vec<f
             Write::Set,
             1,
         );
-        let block: Vec<f32> = base
-            .chunks_exact_mut(out)
-            .zip(delta.chunks_exact(out))
-            .map(|(base, delta)| {
-                let ratio = norm(delta) / norm(base);
-                for (y, d) in base.iter_mut().zip(delta) {
-                    *y += d;
-                }
-                ratio
-            })
-            .collect();
+        let (mut base_norms, mut block) = (vec![0.0; n], vec![0.0; n]);
+        kernels::row_norms(&mut base_norms, base);
+        kernels::row_norms(&mut block, &delta);
+        for (r, b) in block.iter_mut().zip(&base_norms) {
+            *r /= b;
+        }
+        for (y, d) in base.iter_mut().zip(&delta) {
+            *y += d;
+        }
         ratios.lock().expect("not poisoned")[first..first + n].copy_from_slice(&block);
     });
     ratios.into_inner().expect("not poisoned")
