@@ -24,10 +24,22 @@ pub struct Training<'a> {
 
 /// What the encoder produced.
 pub struct EncoderOutput {
-    /// `[batch, seq, hidden]`.
+    /// `[batch, seq, hidden]`, or `[batch, 1, hidden]` for [`Positions::First`].
     pub hidden: Tensor,
     /// Per-module importance ratios `[batch, seq]` when requested (spec §4.1).
     pub ratios: Vec<(ModuleId, Tensor)>,
+}
+
+/// Which positions' final hidden states a forward pass produces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Positions {
+    /// Every token's.
+    All,
+    /// The first token's only: all that a classifier head on `[CLS]` (or `<s>`) reads. The
+    /// last layer computes its keys and values over the whole sequence, and its queries,
+    /// attention output and feed-forward for the first token alone: the same logits and
+    /// gradients for about a seventh fewer FLOPs on a six-layer encoder.
+    First,
 }
 
 /// LayerNorm parameters (frozen), applied with the fused op of `ops::layer_norm`.
@@ -246,9 +258,27 @@ impl Encoder {
     pub fn forward(
         &self,
         batch: &Batch,
-        mut training: Option<Training<'_>>,
+        training: Option<Training<'_>>,
         record_ratios: bool,
     ) -> Result<EncoderOutput> {
+        self.forward_positions(batch, training, record_ratios, Positions::All)
+    }
+
+    /// [`Encoder::forward`] for the hidden states of `positions`.
+    ///
+    /// §4.1's ratios average over every token. With [`Positions::First`] and `record_ratios`,
+    /// the last layer runs once more over every position, forwards only and from a detached
+    /// input, to record its modules' ratios (with dropout draws of their own); the pass the
+    /// loss flows through computes the first token alone. That costs a third of a layer's
+    /// training FLOPs where every position through the backward pass would cost all of them.
+    pub fn forward_positions(
+        &self,
+        batch: &Batch,
+        mut training: Option<Training<'_>>,
+        record_ratios: bool,
+        positions: Positions,
+    ) -> Result<EncoderOutput> {
+        let first_only = positions == Positions::First;
         let (b, l) = batch.input_ids.dims2()?;
         let mut hidden = self
             .embed(batch, training.as_mut())
@@ -257,24 +287,46 @@ impl Encoder {
         let mask_add =
             ((batch.attention_mask.to_dtype(DType::F32)? - 1.0)? * 1e9)?.reshape((b, 1, 1, l))?;
         let mut ratios = Vec::new();
+        let last = self.layers.len().saturating_sub(1);
         for (index, layer) in self.layers.iter().enumerate() {
+            let first_alone = first_only && index == last;
+            if first_alone && record_ratios {
+                let mut ctx = LayerCtx {
+                    index,
+                    batch: b,
+                    seq: l,
+                    queries: l,
+                    mask_add: &mask_add,
+                    training: training.as_mut(),
+                    ratios: Some(&mut ratios),
+                    config: &self.config,
+                };
+                layer
+                    .forward(&hidden.detach(), &mut ctx)
+                    .context(|| format!("encoder layer {index}, its ratios"))?;
+            }
             let mut ctx = LayerCtx {
                 index,
                 batch: b,
                 seq: l,
+                queries: if first_alone { 1 } else { l },
                 mask_add: &mask_add,
                 training: training.as_mut(),
-                ratios: record_ratios.then_some(&mut ratios),
+                ratios: (record_ratios && !first_alone).then_some(&mut ratios),
                 config: &self.config,
             };
             hidden = layer
                 .forward(&hidden, &mut ctx)
                 .context(|| format!("encoder layer {index}"))?;
         }
-        Ok(EncoderOutput {
-            hidden: hidden.reshape((b, l, self.config.hidden_size))?,
-            ratios,
-        })
+        // The last layer left one row per sequence, or all of them (and so did no layer).
+        let hidden = hidden.reshape((b, (), self.config.hidden_size))?;
+        let hidden = if first_only {
+            hidden.narrow(1, 0, 1)?
+        } else {
+            hidden
+        };
+        Ok(EncoderOutput { hidden, ratios })
     }
 
     fn embed(&self, batch: &Batch, training: Option<&mut Training<'_>>) -> Result<Tensor> {
@@ -470,6 +522,8 @@ struct LayerCtx<'a, 'r> {
     index: usize,
     batch: usize,
     seq: usize,
+    /// Positions per sequence this layer computes its output for: `seq`, or 1 (the first).
+    queries: usize,
     mask_add: &'a Tensor,
     training: Option<&'a mut Training<'r>>,
     ratios: Option<&'a mut Vec<(ModuleId, Tensor)>>,
@@ -544,26 +598,38 @@ impl Layer {
 }
 
 impl Attention {
+    /// The sublayer's output for the positions the layer computes (`ctx.queries` of each
+    /// sequence), from the input `x` at every position.
     fn forward(&self, x: &Tensor, ctx: &mut LayerCtx<'_, '_>) -> Result<Tensor> {
-        let n = x.dim(0)?;
+        let residual = if ctx.queries < ctx.seq {
+            let d = x.dim(1)?;
+            x.reshape((ctx.batch, ctx.seq, d))?
+                .narrow(1, 0, ctx.queries)?
+                .reshape((ctx.batch * ctx.queries, d))?
+        } else {
+            x.clone()
+        };
         if self.heads == 0 {
+            let n = residual.dim(0)?;
             let projected = self.output.forward_without_inputs(n, ctx.rng())?;
-            return ctx.residual_norm(&self.norm, &projected, x);
+            return ctx.residual_norm(&self.norm, &projected, &residual);
         }
-        let context = self.context(x, ctx)?;
+        let context = self.context(x, &residual, ctx)?;
         let output = (&self.output, ModuleKind::AttentionOutput);
-        ctx.linear_residual_norm(output, &context, x, &self.norm)
+        ctx.linear_residual_norm(output, &context, &residual, &self.norm)
     }
 
-    /// Per-head attention, masked per head, merged back to `[n, heads·head_dim]`.
-    fn context(&self, x: &Tensor, ctx: &mut LayerCtx<'_, '_>) -> Result<Tensor> {
+    /// Per-head attention of the `queries` rows over keys and values from every row of `x`,
+    /// masked per head, merged back to `[queries rows, heads·head_dim]`.
+    fn context(&self, x: &Tensor, queries: &Tensor, ctx: &mut LayerCtx<'_, '_>) -> Result<Tensor> {
         let (b, l, h, dh) = (ctx.batch, ctx.seq, self.heads, self.head_dim);
-        let q = ctx.linear(&self.query, ModuleKind::Query, x)?;
+        let q = ctx.linear(&self.query, ModuleKind::Query, queries)?;
         let k = ctx.linear(&self.key, ModuleKind::Key, x)?;
         let v = ctx.linear(&self.value, ModuleKind::Value, x)?;
         let shape = ops::AttentionShape {
             batch: b,
             seq: l,
+            queries: ctx.queries,
             heads: h,
             head_dim: dh,
         };

@@ -31,7 +31,7 @@ pub fn cuda_built() -> bool {
     candle_core::utils::cuda_is_available()
 }
 pub use config::{Architecture, LayerShape, ModelConfig, ModelFiles};
-pub use encoder::{Encoder, ModuleId, ModuleKind, Training};
+pub use encoder::{Encoder, ModuleId, ModuleKind, Positions, Training};
 pub use error::{Error, Result};
 pub use model::{
     Model, ModelOptions, ModelOutput, ModelSummary, NamedVar, ParamKind, PeftMethod,

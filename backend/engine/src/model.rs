@@ -8,7 +8,7 @@ use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Architecture, ModelConfig, ModelFiles};
-use crate::encoder::{Encoder, ModuleId, Training};
+use crate::encoder::{Encoder, ModuleId, Positions, Training};
 use crate::error::{Result, invalid};
 use crate::ops;
 use crate::peft::{self, Adapter, AdapterConfig, FrozenLinear, Lora, LoraConfig, PeftModule};
@@ -219,10 +219,12 @@ impl Model {
         mut training: Option<Training<'_>>,
         record_ratios: bool,
     ) -> Result<ModelOutput> {
-        let out = self.encoder.forward(
+        // The heads read the first token alone.
+        let out = self.encoder.forward_positions(
             batch,
             training.as_mut().map(|t| Training { rng: &mut *t.rng }),
             record_ratios,
+            Positions::First,
         )?;
         let first = out.hidden.i((.., 0, ..))?.contiguous()?;
         let p = self.encoder.config.classifier_dropout;

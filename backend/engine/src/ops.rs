@@ -351,18 +351,22 @@ pub(crate) fn masked_softmax(scores: &Tensor, mask: &Tensor, scale: f64) -> Resu
     Ok(scores.contiguous()?.apply_op2(&mask.contiguous()?, op)?)
 }
 
-/// The shape of a batch's attention: sequences, their length, heads, and each head's width.
+/// The shape of a batch's attention: sequences, their length, the queries per sequence, heads,
+/// and each head's width.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct AttentionShape {
     pub(crate) batch: usize,
     pub(crate) seq: usize,
+    /// `seq`, or fewer (the first positions) where only their outputs are used.
+    pub(crate) queries: usize,
     pub(crate) heads: usize,
     pub(crate) head_dim: usize,
 }
 
 /// Multi-head attention `dropout(softmax(Q·Kᵀ/√d + mask))·V` on `[batch·seq, heads·head_dim]`
-/// projections, with an additive `[batch, 1, 1, seq]` padding mask; the context comes back in
-/// the same layout. `dropout` (probability and RNG) is for training.
+/// keys and values and `[batch·queries, heads·head_dim]` queries, with an additive `[batch, 1,
+/// 1, seq]` padding mask; the context comes back in the queries' layout. `dropout`
+/// (probability and RNG) is for training.
 ///
 /// One graph node without the transposes; see `ops/attention.rs`.
 pub(crate) fn attention(
@@ -374,27 +378,29 @@ pub(crate) fn attention(
     let AttentionShape {
         batch: b,
         seq: l,
+        queries: ql,
         heads: h,
         head_dim: dh,
     } = shape;
     let scale = 1.0 / (dh as f64).sqrt();
     let dropout = dropout.filter(|(p, _)| *p > 0.0);
     if !fusable(q) || !fusable(k) || !fusable(v) || mask.track_op() {
-        let split = |t: &Tensor| -> Result<Tensor> {
-            Ok(t.reshape((b, l, h, dh))?.transpose(1, 2)?.contiguous()?)
+        let split = |t: &Tensor, rows: usize| -> Result<Tensor> {
+            Ok(t.reshape((b, rows, h, dh))?.transpose(1, 2)?.contiguous()?)
         };
-        let scores = split(q)?.matmul(&split(k)?.t()?)?;
+        let scores = split(q, ql)?.matmul(&split(k, l)?.t()?)?;
         let mut probs = masked_softmax(&scores, mask, scale)?;
         if let Some((p, rng)) = dropout {
             probs = self::dropout(&probs, p, rng)?;
         }
-        let context = probs.matmul(&split(v)?)?;
-        return Ok(context.transpose(1, 2)?.reshape((b * l, h * dh))?);
+        let context = probs.matmul(&split(v, l)?)?;
+        return Ok(context.transpose(1, 2)?.reshape((b * ql, h * dh))?);
     }
     let keep = q.track_op() || k.track_op() || v.track_op();
     let op = attention::Attention {
         batch: b,
         seq: l,
+        queries: ql,
         heads: h,
         head_dim: dh,
         scale: scale as f32,

@@ -7,7 +7,7 @@ use candle_core::{Device, Tensor};
 use common::{Tiny, max_abs_diff};
 use lightpeft_engine::{
     AdapterConfig, Architecture, Batch, Checkpoint, LoraConfig, Model, ModelConfig, ModelOptions,
-    PeftMethod, REFERENCE_TARGETS, TextEncoder, Training, cross_entropy,
+    PeftMethod, Positions, REFERENCE_TARGETS, TextEncoder, Training, cross_entropy,
 };
 use rand::SeedableRng;
 
@@ -56,6 +56,99 @@ fn roberta_layout_with_prefix_loads_tokenizes_and_runs() {
     );
     // 5 target suffixes hit all 6 modules of each of the 2 layers.
     assert_eq!(train.ratios.len(), 12);
+}
+
+#[test]
+fn the_first_token_alone_gives_every_tokens_state_gradients_and_ratios() {
+    for arch in [Architecture::Bert, Architecture::Roberta] {
+        let tiny = Tiny::new(arch);
+        // Without dropout both passes are deterministic and comparable in training.
+        let json = tiny.config_json().replace(
+            r#""hidden_act":"gelu""#,
+            r#""hidden_act":"gelu","hidden_dropout_prob":0.0,"attention_probs_dropout_prob":0.0"#,
+        );
+        let config = ModelConfig::from_json(&json, "c.json".as_ref()).unwrap();
+        let ckpt = Checkpoint::from_tensors("m".as_ref(), &config, tiny.tensors("", 5)).unwrap();
+        let options = ModelOptions {
+            peft: PeftMethod::lora(2, 4.0, 0.0, &REFERENCE_TARGETS),
+            ..lora_options()
+        };
+        let model = Model::from_checkpoint(&config, &ckpt, &options).unwrap();
+        // LoRA's B starts at zero; give it values so that every factor's gradient is live.
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        for named in model.trainable() {
+            let t = named.var.as_tensor();
+            let noise = Tensor::randn(0f32, 0.3, t.dims(), &Device::Cpu).unwrap();
+            named.var.set(&(t + noise).unwrap()).unwrap();
+        }
+        let ids = Tensor::new(&[[3u32, 4, 5, 6, 7, 2], [3, 8, 9, 2, 0, 0]], &Device::Cpu).unwrap();
+        let batch = Batch {
+            type_ids: ids.zeros_like().unwrap(),
+            attention_mask: Tensor::new(&[[1u32, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]], &Device::Cpu)
+                .unwrap(),
+            input_ids: ids,
+        };
+        let every = model.encoder.forward(&batch, None, false).unwrap().hidden;
+        let first = model
+            .encoder
+            .forward_positions(&batch, None, false, Positions::First)
+            .unwrap()
+            .hidden;
+        assert_eq!(first.dims(), &[2, 1, 16]);
+        let diff = max_abs_diff(&every.narrow(1, 0, 1).unwrap(), &first);
+        assert!(
+            diff < 1e-5,
+            "{arch:?}: first token's hidden state differs by {diff}"
+        );
+        // In training the same loss on the first token must give the same gradients, and the
+        // ratios recorded with the first token alone (the last layer's from a pass of their
+        // own over every position) must be every position's.
+        let weights = Tensor::randn(0f32, 1.0, (2, 16), &Device::Cpu).unwrap();
+        let mut run = |positions: Positions| {
+            let out = model
+                .encoder
+                .forward_positions(&batch, Some(Training { rng: &mut rng }), true, positions)
+                .unwrap();
+            let first = out.hidden.narrow(1, 0, 1).unwrap().squeeze(1).unwrap();
+            let loss = (first * &weights).unwrap().sum_all().unwrap();
+            (out.ratios, loss.backward().unwrap())
+        };
+        let (ratios_every, g_every) = run(Positions::All);
+        let (ratios_first, g_first) = run(Positions::First);
+        assert_eq!(ratios_every.len(), 12, "{arch:?}: ratios of every module");
+        assert_eq!(ratios_every.len(), ratios_first.len(), "{arch:?}: ratios");
+        for ((id_a, a), (id_b, b)) in ratios_every.iter().zip(&ratios_first) {
+            assert_eq!(id_a, id_b, "{arch:?}: ratio order");
+            assert!(max_abs_diff(a, b) < 1e-5, "{arch:?}: ratio of {id_a:?}");
+        }
+        let mut compared = 0;
+        for named in model.trainable() {
+            let t = named.var.as_tensor();
+            let (a, b) = match (g_every.get(t), g_first.get(t)) {
+                (Some(a), Some(b)) => (a, b),
+                (None, None) => continue,
+                _ => panic!("{arch:?}: {} has a gradient on one path only", named.name),
+            };
+            let scale = a
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            let diff = max_abs_diff(a, b);
+            assert!(
+                diff <= 1e-4 * scale.max(1e-3),
+                "{arch:?}: {} gradient differs by {diff} (scale {scale})",
+                named.name
+            );
+            compared += 1;
+        }
+        assert!(
+            compared > 20,
+            "{arch:?}: only {compared} gradients compared"
+        );
+    }
 }
 
 #[test]

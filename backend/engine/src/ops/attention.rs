@@ -15,16 +15,20 @@ use super::gemm::{Mat, Write, matmul, matmul_rows};
 use super::{Dropout, f32_slice, host_f32, kernels};
 
 /// `softmax(Q·Kᵀ·scale + mask)` (then dropout) times V, per head, for `[batch·seq, heads·dim]`
-/// projections and an additive `[batch, 1, 1, seq]` padding mask.
+/// keys and values, `[batch·queries, heads·dim]` queries and an additive `[batch, 1, 1, seq]`
+/// padding mask.
 pub(crate) struct Attention {
     pub(crate) batch: usize,
+    /// Keys (and values) per sequence.
     pub(crate) seq: usize,
+    /// Queries per sequence: `seq`, or fewer where only the first positions' outputs are used.
+    pub(crate) queries: usize,
     pub(crate) heads: usize,
     pub(crate) head_dim: usize,
     pub(crate) scale: f32,
     pub(crate) mask: Tensor,
     pub(crate) dropout: Option<Dropout>,
-    /// The probabilities `[batch, heads, seq, seq]`, before dropout, for the backward pass.
+    /// The probabilities `[batch, heads, queries, seq]`, before dropout, for the backward pass.
     pub(crate) saved: Mutex<Option<Vec<f32>>>,
     /// Whether to keep them (only when a gradient will be asked for).
     pub(crate) keep: bool,
@@ -35,19 +39,20 @@ impl Attention {
         self.heads * self.head_dim
     }
 
-    /// Head `h` of sequence `b` of a `[batch·seq, heads·dim]` projection, as a `seq × dim` view.
-    fn head<'a>(&self, data: &'a [f32], b: usize, h: usize) -> Mat<'a> {
-        let start = b * self.seq * self.width() + h * self.head_dim;
-        Mat::strided(&data[start..], self.seq, self.head_dim, self.width(), 1)
+    /// Head `h` of sequence `b` of a `[batch·rows, heads·dim]` projection, as a `rows × dim`
+    /// view (`rows`: `seq` for keys and values, `queries` for queries).
+    fn head<'a>(&self, data: &'a [f32], rows: usize, b: usize, h: usize) -> Mat<'a> {
+        let start = b * rows * self.width() + h * self.head_dim;
+        Mat::strided(&data[start..], rows, self.head_dim, self.width(), 1)
     }
 
-    fn check(&self, op: &str, what: &str, data: &[f32]) -> candle_core::Result<()> {
-        if data.len() != self.batch * self.seq * self.width() {
+    /// Checks that `data` is `[batch·rows, heads·dim]`.
+    fn check(&self, op: &str, what: &str, data: &[f32], rows: usize) -> candle_core::Result<()> {
+        if data.len() != self.batch * rows * self.width() {
             candle_core::bail!(
-                "{op}: {what} has {} elements, not [{} · {}, {} · {}]",
+                "{op}: {what} has {} elements, not [{} · {rows}, {} · {}]",
                 data.len(),
                 self.batch,
-                self.seq,
                 self.heads,
                 self.head_dim
             );
@@ -91,12 +96,13 @@ impl CustomOp3 for Attention {
         let q = f32_slice(name, "queries", q, q_layout)?;
         let k = f32_slice(name, "keys", k, k_layout)?;
         let v = f32_slice(name, "values", v, v_layout)?;
-        for (what, data) in [("queries", q), ("keys", k), ("values", v)] {
-            self.check(name, what, data)?;
+        let (l, ql) = (self.seq, self.queries);
+        for (what, data, rows) in [("queries", q, ql), ("keys", k, l), ("values", v, l)] {
+            self.check(name, what, data, rows)?;
         }
         let (mask_storage, mask_layout) = self.mask.storage_and_layout();
         let mask = host_f32(name, "mask", &mask_storage, mask_layout)?;
-        let (l, w) = (self.seq, self.width());
+        let w = self.width();
         if mask.len() != self.batch * l {
             candle_core::bail!(
                 "{name}: mask {:?} is not [{}, 1, 1, {l}]",
@@ -104,25 +110,25 @@ impl CustomOp3 for Attention {
                 self.batch
             );
         }
-        let mut context = vec![0.0; self.batch * l * w];
-        let mut probs = vec![0.0; self.batch * self.heads * l * l];
+        let mut context = vec![0.0; self.batch * ql * w];
+        let mut probs = vec![0.0; self.batch * self.heads * ql * l];
         let units: Vec<Mutex<(&mut [f32], &mut [f32])>> = context
-            .chunks_mut(l * w)
-            .zip(probs.chunks_mut(self.heads * l * l))
+            .chunks_mut(ql * w)
+            .zip(probs.chunks_mut(self.heads * ql * l))
             .map(Mutex::new)
             .collect();
         per_sequence(units.len(), |b| {
             let mut unit = units[b].lock().expect("one worker per sequence");
             let (context, probs) = &mut *unit;
             let mask = &mask[b * l..(b + 1) * l];
-            let scratch = if self.dropout.is_some() { l * l } else { 0 };
+            let scratch = if self.dropout.is_some() { ql * l } else { 0 };
             let (mut factors, mut dropped) = (vec![0.0; scratch], vec![0.0; scratch]);
             for h in 0..self.heads {
-                let p = &mut probs[h * l * l..(h + 1) * l * l];
-                let (qh, kh) = (self.head(q, b, h), self.head(k, b, h));
+                let p = &mut probs[h * ql * l..(h + 1) * ql * l];
+                let (qh, kh) = (self.head(q, ql, b, h), self.head(k, l, b, h));
                 matmul(p, qh, kh.t(), self.scale, Write::Set, 1);
                 kernels::softmax_rows(p, mask);
-                let first_row = (b * self.heads + h) * l;
+                let first_row = (b * self.heads + h) * ql;
                 let values = match self.drop_out(first_row, p, &mut factors, &mut dropped) {
                     Some((_, dropped)) => dropped,
                     None => &p[..],
@@ -131,8 +137,8 @@ impl CustomOp3 for Attention {
                 matmul_rows(
                     ctx,
                     w,
-                    Mat::rows(values, l, l),
-                    self.head(v, b, h),
+                    Mat::rows(values, ql, l),
+                    self.head(v, l, b, h),
                     1.0,
                     Write::Set,
                     1,
@@ -166,10 +172,12 @@ impl CustomOp3 for Attention {
             v: v.detach(),
         };
         // The kernel packs [dq | dk | dv] into one buffer.
-        let n = q.elem_count();
+        let (nq, nk) = (q.elem_count(), k.elem_count());
         let grads = q.detach().apply_op2_no_bwd(&grad.contiguous()?, &op)?;
-        let part = |i: usize| grads.narrow(0, i * n, n)?.reshape(q.shape());
-        Ok((Some(part(0)?), Some(part(1)?), Some(part(2)?)))
+        let dq = grads.narrow(0, 0, nq)?.reshape(q.shape())?;
+        let dk = grads.narrow(0, nq, nk)?.reshape(k.shape())?;
+        let dv = grads.narrow(0, nq + nk, nk)?.reshape(v.shape())?;
+        Ok((Some(dq), Some(dk), Some(dv)))
     }
 }
 
@@ -203,20 +211,21 @@ impl CustomOp2 for AttentionGrad<'_> {
         let (v_storage, v_layout) = self.v.storage_and_layout();
         let k = host_f32(name, "keys", &k_storage, k_layout)?;
         let v = host_f32(name, "values", &v_storage, v_layout)?;
-        for (what, data) in [
-            ("queries", q),
-            ("gradient", grad),
-            ("keys", k),
-            ("values", v),
+        let (l, ql, w) = (a.seq, a.queries, a.width());
+        for (what, data, rows) in [
+            ("queries", q, ql),
+            ("gradient", grad, ql),
+            ("keys", k, l),
+            ("values", v, l),
         ] {
-            a.check(name, what, data)?;
+            a.check(name, what, data, rows)?;
         }
-        let (l, w, n) = (a.seq, a.width(), q.len());
-        let mut packed = vec![0.0; 3 * n];
-        let (dq, rest) = packed.split_at_mut(n);
-        let (dk, dv) = rest.split_at_mut(n);
+        let (nq, nk) = (q.len(), k.len());
+        let mut packed = vec![0.0; nq + 2 * nk];
+        let (dq, rest) = packed.split_at_mut(nq);
+        let (dk, dv) = rest.split_at_mut(nk);
         let units: Vec<Mutex<_>> = dq
-            .chunks_mut(l * w)
+            .chunks_mut(ql * w)
             .zip(dk.chunks_mut(l * w))
             .zip(dv.chunks_mut(l * w))
             .map(|((q, k), v)| Mutex::new((q, k, v)))
@@ -224,15 +233,15 @@ impl CustomOp2 for AttentionGrad<'_> {
         per_sequence(units.len(), |b| {
             let mut unit = units[b].lock().expect("one worker per sequence");
             let (dq, dk, dv) = &mut *unit;
-            let scratch = if a.dropout.is_some() { l * l } else { 0 };
+            let scratch = if a.dropout.is_some() { ql * l } else { 0 };
             let (mut factors, mut dropped) = (vec![0.0; scratch], vec![0.0; scratch]);
-            let mut ds = vec![0.0; l * l];
+            let mut ds = vec![0.0; ql * l];
             for h in 0..a.heads {
-                let first_row = (b * a.heads + h) * l;
-                let p = &self.probs[first_row * l..(first_row + l) * l];
-                let dc = a.head(grad, b, h);
+                let first_row = (b * a.heads + h) * ql;
+                let p = &self.probs[first_row * l..(first_row + ql) * l];
+                let dc = a.head(grad, ql, b, h);
                 // dP̃ = dC·Vᵀ, then back through dropout and the softmax.
-                matmul(&mut ds, dc, a.head(v, b, h).t(), 1.0, Write::Set, 1);
+                matmul(&mut ds, dc, a.head(v, l, b, h).t(), 1.0, Write::Set, 1);
                 let dropped = match a.drop_out(first_row, p, &mut factors, &mut dropped) {
                     Some((factors, dropped)) => {
                         kernels::scale_by(&mut ds, factors);
@@ -242,15 +251,23 @@ impl CustomOp2 for AttentionGrad<'_> {
                 };
                 kernels::softmax_grad_rows(&mut ds, p, l, a.scale);
                 let cols = h * a.head_dim;
-                let dropped = Mat::rows(dropped, l, l);
+                let dropped = Mat::rows(dropped, ql, l);
                 matmul_rows(&mut dv[cols..], w, dropped.t(), dc, 1.0, Write::Set, 1);
-                let ds = Mat::rows(&ds, l, l);
-                matmul_rows(&mut dq[cols..], w, ds, a.head(k, b, h), 1.0, Write::Set, 1);
+                let ds = Mat::rows(&ds, ql, l);
+                matmul_rows(
+                    &mut dq[cols..],
+                    w,
+                    ds,
+                    a.head(k, l, b, h),
+                    1.0,
+                    Write::Set,
+                    1,
+                );
                 matmul_rows(
                     &mut dk[cols..],
                     w,
                     ds.t(),
-                    a.head(q, b, h),
+                    a.head(q, ql, b, h),
                     1.0,
                     Write::Set,
                     1,
@@ -258,7 +275,7 @@ impl CustomOp2 for AttentionGrad<'_> {
             }
         });
         drop(units);
-        Ok((CpuStorage::F32(packed), Shape::from(3 * n)))
+        Ok((CpuStorage::F32(packed), Shape::from(nq + 2 * nk)))
     }
 }
 
@@ -278,11 +295,19 @@ mod tests {
     #[test]
     fn fused_attention_matches_the_composed_ops_and_their_gradients() {
         let mut rng = StdRng::seed_from_u64(31);
-        for (b, l, h, dh, p) in [(1, 3, 1, 2, 0.0), (2, 5, 3, 4, 0.0), (3, 17, 4, 8, 0.2)] {
-            let n = b * l;
-            let make =
-                |rng: &mut StdRng| Var::from_tensor(&random(&[n, h * dh], 0.0, 1.0, rng)).unwrap();
-            let (q, k, v) = (make(&mut rng), make(&mut rng), make(&mut rng));
+        // (sequences, keys per sequence, queries per sequence, heads, head width, dropout)
+        for (b, l, ql, h, dh, p) in [
+            (1, 3, 3, 1, 2, 0.0),
+            (2, 5, 5, 3, 4, 0.0),
+            (3, 17, 17, 4, 8, 0.2),
+            (3, 17, 1, 4, 8, 0.2),
+            (2, 5, 2, 3, 4, 0.0),
+        ] {
+            let (n, nq) = (b * l, b * ql);
+            let make = |rows: usize, rng: &mut StdRng| {
+                Var::from_tensor(&random(&[rows, h * dh], 0.0, 1.0, rng)).unwrap()
+            };
+            let (q, k, v) = (make(nq, &mut rng), make(n, &mut rng), make(n, &mut rng));
             // Every other sequence ends in padding; the first key is always real.
             let mask: Vec<f32> = (0..b)
                 .flat_map(|i| {
@@ -300,18 +325,19 @@ mod tests {
             let dropout = (p > 0.0).then(|| Dropout::new(p, &mut rng));
             // The composed reference applies the same dropout factors as a tensor.
             let factors = {
-                let mut f = vec![0.0; b * h * l * l];
+                let mut f = vec![0.0; b * h * ql * l];
                 for (row, chunk) in f.chunks_exact_mut(l).enumerate() {
                     match &dropout {
                         Some(d) => d.write_mask(row * l, chunk),
                         None => chunk.fill(1.0),
                     }
                 }
-                Tensor::from_vec(f, (b, h, l, l), &candle_core::Device::Cpu).unwrap()
+                Tensor::from_vec(f, (b, h, ql, l), &candle_core::Device::Cpu).unwrap()
             };
             let op = Attention {
                 batch: b,
                 seq: l,
+                queries: ql,
                 heads: h,
                 head_dim: dh,
                 scale,
@@ -324,8 +350,8 @@ mod tests {
                 .as_tensor()
                 .apply_op3(k.as_tensor(), v.as_tensor(), op)
                 .unwrap();
-            let split = |t: &Tensor| {
-                t.reshape((b, l, h, dh))
+            let split = |t: &Tensor, rows: usize| {
+                t.reshape((b, rows, h, dh))
                     .unwrap()
                     .transpose(1, 2)
                     .unwrap()
@@ -333,9 +359,9 @@ mod tests {
                     .unwrap()
             };
             let (qs, ks, vs) = (
-                split(q.as_tensor()),
-                split(k.as_tensor()),
-                split(v.as_tensor()),
+                split(q.as_tensor(), ql),
+                split(k.as_tensor(), l),
+                split(v.as_tensor(), l),
             );
             let scores = (qs.matmul(&ks.t().unwrap()).unwrap() * scale as f64).unwrap();
             let probs =
@@ -346,10 +372,10 @@ mod tests {
                 .unwrap()
                 .transpose(1, 2)
                 .unwrap()
-                .reshape((n, h * dh))
+                .reshape((nq, h * dh))
                 .unwrap();
             assert_close("attention", &fused, &plain, 1e-5);
-            let r = random(&[n, h * dh], 0.0, 1.0, &mut rng);
+            let r = random(&[nq, h * dh], 0.0, 1.0, &mut rng);
             let g_fused = (&fused * &r)
                 .unwrap()
                 .sum_all()
