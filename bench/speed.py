@@ -97,12 +97,17 @@ def kept(n, ratio):
     return n if ratio == 0 or n == 0 else n - (int((n - 1) * ratio) + 1)
 
 
-def step_gflop(model_dir, mode, batch, length, plan):
+def step_gflop(model_dir, mode, batch, length, plan, first_token=False, ratio_pass=False):
     """FLOPs of one step, counted from the shapes (a multiply-add is 2): the encoder's products
     (Q, K, V, attention output, FFN in and out, QKᵀ and PV) and the LoRA branches. A training step
     adds the backward pass: frozen weights need only the input gradient (the forward's FLOPs
     again), the attention products and LoRA need both operands' gradients (twice theirs).
-    Element-wise work (softmax, LayerNorm, GELU, masks) is not counted."""
+    Element-wise work (softmax, LayerNorm, GELU, masks) is not counted.
+
+    `first_token`: the last layer computes its queries, attention output and feed-forward for the
+    first token alone, keys and values over the sequence (ours: the head reads nothing else).
+    `ratio_pass`: a training step also runs the last layer forwards over every position (ours,
+    the estimation step's pass for §4.1's ratios)."""
     config = json.loads((Path(model_dir) / "config.json").read_text())
     hidden, layers = config["hidden_size"], config["num_hidden_layers"]
     heads, inner = config["num_attention_heads"], config["intermediate_size"]
@@ -111,16 +116,32 @@ def step_gflop(model_dir, mode, batch, length, plan):
     attn = kept(heads, ratio) * head_dim
     ffn = kept(inner, ratio)
     tokens = batch * length
-    linear = 2 * tokens * (3 * hidden * attn + attn * hidden + 2 * hidden * ffn)
-    products = 2 * 2 * batch * length * length * attn
-    # LoRA modules per layer (in, out): query, key, value, attention output, FFN in, FFN out.
-    modules = [(hidden, attn)] * 3 + [(attn, hidden), (hidden, ffn), (ffn, hidden)]
-    lora_all = [2 * tokens * rank * (i + o) for i, o in modules] * layers
-    lora = sum(f for k, f in enumerate(lora_all) if k % every == 0)
-    forward = layers * (linear + products) + lora
+
+    def layer(index, rows, queries):
+        """(products, attention products, LoRA) of layer `index` computing `rows` outputs."""
+        linear = 2 * (rows * hidden * attn + 2 * tokens * hidden * attn + rows * attn * hidden
+                      + 2 * rows * hidden * ffn)
+        products = 2 * 2 * batch * queries * length * attn
+        # LoRA modules (rows, in, out): query, key, value, attention output, FFN in, FFN out.
+        modules = [(rows, hidden, attn), (tokens, hidden, attn), (tokens, hidden, attn),
+                   (rows, attn, hidden), (rows, hidden, ffn), (rows, ffn, hidden)]
+        lora = sum(2 * n * rank * (i + o) for k, (n, i, o) in enumerate(modules)
+                   if (index * len(modules) + k) % every == 0)
+        return linear, products, lora
+
+    forward = attention = branches = 0
+    for index in range(layers):
+        alone = first_token and index == layers - 1
+        linear, products, lora = layer(index, batch if alone else tokens, 1 if alone else length)
+        forward += linear + products + lora
+        attention += products
+        branches += lora
     if mode == "infer":
         return forward / 1e9
-    return (2 * forward + layers * products + 2 * lora) / 1e9
+    total = 2 * forward + attention + 2 * branches
+    if ratio_pass:
+        total += sum(layer(layers - 1, tokens, length))
+    return total / 1e9
 
 
 def nominal_peak(threads):
@@ -199,10 +220,11 @@ def main():
           f"(candle's gemm, {args.threads} threads, median over rounds); nominal "
           + (f"{nominal:.0f} GFLOP/s (clock × {args.threads} cores × 32 FLOPs per cycle, AVX2 FMA)"
              if nominal else "unknown") + ".\n")
-    print("| mode | batch × len | plan | GFLOP | ours s/step | PyTorch s/step | ours / PyTorch "
+    print("| mode | batch × len | plan | GFLOP: ours | PyTorch | ours s/step | PyTorch s/step "
+          "| ours / PyTorch "
           "| GFLOP/s: ours | PyTorch | ours / practical peak "
           "| speed-up vs full: ours | PyTorch | peak RSS MiB: ours | PyTorch |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for (mode, shape, plan), rounds in results.items():
         base = results.get((mode, shape, "full"), [])
 
@@ -218,9 +240,10 @@ def main():
 
         ratio = summary(ratios(per_round(0, rounds), per_round(1, rounds)), args.rounds)
         batch, length = (int(v) for v in shape.split("x"))
-        gflop = step_gflop(args.model, mode, batch, length, plan)
-        rates = [[gflop / t for t in times(side)] for side in (0, 1)]
-        shares = ratios([gflop / t if t else None for t in per_round(0, rounds)], peaks)
+        gflops = [step_gflop(args.model, mode, batch, length, plan, first_token=True),
+                  step_gflop(args.model, mode, batch, length, plan)]
+        rates = [[gflops[side] / t for t in times(side)] for side in (0, 1)]
+        shares = ratios([gflops[0] / t if t else None for t in per_round(0, rounds)], peaks)
         speedups = [
             summary(ratios(per_round(side, base), per_round(side, rounds)), args.rounds, "×")
             for side in (0, 1)
@@ -230,7 +253,8 @@ def main():
             for side in (0, 1)
         ]
         print(
-            f"| {mode} | {shape.replace('x', ' × ')} | {plan} | {gflop:.1f} | {median_cell(times(0))} "
+            f"| {mode} | {shape.replace('x', ' × ')} | {plan} | {gflops[0]:.1f} | {gflops[1]:.1f} "
+            f"| {median_cell(times(0))} "
             f"| {median_cell(times(1))} | {ratio} | {median_cell(rates[0], 1)} "
             f"| {median_cell(rates[1], 1)} | {percent(shares, args.rounds)} "
             f"| {speedups[0]} | {speedups[1]} | {fmt_rss(rss[0])} | {fmt_rss(rss[1])} |"
@@ -245,7 +269,8 @@ def main():
         for (shape, row), rounds in trainer.items():
             base = trainer.get((shape, "lora"), [])
             batch, length = (int(v) for v in shape.split("x"))
-            gflop = step_gflop(args.model, "train", batch, length, "full")
+            gflop = step_gflop(args.model, "train", batch, length, "full", first_token=True,
+                               ratio_pass=row.startswith("estimate"))
             secs = [r[args.stat] if r else None for r in rounds]
             vs = ratios(secs, [r[args.stat] if r else None for r in base])
             done = [t for t in secs if t]

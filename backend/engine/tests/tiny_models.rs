@@ -100,6 +100,19 @@ fn the_first_token_alone_gives_every_tokens_state_gradients_and_ratios() {
             diff < 1e-5,
             "{arch:?}: first token's hidden state differs by {diff}"
         );
+        // The composed ops (a GPU's path) take fewer queries than keys as well.
+        let composed = lightpeft_engine::with_composed_ops(|| {
+            model
+                .encoder
+                .forward_positions(&batch, None, false, Positions::First)
+                .unwrap()
+                .hidden
+        });
+        let diff = max_abs_diff(&composed, &first);
+        assert!(
+            diff < 1e-5,
+            "{arch:?}: the composed ops' first token differs by {diff}"
+        );
         // In training the same loss on the first token must give the same gradients, and the
         // ratios recorded with the first token alone (the last layer's from a pass of their
         // own over every position) must be every position's.
