@@ -146,11 +146,11 @@ impl FrozenLinear {
     /// Applies what follows the product to the finished `y`: in place without a backward
     /// pass; else the activation into a new buffer, keeping `y` for the backward pass.
     fn activate(&self, op: &str, mut y: Vec<f32>) -> candle_core::Result<Vec<f32>> {
+        if y.is_empty() || (self.activation == Activation::Identity && self.add_norm.is_none()) {
+            return Ok(y);
+        }
         if !self.keep_pre {
             let out = self.dims()?.0;
-            if y.is_empty() {
-                return Ok(y);
-            }
             self.with_finish(op, y.len() / out.max(1), |finish| {
                 par_blocks(&mut y, out, finish)
             })?;
@@ -415,8 +415,8 @@ impl LoraLinear {
 
 /// Adds the branch `scale·down·Bᵀ` to the base `y` (`rows × out`) and gives each row's
 /// `‖branch‖ / ‖base‖`. Each block of rows is one thread's: its branch into a block-sized
-/// buffer, both norms and the sum while the rows are in its cache, where a whole-matrix branch
-/// buffer and the norms on the calling thread alone cost an estimation step about a tenth.
+/// buffer, both norms and the sum while the rows are in its cache (a whole-matrix branch buffer
+/// and the norms on the calling thread alone left the other threads waiting).
 fn add_branch_with_ratios(y: &mut [f32], down: Mat, b: Mat, scale: f32) -> Vec<f32> {
     let (rows, out) = (down.rows_count(), b.rows_count());
     assert_eq!(
