@@ -72,14 +72,22 @@ pub(crate) fn linear(
         };
         return activation.apply(&y);
     }
-    let op = linear::FrozenLinear::new(
+    let op = frozen_node(weight, bias, activation)?.with_backward(x.track_op());
+    Ok(x.contiguous()?.apply_op1(op)?)
+}
+
+/// The fused node of a frozen layer (contiguous weight and bias), followed by `activation`.
+fn frozen_node(
+    weight: FrozenWeight<'_>,
+    bias: Option<&Tensor>,
+    activation: Activation,
+) -> Result<linear::FrozenLinear> {
+    Ok(linear::FrozenLinear::new(
         weight.tensor.contiguous()?,
         weight.transposed,
         bias.map(Tensor::contiguous).transpose()?,
         activation,
-    )
-    .with_backward(x.track_op());
-    Ok(x.contiguous()?.apply_op1(op)?)
+    ))
 }
 
 /// `LayerNorm(y + residual)` with frozen `gamma` and `beta`: the end of a BERT sublayer
@@ -138,13 +146,7 @@ pub(crate) fn linear_add_norm(
     let Some(fused) = fused else {
         return norm.apply(&linear(x, weight, bias, Activation::Identity)?);
     };
-    let op = linear::FrozenLinear::new(
-        weight.tensor.contiguous()?,
-        weight.transposed,
-        bias.map(Tensor::contiguous).transpose()?,
-        Activation::Identity,
-    )
-    .with_add_norm(fused);
+    let op = frozen_node(weight, bias, Activation::Identity)?.with_add_norm(fused);
     Ok(x.contiguous()?.apply_op1(op)?)
 }
 
@@ -168,13 +170,7 @@ pub(crate) fn lora_linear_add_norm(
         return norm.apply(&y);
     };
     let op = linear::LoraLinear {
-        base: linear::FrozenLinear::new(
-            weight.tensor.contiguous()?,
-            weight.transposed,
-            bias.map(Tensor::contiguous).transpose()?,
-            Activation::Identity,
-        )
-        .with_add_norm(fused),
+        base: frozen_node(weight, bias, Activation::Identity)?.with_add_norm(fused),
         scale: scale as f32,
         dropout: None,
         ratio: None,
@@ -265,13 +261,8 @@ fn lora_layer(
     }
     let slot = want_ratio.then(linear::RatioSlot::default);
     let op = linear::LoraLinear {
-        base: linear::FrozenLinear::new(
-            weight.tensor.contiguous()?,
-            weight.transposed,
-            bias.map(Tensor::contiguous).transpose()?,
-            activation,
-        )
-        .with_backward(x.track_op() || a.track_op() || b.track_op()),
+        base: frozen_node(weight, bias, activation)?
+            .with_backward(x.track_op() || a.track_op() || b.track_op()),
         scale: scale as f32,
         dropout: dropout.map(|(p, rng)| Dropout::new(p, rng)),
         ratio: slot.clone(),

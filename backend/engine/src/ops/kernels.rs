@@ -927,9 +927,7 @@ mod tests {
             layer_norm_rows::portable(&mut want, &sum, &gamma, &beta, 1e-5);
             add_layer_norm_in_place::portable(&mut got, &residual, &gamma, &beta, 1e-5);
             assert_eq!(got, want, "add and layer norm in place, length {len}");
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
+            if has_avx2_fma() {
                 let (mut want, mut got) = (vec![0.0; x.len()], x.clone());
                 // SAFETY: the CPU has AVX2 and FMA (checked just above).
                 unsafe {
@@ -1018,9 +1016,7 @@ mod tests {
             let mut in_place = x.clone();
             gelu_in_place::portable(&mut in_place);
             assert_eq!(in_place, y, "gelu in place, length {len}");
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
+            if has_avx2_fma() {
                 let (mut fast, mut fast_in_place) = (vec![0.0; len], x.clone());
                 // SAFETY: the CPU has AVX2 and FMA (checked just above).
                 unsafe {

@@ -617,12 +617,7 @@ mod tests {
             });
             let slot = RatioSlot::default();
             let op = LoraLinear {
-                base: FrozenLinear::new(
-                    stored(&w, transposed),
-                    transposed,
-                    Some(bias.clone()),
-                    activation,
-                ),
+                base: frozen(&w, &bias, transposed, activation),
                 scale: 2.5,
                 dropout,
                 ratio: Some(slot.clone()),
@@ -712,12 +707,7 @@ mod tests {
             let a = Var::from_tensor(&random(&[r, inp], 0.0, 0.3, &mut rng)).unwrap();
             let b = Var::from_tensor(&random(&[out, r], 0.0, 0.3, &mut rng)).unwrap();
             let op = LoraLinear {
-                base: FrozenLinear::new(
-                    stored(&w, transposed),
-                    transposed,
-                    Some(bias.clone()),
-                    activation,
-                ),
+                base: frozen(&w, &bias, transposed, activation),
                 scale: 2.0,
                 dropout: None,
                 ratio: None,
@@ -741,13 +731,7 @@ mod tests {
             );
             // With no backward pass to follow, the activation runs in place: the same output.
             let untracked = LoraLinear {
-                base: FrozenLinear::new(
-                    stored(&w, transposed),
-                    transposed,
-                    Some(bias.clone()),
-                    activation,
-                )
-                .with_backward(false),
+                base: frozen(&w, &bias, transposed, activation).with_backward(false),
                 scale: 2.0,
                 dropout: None,
                 ratio: None,
@@ -781,6 +765,16 @@ mod tests {
         }
     }
 
+    /// A frozen layer over `w` (`[out, in]`) stored as `transposed` says, with `bias`.
+    fn frozen(w: &Tensor, bias: &Tensor, transposed: bool, activation: Activation) -> FrozenLinear {
+        FrozenLinear::new(
+            stored(w, transposed),
+            transposed,
+            Some(bias.clone()),
+            activation,
+        )
+    }
+
     /// `w` (`[out, in]`) as a layer stores it: itself, or its transpose made contiguous.
     fn stored(w: &Tensor, transposed: bool) -> Tensor {
         if transposed {
@@ -804,23 +798,12 @@ mod tests {
             let x = Var::from_tensor(&random(&[2, 30, 40], 0.0, 1.0, &mut rng)).unwrap();
             let w = random(&[24, 40], 0.0, 0.3, &mut rng);
             let bias = random(&[24], 0.0, 0.3, &mut rng);
-            let op = FrozenLinear::new(
-                stored(&w, transposed),
-                transposed,
-                Some(bias.clone()),
-                activation,
-            );
+            let op = frozen(&w, &bias, transposed, activation);
             let fused = x.apply_op1(op).unwrap();
             let plain =
                 candle_activation(activation, &composed(x.as_tensor(), &w, &bias, None, None));
             assert_close("frozen linear", &fused, &plain, 1e-5);
-            let untracked = FrozenLinear::new(
-                stored(&w, transposed),
-                transposed,
-                Some(bias.clone()),
-                activation,
-            )
-            .with_backward(false);
+            let untracked = frozen(&w, &bias, transposed, activation).with_backward(false);
             let without_backward = x.as_tensor().detach().apply_op1(untracked).unwrap();
             assert_close(
                 "frozen linear without backward",
